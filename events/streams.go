@@ -1,0 +1,133 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Stream names.
+const (
+	StreamShadow   = "SHADOW"
+	StreamRollout  = "ROLLOUT"
+	StreamAlerts   = "ALERTS"
+	StreamNotify   = "NOTIFY"
+	StreamRejected = "REJECTED"
+)
+
+// Durable consumer names. They are public API: renaming one replays its stream.
+const (
+	ConsumerProjectorShadow  = "projector-shadow"
+	ConsumerProjectorRollout = "projector-rollout"
+	ConsumerProjectorAlerts  = "projector-alerts"
+	ConsumerProjectorNotify  = "projector-notify"
+	ConsumerAlertingShadow   = "alerting-shadow"
+	ConsumerAlertingRollout  = "alerting-rollout"
+	ConsumerRolloutShadow    = "rollout-shadow"
+	ConsumerNotifyAlerts     = "notify-alerts"
+)
+
+// StreamOptions are the operator's settings shared by every stream.
+type StreamOptions struct {
+	// Replicas is the number of copies in a cluster (1 on one server).
+	Replicas int
+	// MaxAge is how long events are kept; 0 keeps them forever.
+	MaxAge time.Duration
+	// DuplicateWindow is how long a Nats-Msg-Id is remembered for dedup.
+	DuplicateWindow time.Duration
+}
+
+// DefaultDuplicateWindow covers a device's retries (5 s, 15 s, 45 s) and a
+// bridge restart.
+const DefaultDuplicateWindow = 2 * time.Minute
+
+// StreamConfigs returns the configuration of every stream: file storage,
+// immutable (DenyDelete, DenyPurge), with the operator's replicas, age and
+// duplicate window.
+func StreamConfigs(o StreamOptions) []jetstream.StreamConfig {
+	if o.Replicas < 1 {
+		o.Replicas = 1
+	}
+	if o.DuplicateWindow <= 0 {
+		o.DuplicateWindow = DefaultDuplicateWindow
+	}
+	mk := func(name, desc string, subjects ...string) jetstream.StreamConfig {
+		return jetstream.StreamConfig{
+			Name:        name,
+			Description: desc,
+			Subjects:    subjects,
+			Storage:     jetstream.FileStorage,
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardOld,
+			MaxAge:      o.MaxAge,
+			Replicas:    o.Replicas,
+			Duplicates:  o.DuplicateWindow,
+			DenyDelete:  true,
+			DenyPurge:   true,
+		}
+	}
+	return []jetstream.StreamConfig{
+		mk(StreamShadow, "every accepted device report, desired-state change and presence transition",
+			SubjectShadowReported+".>", SubjectShadowDesired+".>", SubjectDevicePresence+".>"),
+		mk(StreamRollout, "rollout job and wave lifecycle", SubjectRollout+".>"),
+		mk(StreamAlerts, "alert lifecycle", SubjectAlert+".>"),
+		mk(StreamNotify, "every notification routing and delivery decision", SubjectNotify+".>"),
+		mk(StreamRejected, "input that could not be accepted, raw, with the reason", SubjectRejected+".>"),
+	}
+}
+
+// EnsureStreams creates every stream, or updates it to StreamConfigs(o). It is
+// idempotent and safe to run from every service at start. Each call gets a
+// short timeout and is retried, because a JetStream API call right after a
+// leader failover can hang.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions) error {
+	for _, cfg := range StreamConfigs(o) {
+		err := Retry(ctx, 5, func(ctx context.Context) error {
+			_, err := js.CreateOrUpdateStream(ctx, cfg)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("create or update stream %q: %w", cfg.Name, err)
+		}
+	}
+	return nil
+}
+
+// APITimeout bounds one JetStream API call made by Retry.
+const APITimeout = 5 * time.Second
+
+// Retry runs call up to attempts times, each under APITimeout, with a short
+// growing pause between attempts. It stops early on ctx's end or on an error
+// that retrying cannot fix (a refused configuration).
+func Retry(ctx context.Context, attempts int, call func(context.Context) error) error {
+	var err error
+	pause := 100 * time.Millisecond
+	for i := 0; i < attempts; i++ {
+		cctx, cancel := context.WithTimeout(ctx, APITimeout)
+		err = call(cctx)
+		cancel()
+		if err == nil || !retryable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err())
+		case <-time.After(pause):
+		}
+		pause *= 2
+	}
+	return err
+}
+
+func retryable(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		// 503 is "JetStream not ready / no leader"; everything else is a
+		// refusal that will not change on its own.
+		return apiErr.Code == 503
+	}
+	return true
+}

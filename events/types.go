@@ -1,0 +1,108 @@
+package events
+
+import (
+	"time"
+)
+
+// Event types. A type's suffix is its version: a change that breaks a
+// decoder gets a new type, and both are decoded for as long as the log holds
+// the old one.
+const (
+	TypeShadowReported = "io.otawatch.shadow.reported.v1"
+	TypeShadowDesired  = "io.otawatch.shadow.desired.v1"
+	TypeDevicePresence = "io.otawatch.device.presence.v1"
+	TypeRejected       = "io.otawatch.rejected.v1"
+)
+
+// Event sources (the CloudEvents source attribute) of otawatch's services.
+const (
+	SourceBridge    = "otawatch/bridge"
+	SourceProjector = "otawatch/projector"
+	SourceAlerting  = "otawatch/alerting"
+	SourceRollout   = "otawatch/rollout"
+	SourceNotify    = "otawatch/notify"
+	SourceAPI       = "otawatch/api"
+)
+
+// Firmware statuses a device reports.
+const (
+	StatusInProgress = "in_progress"
+	StatusCompleted  = "completed"
+	StatusFailed     = "failed"
+)
+
+// Firmware is the firmware part of a device shadow report, as the device sent
+// it (the seed system's payload).
+type Firmware struct {
+	Version         string    `json:"version"`
+	Timestamp       time.Time `json:"timestamp"`
+	Status          string    `json:"status"`
+	Checksum        string    `json:"checksum,omitempty"`
+	PreviousVersion string    `json:"previousVersion,omitempty"`
+	// UpdateDuration is in seconds; absent (0) while in progress.
+	UpdateDuration float64 `json:"updateDuration,omitempty"`
+	// ErrorCode is nil unless the update failed.
+	ErrorCode *string `json:"errorCode"`
+}
+
+// ShadowReportedData is the data of TypeShadowReported: one accepted report.
+// The envelope's time is when the bridge accepted it; Firmware.Timestamp is
+// the device's own clock.
+type ShadowReportedData struct {
+	TypeID   string   `json:"typeId"`
+	DeviceID string   `json:"deviceId"`
+	Topic    string   `json:"topic"`
+	Firmware Firmware `json:"firmware"`
+}
+
+// ReportEventID is the deterministic id (and Nats-Msg-Id) of a report: the
+// same device, firmware timestamp, status and version make the same id, so a
+// redelivered or retried report is stored once.
+func ReportEventID(typeID, deviceID string, fw Firmware) string {
+	return IdentityID("sr", typeID, deviceID, fw.Timestamp.UTC().Format(time.RFC3339Nano), fw.Status, fw.Version)
+}
+
+// DesiredFirmware is the target a rollout asks a device to install.
+type DesiredFirmware struct {
+	Version  string `json:"version"`
+	Checksum string `json:"checksum"`
+	URL      string `json:"url"`
+}
+
+// ShadowDesiredData is the data of TypeShadowDesired: the desired firmware
+// sent to one device by a rollout job's wave.
+type ShadowDesiredData struct {
+	TypeID   string          `json:"typeId"`
+	DeviceID string          `json:"deviceId"`
+	JobID    string          `json:"jobId"`
+	Wave     int             `json:"wave"`
+	Firmware DesiredFirmware `json:"firmware"`
+}
+
+// Presence states of TypeDevicePresence.
+const (
+	PresenceOnline             = "online"
+	PresencePotentiallyOffline = "potentially_offline"
+)
+
+// DevicePresenceData is the data of TypeDevicePresence.
+type DevicePresenceData struct {
+	TypeID   string    `json:"typeId"`
+	DeviceID string    `json:"deviceId"`
+	State    string    `json:"state"`
+	LastSeen time.Time `json:"lastSeen"`
+}
+
+// RejectedData is the data of TypeRejected: input that could not be accepted,
+// kept raw with the reason so nothing silently disappears.
+type RejectedData struct {
+	Source string `json:"source"`
+	Reason string `json:"reason"`
+	// Topic is the MQTT topic, for input from the bridge.
+	Topic string `json:"topic,omitempty"`
+	// Stream and StreamSeq locate the event, for input from the log.
+	Stream    string `json:"stream,omitempty"`
+	StreamSeq uint64 `json:"streamSeq,omitempty"`
+	// Raw is the input as received (base64 in JSON).
+	Raw []byte `json:"raw"`
+}

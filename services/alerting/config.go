@@ -1,0 +1,12 @@
+package alerting
+
+import "github.com/otawatch/otawatch/services/internal/conf"
+
+// Config is the alerting service's section of the configuration ("alerting").
+type Config struct{}
+
+// SetDefaults fills in unset keys.
+func (c *Config) SetDefaults() {}
+
+// Validate reports every problem of the section.
+func (c *Config) Validate(p conf.Problems) {}

@@ -1,0 +1,145 @@
+// Package app is otawatch's command line: the subcommand registry, config
+// loading, and the oklog/run group that runs the services in one process.
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+)
+
+// Env is what a command runs with.
+type Env struct {
+	Stdout, Stderr io.Writer
+	// Environ is the process environment (os.Environ()).
+	Environ []string
+}
+
+// command is one subcommand.
+type command struct {
+	usage   string // one line: the arguments
+	summary string
+	run     func(ctx context.Context, env *Env, args []string) error
+}
+
+// commands is the registry of subcommands; a command with words
+// ("rules check") is registered under its first word and dispatches itself.
+func commands() map[string]command {
+	return map[string]command{
+		"run":      {"[-c FILE] [service...]", "run the services (all by default: " + strings.Join(serviceNames(), ", ") + ")", cmdRun},
+		"check":    {"config [-c FILE]", "validate a configuration and print every problem", cmdCheck},
+		"simulate": {"[--devices N] [--broker URL] ...", "run a simulated device fleet that speaks the device contract", cmdSimulate},
+		"replay":   {"projector|verify ...", "re-project the log into ClickHouse, or compare two databases", cmdReplay},
+		"rules":    {"check|test|backtest ...", "check, test and backtest alert rules", cmdRules},
+		"rollout":  {"create|list|show|pause|resume|abort|retry-failed ...", "drive rollout jobs on the running system", cmdRollout},
+	}
+}
+
+// ErrUsage marks a command line that is wrong; Main prints usage for it.
+var ErrUsage = errors.New("usage")
+
+// Main runs the command line args (without the program name) and returns
+// the process exit code: 0 ok, 1 failure, 2 usage.
+func Main(ctx context.Context, args []string, env *Env) int {
+	cmds := commands()
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(env.Stderr, cmds)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	cmd, ok := cmds[args[0]]
+	if !ok {
+		fmt.Fprintf(env.Stderr, "otawatch: unknown command %q\n\n", args[0])
+		usage(env.Stderr, cmds)
+		return 2
+	}
+	err := cmd.run(ctx, env, args[1:])
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, ErrUsage):
+		fmt.Fprintf(env.Stderr, "otawatch %s: %v\nusage: otawatch %s %s\n", args[0], err, args[0], cmd.usage)
+		return 2
+	default:
+		fmt.Fprintf(env.Stderr, "otawatch %s: %v\n", args[0], err)
+		return 1
+	}
+}
+
+func usage(w io.Writer, cmds map[string]command) {
+	names := make([]string, 0, len(cmds))
+	for n := range cmds {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	fmt.Fprintln(w, "usage: otawatch COMMAND [ARGS]")
+	fmt.Fprintln(w, "\ncommands:")
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-9s %s\n            %s\n", n, cmds[n].usage, cmds[n].summary)
+	}
+	fmt.Fprintln(w, "\nEvery command takes -c FILE (a YAML config); every key is also settable as OTAWATCH_<KEY_PATH>.")
+}
+
+// newFlagSet returns a flag set for a command that reports errors as usage
+// errors instead of exiting.
+func newFlagSet(env *Env, name string) *flag.FlagSet {
+	fs := flag.NewFlagSet("otawatch "+name, flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	return fs
+}
+
+// parseFlags parses args, turning a flag error into ErrUsage.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", ErrUsage, err)
+	}
+	return nil
+}
+
+// newLogger builds the process logger from the log section.
+func newLogger(w io.Writer, c LogConfig) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// cmdCheck is "otawatch check config".
+func cmdCheck(_ context.Context, env *Env, args []string) error {
+	if len(args) == 0 || args[0] != "config" {
+		return fmt.Errorf("%w: what to check? (config)", ErrUsage)
+	}
+	fs := newFlagSet(env, "check config")
+	file := fs.String("c", os.Getenv("OTAWATCH_CONFIG"), "config `FILE`")
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	if _, err := LoadConfig(*file, env.Environ); err != nil {
+		fmt.Fprintln(env.Stdout, err)
+		var ce interface{ Error() string }
+		ce = err
+		return fmt.Errorf("configuration is not valid (%d problem(s))", strings.Count(ce.Error(), "\n")+1)
+	}
+	name := *file
+	if name == "" {
+		name = "(defaults and environment)"
+	}
+	fmt.Fprintf(env.Stdout, "%s: ok\n", name)
+	return nil
+}

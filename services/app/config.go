@@ -1,0 +1,145 @@
+package app
+
+import (
+	"net"
+	"net/url"
+	"time"
+
+	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/services/alerting"
+	"github.com/otawatch/otawatch/services/api"
+	"github.com/otawatch/otawatch/services/bridge"
+	"github.com/otawatch/otawatch/services/internal/conf"
+	"github.com/otawatch/otawatch/services/projector"
+	"github.com/otawatch/otawatch/services/rollout"
+)
+
+// Config is the whole configuration file. Every key is also settable from
+// the environment: OTAWATCH_ plus the key path in upper case joined by "_".
+type Config struct {
+	// DataDir is where the embedded server keeps its store.
+	DataDir    string           `yaml:"data_dir"`
+	Log        LogConfig        `yaml:"log"`
+	NATS       NATSConfig       `yaml:"nats"`
+	MQTT       bridge.Config    `yaml:"mqtt"`
+	ClickHouse projector.Config `yaml:"clickhouse"`
+	HTTP       api.Config       `yaml:"http"`
+	Alerting   alerting.Config  `yaml:"alerting"`
+	Rollout    rollout.Config   `yaml:"rollout"`
+}
+
+// SetDefaults fills in unset top-level keys.
+func (c *Config) SetDefaults() {
+	if c.DataDir == "" {
+		c.DataDir = "./data"
+	}
+}
+
+// LogConfig is the "log" section.
+type LogConfig struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is text or json.
+	Format string `yaml:"format"`
+}
+
+// SetDefaults fills in unset keys.
+func (c *LogConfig) SetDefaults() {
+	if c.Level == "" {
+		c.Level = "info"
+	}
+	if c.Format == "" {
+		c.Format = "text"
+	}
+}
+
+// Validate reports every problem of the section.
+func (c *LogConfig) Validate(p conf.Problems) {
+	switch c.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		p.Addf("level", "%q is not one of debug, info, warn, error", c.Level)
+	}
+	if c.Format != "text" && c.Format != "json" {
+		p.Addf("format", "%q is not text or json", c.Format)
+	}
+}
+
+// NATSConfig is the "nats" section.
+type NATSConfig struct {
+	// URL is an external NATS server or cluster (comma-separated URLs);
+	// empty runs the embedded server.
+	URL string `yaml:"url"`
+	// CredentialsFile is a NATS credentials file for URL.
+	CredentialsFile string `yaml:"credentials_file"`
+	// Listen is the embedded server's client address.
+	Listen string `yaml:"listen"`
+	// MQTTListen is the embedded MQTT listener; empty turns it off.
+	MQTTListen string `yaml:"mqtt_listen"`
+	// Replicas is each stream's number of copies.
+	Replicas int `yaml:"replicas"`
+	// MaxAge is how long streams keep events; 0 keeps them forever.
+	MaxAge time.Duration `yaml:"max_age"`
+	// DuplicateWindow is how long a Nats-Msg-Id is remembered.
+	DuplicateWindow time.Duration `yaml:"duplicate_window"`
+}
+
+// SetDefaults fills in unset keys.
+func (c *NATSConfig) SetDefaults() {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:4222"
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.DuplicateWindow == 0 {
+		c.DuplicateWindow = events.DefaultDuplicateWindow
+	}
+}
+
+// Validate reports every problem of the section.
+func (c *NATSConfig) Validate(p conf.Problems) {
+	if c.URL != "" {
+		if u, err := url.Parse(c.URL); err != nil || u.Host == "" {
+			p.Addf("url", "%q is not a NATS URL (nats://host:port)", c.URL)
+		}
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		p.Addf("listen", "%q is not host:port: %v", c.Listen, err)
+	}
+	if c.MQTTListen != "" {
+		if _, _, err := net.SplitHostPort(c.MQTTListen); err != nil {
+			p.Addf("mqtt_listen", "%q is not host:port: %v", c.MQTTListen, err)
+		}
+	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		p.Addf("replicas", "%d is out of range 1..5", c.Replicas)
+	}
+	if c.MaxAge < 0 {
+		p.Addf("max_age", "must not be negative (0 keeps events forever)")
+	}
+	if c.DuplicateWindow < 0 {
+		p.Addf("duplicate_window", "must not be negative")
+	}
+	if c.MaxAge > 0 && c.DuplicateWindow > c.MaxAge {
+		p.Addf("duplicate_window", "%s is longer than max_age %s", c.DuplicateWindow, c.MaxAge)
+	}
+}
+
+// StreamOptions are the stream settings of this configuration.
+func (c *NATSConfig) StreamOptions() events.StreamOptions {
+	return events.StreamOptions{Replicas: c.Replicas, MaxAge: c.MaxAge, DuplicateWindow: c.DuplicateWindow}
+}
+
+// LoadConfig reads the file at path (none when empty), applies the
+// environment, sets defaults and validates.
+func LoadConfig(path string, env []string) (*Config, error) {
+	var c Config
+	// mqtt_listen defaults to on, but an explicit empty value turns it off,
+	// so the default goes in before decoding.
+	c.NATS.MQTTListen = "127.0.0.1:1883"
+	if err := conf.Load(path, env, &c); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}

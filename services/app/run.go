@@ -1,0 +1,219 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/run"
+
+	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/services/alerting"
+	"github.com/otawatch/otawatch/services/api"
+	"github.com/otawatch/otawatch/services/bridge"
+	"github.com/otawatch/otawatch/services/internal/svc"
+	"github.com/otawatch/otawatch/services/natsd"
+	"github.com/otawatch/otawatch/services/projector"
+	"github.com/otawatch/otawatch/services/rollout"
+)
+
+// serviceBuilders maps a service name to its constructor. The order of
+// serviceNames is the order they start in.
+func serviceBuilders() map[string]func(c *Config, d svc.Deps) (svc.Service, error) {
+	return map[string]func(c *Config, d svc.Deps) (svc.Service, error){
+		"bridge":    func(c *Config, d svc.Deps) (svc.Service, error) { return bridge.New(c.MQTT, d) },
+		"projector": func(c *Config, d svc.Deps) (svc.Service, error) { return projector.New(c.ClickHouse, d) },
+		"alerting":  func(c *Config, d svc.Deps) (svc.Service, error) { return alerting.New(c.Alerting, d) },
+		"rollout":   func(c *Config, d svc.Deps) (svc.Service, error) { return rollout.New(c.Rollout, d) },
+		"api":       func(c *Config, d svc.Deps) (svc.Service, error) { return api.New(c.HTTP, d) },
+	}
+}
+
+func serviceNames() []string {
+	return []string{"api", "projector", "alerting", "rollout", "bridge"}
+}
+
+// cmdRun is "otawatch run [service...]".
+func cmdRun(ctx context.Context, env *Env, args []string) error {
+	fs := newFlagSet(env, "run")
+	file := fs.String("c", os.Getenv("OTAWATCH_CONFIG"), "config `FILE`")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := LoadConfig(*file, env.Environ)
+	if err != nil {
+		return err
+	}
+	names, err := selectServices(cfg, fs.Args())
+	if err != nil {
+		return err
+	}
+	log := newLogger(env.Stderr, cfg.Log)
+	return Run(ctx, cfg, names, log)
+}
+
+// selectServices resolves the command line's service names: all by default,
+// less the projector when no ClickHouse is configured.
+func selectServices(cfg *Config, args []string) ([]string, error) {
+	builders := serviceBuilders()
+	if len(args) == 0 {
+		var names []string
+		for _, n := range serviceNames() {
+			if n == "projector" && cfg.ClickHouse.Addr == "" {
+				continue
+			}
+			names = append(names, n)
+		}
+		return names, nil
+	}
+	seen := map[string]bool{}
+	for _, n := range args {
+		if _, ok := builders[n]; !ok {
+			return nil, fmt.Errorf("%w: unknown service %q (services: %v)", ErrUsage, n, serviceNames())
+		}
+		if n == "projector" && cfg.ClickHouse.Addr == "" {
+			return nil, fmt.Errorf("service projector needs clickhouse.addr (or %s)", "OTAWATCH_CLICKHOUSE_ADDR")
+		}
+		seen[n] = true
+	}
+	var names []string
+	for _, n := range serviceNames() {
+		if seen[n] {
+			names = append(names, n)
+		}
+	}
+	return names, nil
+}
+
+// Infra is the infrastructure a process opens before its services: the
+// embedded server (when no nats.url is set) and one NATS connection.
+type Infra struct {
+	Server *natsd.Server // nil with an external NATS
+	NC     *nats.Conn
+	JS     jetstream.JetStream
+}
+
+// OpenInfra starts the embedded server or connects to nats.url, and makes
+// sure every stream exists with the configured settings.
+func OpenInfra(ctx context.Context, cfg *Config, log *slog.Logger, name string) (*Infra, error) {
+	inf := &Infra{}
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrl()) }),
+	}
+	var err error
+	if cfg.NATS.URL == "" {
+		inf.Server, err = natsd.Start(natsd.Config{
+			StoreDir:   filepath.Join(cfg.DataDir, "jetstream"),
+			Listen:     cfg.NATS.Listen,
+			MQTTListen: cfg.NATS.MQTTListen,
+		})
+		if err != nil {
+			return nil, err
+		}
+		log.Info("embedded nats started", "client_url", inf.Server.ClientURL(), "mqtt", inf.Server.MQTTAddr(),
+			"store_dir", filepath.Join(cfg.DataDir, "jetstream"))
+		inf.NC, err = inf.Server.Connect(name, opts...)
+	} else {
+		if cfg.NATS.CredentialsFile != "" {
+			opts = append(opts, nats.UserCredentials(cfg.NATS.CredentialsFile))
+		}
+		inf.NC, err = nats.Connect(cfg.NATS.URL, opts...)
+		if err != nil {
+			err = fmt.Errorf("connect to nats %s: %w", cfg.NATS.URL, err)
+		}
+	}
+	if err != nil {
+		inf.Close()
+		return nil, err
+	}
+	inf.JS, err = jetstream.New(inf.NC)
+	if err != nil {
+		inf.Close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	if err := events.EnsureStreams(ctx, inf.JS, cfg.NATS.StreamOptions()); err != nil {
+		inf.Close()
+		return nil, err
+	}
+	return inf, nil
+}
+
+// Close drains the connection (so consumers finish what they hold) and
+// stops the embedded server, in that order.
+func (i *Infra) Close() {
+	if i.NC != nil {
+		if err := i.NC.Drain(); err == nil {
+			for deadline := time.Now().Add(10 * time.Second); !i.NC.IsClosed() && time.Now().Before(deadline); {
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		i.NC.Close()
+	}
+	if i.Server != nil {
+		i.Server.Shutdown()
+	}
+}
+
+// Run opens the infrastructure, runs the named services in one oklog/run
+// group until a signal or a failure, and closes everything in reverse order.
+// A signal is a clean stop (nil).
+func Run(ctx context.Context, cfg *Config, names []string, log *slog.Logger) error {
+	inf, err := OpenInfra(ctx, cfg, log, "otawatch")
+	if err != nil {
+		return err
+	}
+	defer inf.Close()
+
+	health := svc.NewHealth()
+	deps := svc.Deps{Log: log, NC: inf.NC, JS: inf.JS, Streams: cfg.NATS.StreamOptions(), Health: health}
+	builders := serviceBuilders()
+	var g run.Group
+	{
+		// Signals: SIGINT and SIGTERM stop the group cleanly.
+		g.Add(run.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))
+	}
+	for _, name := range names {
+		s, err := builders[name](cfg, deps)
+		if err != nil {
+			return fmt.Errorf("build service %s: %w", name, err)
+		}
+		// One actor per service: it runs until its context ends.
+		sctx, cancel := context.WithCancel(ctx)
+		name := name
+		g.Add(func() error {
+			log.Info("service started", "service", name)
+			err := s.Run(sctx)
+			if err != nil && !errors.Is(err, context.Canceled) {
+				return fmt.Errorf("service %s: %w", name, err)
+			}
+			log.Info("service stopped", "service", name)
+			return nil
+		}, func(error) { cancel() })
+	}
+	err = g.Run()
+	var sig run.SignalError
+	if errors.As(err, &sig) {
+		log.Info("stopping on signal", "signal", sig.Signal.String())
+		return nil
+	}
+	if err == nil {
+		// Every service returned on its own: nothing left to do.
+		return nil
+	}
+	return err
+}

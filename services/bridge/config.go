@@ -1,0 +1,92 @@
+package bridge
+
+import (
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/otawatch/otawatch/services/internal/conf"
+)
+
+// Config is the bridge's section of the configuration ("mqtt").
+type Config struct {
+	// Broker is the MQTT broker URL (tcp://host:port).
+	Broker string `yaml:"broker"`
+	// ClientID must be stable: the broker keeps the bridge's persistent
+	// session (cleanSession=false) under it.
+	ClientID string `yaml:"client_id"`
+	Username string `yaml:"username"`
+	// PasswordFile holds the password; secrets never come from flags.
+	PasswordFile string `yaml:"password_file"`
+	// Topic is the subscription filter for device reports.
+	Topic string `yaml:"topic"`
+	// MaxInFlight bounds reports received but not yet stored and acked.
+	MaxInFlight int `yaml:"max_in_flight"`
+	// MaxPayload is the largest report accepted, in bytes.
+	MaxPayload int `yaml:"max_payload"`
+	// ConnectTimeout bounds one connection attempt.
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// MaxReconnectInterval caps the reconnect backoff.
+	MaxReconnectInterval time.Duration `yaml:"max_reconnect_interval"`
+}
+
+// Defaults of the bridge section.
+const (
+	DefaultBroker      = "tcp://127.0.0.1:1883"
+	DefaultClientID    = "otawatch-bridge"
+	DefaultTopic       = "iot-2/type/+/id/+/update/shadow"
+	DefaultMaxInFlight = 1024
+	DefaultMaxPayload  = 16 << 10
+)
+
+// SetDefaults fills in unset keys.
+func (c *Config) SetDefaults() {
+	if c.Broker == "" {
+		c.Broker = DefaultBroker
+	}
+	if c.ClientID == "" {
+		c.ClientID = DefaultClientID
+	}
+	if c.Topic == "" {
+		c.Topic = DefaultTopic
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = DefaultMaxInFlight
+	}
+	if c.MaxPayload == 0 {
+		c.MaxPayload = DefaultMaxPayload
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 10 * time.Second
+	}
+	if c.MaxReconnectInterval == 0 {
+		c.MaxReconnectInterval = 30 * time.Second
+	}
+}
+
+// Validate reports every problem of the section.
+func (c *Config) Validate(p conf.Problems) {
+	if u, err := url.Parse(c.Broker); err != nil {
+		p.Addf("broker", "%v", err)
+	} else if !map[string]bool{"tcp": true, "mqtt": true, "ssl": true, "tls": true, "mqtts": true, "ws": true, "wss": true}[u.Scheme] || u.Host == "" {
+		p.Addf("broker", "%q is not an MQTT broker URL (tcp://host:port, ssl://, ws://)", c.Broker)
+	}
+	if strings.ContainsAny(c.ClientID, "+#/ ") {
+		p.Addf("client_id", "%q has one of + # / or a space", c.ClientID)
+	}
+	if c.Topic == "" || strings.Count(c.Topic, "/") < 5 {
+		p.Addf("topic", "%q does not look like iot-2/type/{typeId}/id/{deviceId}/update/shadow", c.Topic)
+	}
+	if c.MaxInFlight < 1 || c.MaxInFlight > 65535 {
+		p.Addf("max_in_flight", "%d is out of range 1..65535", c.MaxInFlight)
+	}
+	if c.MaxPayload < 256 || c.MaxPayload > 1<<20 {
+		p.Addf("max_payload", "%d is out of range 256..1048576 bytes", c.MaxPayload)
+	}
+	if c.ConnectTimeout < 0 {
+		p.Addf("connect_timeout", "must not be negative")
+	}
+	if c.MaxReconnectInterval < 0 {
+		p.Addf("max_reconnect_interval", "must not be negative")
+	}
+}
