@@ -12,6 +12,8 @@ import (
 	"os"
 	"sort"
 	"strings"
+
+	"github.com/otawatch/otawatch/services/internal/conf"
 )
 
 // Env is what a command runs with.
@@ -131,10 +133,12 @@ func cmdCheck(_ context.Context, env *Env, args []string) error {
 		return err
 	}
 	if _, err := LoadConfig(*file, env.Environ); err != nil {
-		fmt.Fprintln(env.Stdout, err)
-		var ce interface{ Error() string }
-		ce = err
-		return fmt.Errorf("configuration is not valid (%d problem(s))", strings.Count(ce.Error(), "\n")+1)
+		var ce *conf.Error
+		if !errors.As(err, &ce) {
+			return err
+		}
+		fmt.Fprintln(env.Stdout, ce)
+		return fmt.Errorf("configuration is not valid: %d problem(s)", len(ce.Problems))
 	}
 	name := *file
 	if name == "" {

@@ -85,13 +85,14 @@ func (e *Error) Error() string {
 		if file == "" {
 			file = "(config)"
 		}
+		b.WriteString(file)
 		if p.Line > 0 {
-			fmt.Fprintf(&b, "%s:%d: %s: %s", file, p.Line, p.Key, p.Reason)
-		} else if p.Key != "" {
-			fmt.Fprintf(&b, "%s: %s: %s", file, p.Key, p.Reason)
-		} else {
-			fmt.Fprintf(&b, "%s: %s", file, p.Reason)
+			fmt.Fprintf(&b, ":%d", p.Line)
 		}
+		if p.Key != "" {
+			fmt.Fprintf(&b, ": %s", p.Key)
+		}
+		fmt.Fprintf(&b, ": %s", p.Reason)
 	}
 	return b.String()
 }
@@ -141,6 +142,11 @@ func Decode(file string, data []byte, env []string, out any) error {
 			val.Validate(p.Sub(key))
 		}
 	})
+	for i := range problems {
+		if problems[i].Key == "" && problems[i].Line > 0 {
+			problems[i].Key = lineKey(&root, problems[i].Line)
+		}
+	}
 	for _, pr := range p.List() {
 		pr.Line = keyLine(&root, pr.Key)
 		problems = append(problems, pr)
@@ -347,6 +353,33 @@ func keyLine(root *yaml.Node, key string) int {
 		n = next
 	}
 	return line
+}
+
+// lineKey finds the dotted path of the key on line, or "".
+func lineKey(root *yaml.Node, line int) string {
+	var find func(n *yaml.Node, path string) string
+	find = func(n *yaml.Node, path string) string {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				if k := find(c, path); k != "" {
+					return k
+				}
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k := join(path, n.Content[i].Value)
+				if n.Content[i].Line == line {
+					return k
+				}
+				if found := find(n.Content[i+1], k); found != "" {
+					return found
+				}
+			}
+		}
+		return ""
+	}
+	return find(root, "")
 }
 
 // ReadSecret reads a secret from a *_file key's file, trimming one trailing
