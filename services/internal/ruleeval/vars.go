@@ -3,6 +3,7 @@ package ruleeval
 import (
 	"time"
 
+	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/services/internal/fleet"
 )
 
@@ -57,19 +58,11 @@ func FleetVars(m fleet.Metrics) map[string]any {
 	}
 }
 
-// Job statuses of a rollout job, as the `rollout.status` variable shows
-// them.
-const (
-	JobCreated   = "created"
-	JobRunning   = "running"
-	JobPaused    = "paused"
-	JobCompleted = "completed"
-	JobAborted   = "aborted"
-)
-
 // Job is what alerting knows of a rollout job from the ROLLOUT stream.
 type Job struct {
-	ID            string    `json:"id"`
+	ID string `json:"id"`
+	// Status is one of events.Rollout* (created, running, paused,
+	// completed, aborted).
 	Status        string    `json:"status"`
 	TargetVersion string    `json:"targetVersion,omitempty"`
 	Wave          int       `json:"wave,omitempty"`
@@ -80,7 +73,7 @@ type Job struct {
 
 // Active reports whether the job is running (started, not paused, not
 // finished).
-func (j Job) Active() bool { return j.Status == JobRunning }
+func (j Job) Active() bool { return j.Status == events.RolloutRunning }
 
 // RolloutVars is the `rollout` variable for a job (the zero Job when there
 // is none) and the counts of its current wave.
