@@ -1,0 +1,256 @@
+package projector
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/otawatch/otawatch/events"
+)
+
+// kind says which table an item's row goes to.
+type kind uint8
+
+const (
+	kindNone kind = iota // poison: no row
+	kindShadow
+	kindDevice
+	kindRollout
+	kindAlert
+	kindNotification
+)
+
+// item is one message of the log, decoded once and projected to its row.
+type item struct {
+	stream  string
+	seq     uint64
+	subject string
+	// stamp is when the stream stored the message: the time of a REJECTED
+	// record, so replaying a poison event records the same thing.
+	stamp time.Time
+	raw   []byte
+	msg   jetstream.Msg
+	kind  kind
+	// poison says why the event cannot be projected (kind is kindNone).
+	poison string
+
+	shadow       shadowRow
+	device       deviceEventRow
+	rollout      rolloutRow
+	alert        alertRow
+	notification notificationRow
+}
+
+// deviceKey names a device.
+type deviceKey struct{ typeID, deviceID string }
+
+// desiredEntry is one shadow.desired event of a device.
+type desiredEntry struct {
+	seq   uint64
+	jobID string
+	wave  uint32
+}
+
+// desiredIndex folds the SHADOW stream's desired-state events: for each
+// device, every desired event by stream sequence. A report takes the job and
+// wave of the last desired event before it in the stream, which depends only
+// on the log, not on the order the projector sees messages in: a
+// redelivery, a restart or a replay from the middle gives the same answer,
+// as long as the index was warmed with the stream's desired events first
+// (see warmDesired).
+type desiredIndex struct {
+	m map[deviceKey][]desiredEntry
+}
+
+func newDesiredIndex() *desiredIndex { return &desiredIndex{m: map[deviceKey][]desiredEntry{}} }
+
+// add records a desired event; adding one twice is harmless.
+func (x *desiredIndex) add(k deviceKey, e desiredEntry) {
+	list := x.m[k]
+	i := sort.Search(len(list), func(i int) bool { return list[i].seq >= e.seq })
+	if i < len(list) && list[i].seq == e.seq {
+		list[i] = e
+		return
+	}
+	list = append(list, desiredEntry{})
+	copy(list[i+1:], list[i:])
+	list[i] = e
+	x.m[k] = list
+}
+
+// at returns the last desired event of the device before seq.
+func (x *desiredIndex) at(k deviceKey, seq uint64) (desiredEntry, bool) {
+	list := x.m[k]
+	i := sort.Search(len(list), func(i int) bool { return list[i].seq >= seq })
+	if i == 0 {
+		return desiredEntry{}, false
+	}
+	return list[i-1], true
+}
+
+// size is the number of desired events held.
+func (x *desiredIndex) size() int {
+	n := 0
+	for _, l := range x.m {
+		n += len(l)
+	}
+	return n
+}
+
+// minTime and maxTime bound what a ClickHouse DateTime holds (seconds since
+// 1970 in a UInt32). A time outside is stored as 1970-01-01 00:00:00 (the
+// DateTime zero), never wrapped into a wrong date.
+var (
+	minTime = time.Unix(0, 0).UTC()
+	maxTime = time.Unix(1<<32-1, 0).UTC()
+)
+
+func chTime(t time.Time) time.Time {
+	if t.Before(minTime) || t.After(maxTime) {
+		return minTime
+	}
+	return t.UTC()
+}
+
+func waveOf(n int) uint32 {
+	if n < 0 || n > 1<<31 {
+		return 0
+	}
+	return uint32(n)
+}
+
+// project decodes one message's envelope and data and fills the item's row.
+// An envelope that does not decode, or a report whose data does not, makes
+// the item poison. index is the desired fold of the SHADOW stream (nil for
+// other streams); project updates it with desired events.
+func project(it *item, index *desiredIndex) {
+	ev, err := events.Decode(it.raw)
+	if err != nil {
+		it.kind, it.poison = kindNone, fmt.Sprintf("decode envelope: %v", err)
+		return
+	}
+	switch it.stream {
+	case events.StreamShadow:
+		projectShadow(it, ev, index)
+	case events.StreamRollout:
+		tok := strings.Split(it.subject, ".")
+		r := rolloutRow{Seq: it.seq, EventID: ev.ID, Type: ev.Type, Source: ev.Source, Subject: it.subject,
+			EventTime: chTime(ev.Time), Data: string(ev.Data)}
+		if len(tok) == 3 {
+			r.JobID, r.Event = tok[1], tok[2]
+		}
+		var d struct {
+			JobID string `json:"jobId"`
+			Wave  int    `json:"wave"`
+		}
+		// The data's shape belongs to the rollout service; only the wave
+		// (and the job when the subject lacks it) is read, leniently.
+		if json.Unmarshal(ev.Data, &d) == nil {
+			r.Wave = waveOf(d.Wave)
+			if r.JobID == "" {
+				r.JobID = d.JobID
+			}
+		}
+		it.kind, it.rollout = kindRollout, r
+	case events.StreamAlerts:
+		tok := strings.Split(it.subject, ".")
+		r := alertRow{Seq: it.seq, EventID: ev.ID, Type: ev.Type, Source: ev.Source, Subject: it.subject,
+			EventTime: chTime(ev.Time), Data: string(ev.Data)}
+		if len(tok) == 4 {
+			r.State, r.Severity, r.RuleID = tok[1], tok[2], tok[3]
+		}
+		var d struct {
+			TypeID   string `json:"typeId"`
+			DeviceID string `json:"deviceId"`
+		}
+		if json.Unmarshal(ev.Data, &d) == nil {
+			r.TypeID, r.DeviceID = d.TypeID, d.DeviceID
+		}
+		it.kind, it.alert = kindAlert, r
+	case events.StreamNotify:
+		tok := strings.Split(it.subject, ".")
+		r := notificationRow{Seq: it.seq, EventID: ev.ID, Type: ev.Type, Source: ev.Source, Subject: it.subject,
+			EventTime: chTime(ev.Time), Data: string(ev.Data)}
+		if len(tok) == 3 {
+			r.Receiver, r.Outcome = tok[1], tok[2]
+		}
+		it.kind, it.notification = kindNotification, r
+	default:
+		it.kind, it.poison = kindNone, fmt.Sprintf("stream %s is not projected", it.stream)
+	}
+}
+
+func projectShadow(it *item, ev events.Event, index *desiredIndex) {
+	typeID, deviceID, _ := events.DeviceFromSubject(it.subject)
+	switch ev.Type {
+	case events.TypeShadowReported:
+		var d events.ShadowReportedData
+		if err := ev.DecodeData(&d); err != nil {
+			it.kind, it.poison = kindNone, err.Error()
+			return
+		}
+		if d.TypeID != "" {
+			typeID = d.TypeID
+		}
+		if d.DeviceID != "" {
+			deviceID = d.DeviceID
+		}
+		fw := d.Firmware
+		r := shadowRow{
+			Seq: it.seq, EventID: ev.ID, Type: ev.Type, TypeID: typeID, DeviceID: deviceID,
+			EventTime: chTime(ev.Time), DeviceTime: chTime(fw.Timestamp),
+			Version: fw.Version, Status: fw.Status, Checksum: fw.Checksum, PreviousVersion: fw.PreviousVersion,
+			Duration: fw.UpdateDuration,
+		}
+		if fw.ErrorCode != nil {
+			r.ErrorCode = *fw.ErrorCode
+		}
+		if index != nil {
+			if e, ok := index.at(deviceKey{typeID, deviceID}, it.seq); ok {
+				r.JobID, r.Wave = e.jobID, e.wave
+			}
+		}
+		it.kind, it.shadow = kindShadow, r
+	case events.TypeShadowDesired:
+		var d events.ShadowDesiredData
+		if err := ev.DecodeData(&d); err != nil {
+			it.kind, it.poison = kindNone, err.Error()
+			return
+		}
+		if d.TypeID != "" {
+			typeID = d.TypeID
+		}
+		if d.DeviceID != "" {
+			deviceID = d.DeviceID
+		}
+		if index != nil {
+			index.add(deviceKey{typeID, deviceID}, desiredEntry{seq: it.seq, jobID: d.JobID, wave: waveOf(d.Wave)})
+		}
+		it.kind, it.device = kindDevice, deviceEventRow{
+			Seq: it.seq, EventID: ev.ID, Type: ev.Type, Subject: it.subject, TypeID: typeID, DeviceID: deviceID,
+			EventTime: chTime(ev.Time), JobID: d.JobID, Wave: waveOf(d.Wave),
+			Version: d.Firmware.Version, Checksum: d.Firmware.Checksum, Data: string(ev.Data),
+		}
+	case events.TypeDevicePresence:
+		var d events.DevicePresenceData
+		if err := ev.DecodeData(&d); err != nil {
+			it.kind, it.poison = kindNone, err.Error()
+			return
+		}
+		it.kind, it.device = kindDevice, deviceEventRow{
+			Seq: it.seq, EventID: ev.ID, Type: ev.Type, Subject: it.subject, TypeID: typeID, DeviceID: deviceID,
+			EventTime: chTime(ev.Time), Status: d.State, Data: string(ev.Data),
+		}
+	default:
+		// A type this version does not know (a newer version of an event,
+		// say) is kept raw rather than refused: a later projector can read it.
+		it.kind, it.device = kindDevice, deviceEventRow{
+			Seq: it.seq, EventID: ev.ID, Type: ev.Type, Subject: it.subject, TypeID: typeID, DeviceID: deviceID,
+			EventTime: chTime(ev.Time), Data: string(ev.Data),
+		}
+	}
+}
