@@ -222,6 +222,9 @@ func compile(name, expr string, o CompileOptions, want *cel.Type, wantName strin
 		}
 		return nil, zero, 0, out
 	}
+	if errs := checkFields(name, ast); len(errs) > 0 {
+		return nil, zero, 0, errs
+	}
 	out := ast.OutputType()
 	switch {
 	case want != nil && !out.IsExactType(want):
@@ -232,9 +235,6 @@ func compile(name, expr string, o CompileOptions, want *cel.Type, wantName strin
 	case want == nil && !isNumeric(out):
 		return nil, zero, 0, ExprErrors{{Name: name, Pos: Position{1, 1},
 			Message: fmt.Sprintf("expression has type %s, want %s", out, wantName)}}
-	}
-	if errs := checkFields(name, ast); len(errs) > 0 {
-		return nil, zero, 0, errs
 	}
 	limit := o.CostLimit
 	if limit == 0 {

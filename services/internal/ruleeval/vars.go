@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/rules"
 	"github.com/otawatch/otawatch/services/internal/fleet"
 )
 
@@ -93,4 +94,57 @@ func RolloutVars(j Job, w fleet.WaveCounts) map[string]any {
 		"waveFailed":     float64(w.Failed),
 		"waveOffline":    float64(w.Offline),
 	}
+}
+
+// EventVars is the `event` variable of an event: the keys of rules.Fields
+// with Var "event" that its kind has. It is nil (and no error) for a type
+// rules do not see, and an error for data that does not decode.
+func EventVars(e events.Event) (map[string]any, error) {
+	m := map[string]any{"time": e.Time, "id": e.ID, "type": e.Type, "source": e.Source}
+	switch e.Type {
+	case events.TypeShadowReported:
+		var d events.ShadowReportedData
+		if err := e.DecodeData(&d); err != nil {
+			return nil, err
+		}
+		m["kind"] = rules.KindReported
+		m["typeId"], m["deviceId"], m["topic"] = d.TypeID, d.DeviceID, d.Topic
+		fw := d.Firmware
+		m["version"], m["status"], m["checksum"], m["previousVersion"] = fw.Version, fw.Status, fw.Checksum, fw.PreviousVersion
+		m["updateDuration"], m["deviceTime"] = fw.UpdateDuration, fw.Timestamp
+		if fw.ErrorCode != nil {
+			m["errorCode"] = *fw.ErrorCode
+		}
+	case events.TypeShadowDesired:
+		var d events.ShadowDesiredData
+		if err := e.DecodeData(&d); err != nil {
+			return nil, err
+		}
+		m["kind"] = rules.KindDesired
+		m["typeId"], m["deviceId"] = d.TypeID, d.DeviceID
+		m["jobId"], m["wave"], m["targetVersion"] = d.JobID, float64(d.Wave), d.Firmware.Version
+	case events.TypeDevicePresence:
+		var d events.DevicePresenceData
+		if err := e.DecodeData(&d); err != nil {
+			return nil, err
+		}
+		m["kind"] = rules.KindPresence
+		m["typeId"], m["deviceId"] = d.TypeID, d.DeviceID
+		m["state"], m["lastSeen"] = d.State, d.LastSeen
+	default:
+		name := events.RolloutEventName(e.Type)
+		if name == "" {
+			return nil, nil
+		}
+		var d events.RolloutData
+		if err := e.DecodeData(&d); err != nil {
+			return nil, err
+		}
+		m["kind"] = rules.KindRollout
+		m["name"], m["jobId"], m["wave"], m["reason"] = name, d.JobID, float64(d.Wave), d.Reason
+		if d.Target != nil {
+			m["targetVersion"] = d.Target.Version
+		}
+	}
+	return m, nil
 }

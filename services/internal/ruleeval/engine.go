@@ -1,0 +1,638 @@
+package ruleeval
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"sort"
+	"time"
+
+	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/rules"
+	"github.com/otawatch/otawatch/services/internal/fleet"
+)
+
+// Options tune an Engine.
+type Options struct {
+	// OfflineAfter is how long a device may be silent before Stale calls
+	// it potentially offline; 0 is fleet.DefaultOfflineAfter.
+	OfflineAfter time.Duration
+	// EvalTimeout bounds the evaluations of one event, or of one device on
+	// a tick; 0 is rules.DefaultEvalTimeout.
+	EvalTimeout time.Duration
+	// OnEvalError, if set, hears every evaluation error (the alert it was
+	// about stays as it was). It runs on the engine's goroutine.
+	OnEvalError func(ruleID, key string, err error)
+}
+
+// Engine is the fleet fold, the rollout fold and the alert lifecycle of a
+// rule set. It is not safe for concurrent use: one goroutine owns it. The
+// same sequence of calls gives the same transitions, live or replayed.
+type Engine struct {
+	opts  Options
+	fleet *fleet.State
+	jobs  *Jobs
+	set   *rules.Set
+	// device rules (both kinds), device rules evaluated on ticks, fleet
+	// rules evaluated on events, fleet rules evaluated on ticks.
+	devRules, devTickRules, fleetRules, fleetTickRules []*rules.Rule
+
+	alerts map[string]*alertState
+	// echo holds ids of events this engine applied before they were in
+	// the log (presence events of Stale); the copy from the log is skipped.
+	echo map[string]time.Time
+	// ShadowSeq and RolloutSeq are the last stream sequences handled,
+	// poison included.
+	ShadowSeq, RolloutSeq uint64
+	// now is the latest event or tick time seen.
+	now   time.Time
+	stats map[string]*RuleStats
+}
+
+// alertState is one alert key's lifecycle: the raised alert, if any, and a
+// level waiting for the rule's `for`.
+type alertState struct {
+	Key             string            `json:"key"`
+	RuleID          string            `json:"ruleId"`
+	TypeID          string            `json:"typeId,omitempty"`
+	DeviceID        string            `json:"deviceId,omitempty"`
+	Active          *events.AlertData `json:"active,omitempty"`
+	PendingSeverity string            `json:"pendingSeverity,omitempty"`
+	PendingSince    time.Time         `json:"pendingSince,omitzero"`
+}
+
+// RuleStats count a rule's evaluations.
+type RuleStats struct {
+	Evaluations uint64
+	Errors      uint64
+	LastError   string
+}
+
+// Transition is an alert raised or resolved.
+type Transition struct {
+	Alert events.AlertData
+	// At is the event or tick time of the transition (the alert event's
+	// time).
+	At time.Time
+}
+
+// ID is the transition's deterministic event id (and Nats-Msg-Id).
+func (t Transition) ID() string {
+	return events.AlertEventID(t.Alert.Key, t.Alert.Severity, t.Alert.StartsAt, t.Alert.State)
+}
+
+// Subject is the transition's ALERTS subject.
+func (t Transition) Subject() string {
+	return events.AlertSubject(t.Alert.State, t.Alert.Severity, t.Alert.RuleID)
+}
+
+// Event is the transition's CloudEvents envelope.
+func (t Transition) Event() (events.Event, error) {
+	return events.New(t.ID(), events.SourceAlerting, events.AlertEventType(t.Alert.State), t.Alert.Key, t.At, t.Alert)
+}
+
+// PoisonError is an event the engine cannot use: it is malformed, and
+// changed nothing. The caller records it on REJECTED.
+type PoisonError struct{ Err error }
+
+func (e *PoisonError) Error() string { return e.Err.Error() }
+
+func (e *PoisonError) Unwrap() error { return e.Err }
+
+// New returns an engine with an empty fleet running set (which may be
+// empty, not nil).
+func New(set *rules.Set, o Options) *Engine {
+	if o.OfflineAfter == 0 {
+		o.OfflineAfter = fleet.DefaultOfflineAfter
+	}
+	if o.EvalTimeout <= 0 {
+		o.EvalTimeout = rules.DefaultEvalTimeout
+	}
+	e := &Engine{
+		opts:   o,
+		fleet:  fleet.New(),
+		jobs:   NewJobs(),
+		alerts: map[string]*alertState{},
+		echo:   map[string]time.Time{},
+		stats:  map[string]*RuleStats{},
+	}
+	e.SetRules(set)
+	return e
+}
+
+// Fleet is the engine's fleet fold (read it only on the engine's
+// goroutine).
+func (e *Engine) Fleet() *fleet.State { return e.fleet }
+
+// Jobs is the engine's rollout fold.
+func (e *Engine) Jobs() *Jobs { return e.jobs }
+
+// Rules is the running rule set.
+func (e *Engine) Rules() *rules.Set { return e.set }
+
+// Now is the latest event or tick time the engine saw.
+func (e *Engine) Now() time.Time { return e.now }
+
+// Stats returns a copy of each rule's counters.
+func (e *Engine) Stats() map[string]RuleStats {
+	out := make(map[string]RuleStats, len(e.stats))
+	for id, s := range e.stats {
+		out[id] = *s
+	}
+	return out
+}
+
+// Active returns the raised alerts, sorted by key.
+func (e *Engine) Active() []events.AlertData {
+	var out []events.AlertData
+	for _, a := range e.alerts {
+		if a.Active != nil {
+			out = append(out, *a.Active)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out
+}
+
+// SetRules replaces the running rules. Alerts of rules that are gone (or
+// whose key changed with their scope) are resolved at the engine's latest
+// time; the others keep their state and are re-evaluated on the next event
+// or tick.
+func (e *Engine) SetRules(set *rules.Set) []Transition {
+	if set == nil {
+		set = &rules.Set{}
+	}
+	e.set = set
+	e.devRules, e.devTickRules, e.fleetRules, e.fleetTickRules = nil, nil, nil, nil
+	for _, r := range set.Rules {
+		if r.Scope == rules.ScopeFleet {
+			e.fleetRules = append(e.fleetRules, r)
+			if r.OnTick() {
+				e.fleetTickRules = append(e.fleetTickRules, r)
+			}
+			continue
+		}
+		e.devRules = append(e.devRules, r)
+		if r.OnTick() {
+			e.devTickRules = append(e.devTickRules, r)
+		}
+	}
+	var out []Transition
+	for _, key := range e.sortedKeys() {
+		a := e.alerts[key]
+		r := set.Rule(a.RuleID)
+		if r != nil && r.Key(a.TypeID, a.DeviceID) == key {
+			continue
+		}
+		if a.Active != nil {
+			out = append(out, e.resolve(a, e.now, events.ResolvedRuleRemoved))
+		}
+		delete(e.alerts, key)
+	}
+	return out
+}
+
+func (e *Engine) sortedKeys() []string {
+	keys := make([]string, 0, len(e.alerts))
+	for k := range e.alerts {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// ApplyShadow folds one SHADOW event and evaluates the rules: the device
+// rules of its device, then the fleet rules. An event this engine already
+// applied through ApplyLocal is skipped. A *PoisonError means the event is
+// malformed and changed nothing.
+func (e *Engine) ApplyShadow(seq uint64, ev events.Event) ([]Transition, error) {
+	if seq > e.ShadowSeq {
+		e.ShadowSeq = seq
+	}
+	if _, ok := e.echo[ev.ID]; ok {
+		delete(e.echo, ev.ID)
+		return nil, nil
+	}
+	return e.applyShadow(seq, ev, true)
+}
+
+// ApplyLocal applies a SHADOW event this engine produced (a presence event
+// of Stale) now, before it comes back from the log, so the rest of the
+// tick sees it; its copy from the log is then skipped. It evaluates the
+// device's rules but not the fleet rules: the tick evaluates those once,
+// after all its presence events, rather than once per device.
+func (e *Engine) ApplyLocal(ev events.Event) ([]Transition, error) {
+	trs, err := e.applyShadow(0, ev, false)
+	if err == nil {
+		e.echo[ev.ID] = ev.Time
+	}
+	return trs, err
+}
+
+func (e *Engine) applyShadow(seq uint64, ev events.Event, fleetRules bool) ([]Transition, error) {
+	evVars, err := EventVars(ev)
+	if err != nil {
+		return nil, &PoisonError{Err: err}
+	}
+	if evVars == nil {
+		return nil, nil // not a SHADOW type: nothing to fold or evaluate
+	}
+	d, err := e.fleet.Apply(seq, ev)
+	if err != nil {
+		return nil, &PoisonError{Err: err}
+	}
+	if d == nil {
+		return nil, nil
+	}
+	now := ev.Time
+	e.seen(now)
+	c := e.newEvalCtx(evVars, now)
+	defer c.done()
+	var out []Transition
+	if len(e.devRules) > 0 {
+		dev := *d
+		e.evalDevice(c, e.devRules, &dev, &out)
+	}
+	if fleetRules {
+		e.evalFleet(c, e.fleetRules, &out)
+	}
+	return out, nil
+}
+
+// ApplyRollout folds one ROLLOUT event and, if it changed a job, evaluates
+// the fleet rules. A *PoisonError means the event is malformed.
+func (e *Engine) ApplyRollout(seq uint64, ev events.Event) ([]Transition, error) {
+	if seq > e.RolloutSeq {
+		e.RolloutSeq = seq
+	}
+	changed, err := e.jobs.Apply(seq, ev)
+	if err != nil {
+		return nil, &PoisonError{Err: err}
+	}
+	if !changed {
+		return nil, nil
+	}
+	e.seen(ev.Time)
+	evVars, err := EventVars(ev)
+	if err != nil {
+		return nil, &PoisonError{Err: err}
+	}
+	c := e.newEvalCtx(evVars, ev.Time)
+	defer c.done()
+	var out []Transition
+	e.evalFleet(c, e.fleetRules, &out)
+	return out, nil
+}
+
+// Stale returns the presence events (potentially_offline, time now) of
+// the online devices silent for longer than OfflineAfter. The caller
+// publishes them (live) or not (backtest), then applies each with
+// ApplyLocal before calling Tick.
+func (e *Engine) Stale(now time.Time) []events.Event {
+	if e.opts.OfflineAfter < 0 {
+		return nil
+	}
+	stale := e.fleet.Stale(now, e.opts.OfflineAfter)
+	out := make([]events.Event, 0, len(stale))
+	for _, d := range stale {
+		id := events.PresenceEventID(d.TypeID, d.DeviceID, events.PresencePotentiallyOffline, d.LastSeen)
+		if _, done := e.echo[id]; done {
+			continue
+		}
+		ev, err := events.New(id, events.SourceAlerting, events.TypeDevicePresence,
+			events.DevicePresenceSubject(d.TypeID, d.DeviceID), now,
+			events.DevicePresenceData{TypeID: d.TypeID, DeviceID: d.DeviceID, State: events.PresencePotentiallyOffline, LastSeen: d.LastSeen})
+		if err != nil {
+			continue // unreachable: the data always marshals
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+// echoKeep is how long an id waits in the echo set for its copy from the
+// log; one that never comes (its publish was a duplicate of one already
+// read) is dropped after this.
+const echoKeep = time.Hour
+
+// Tick evaluates the tick rules at time now: device tick rules for every
+// known device (sorted), then fleet tick rules.
+func (e *Engine) Tick(now time.Time) []Transition {
+	e.seen(now)
+	for id, t := range e.echo {
+		if now.Sub(t) > echoKeep {
+			delete(e.echo, id)
+		}
+	}
+	evVars := map[string]any{"kind": rules.KindTick, "time": now}
+	var out []Transition
+	if len(e.devTickRules) > 0 {
+		devs := make([]fleet.Device, 0, e.fleet.Len())
+		e.fleet.Devices(func(d *fleet.Device) { devs = append(devs, *d) })
+		sort.Slice(devs, func(i, j int) bool {
+			return devs[i].TypeID < devs[j].TypeID || devs[i].TypeID == devs[j].TypeID && devs[i].DeviceID < devs[j].DeviceID
+		})
+		c := e.newEvalCtx(evVars, now)
+		for i := range devs {
+			c.refresh()
+			e.evalDevice(c, e.devTickRules, &devs[i], &out)
+		}
+		c.done()
+	}
+	c := e.newEvalCtx(evVars, now)
+	e.evalFleet(c, e.fleetTickRules, &out)
+	c.done()
+	return out
+}
+
+func (e *Engine) seen(t time.Time) {
+	if t.After(e.now) {
+		e.now = t
+	}
+}
+
+// evalCtx is what the evaluations of one event or tick share: the event
+// map, the fleet map and the rollout maps, each built once.
+type evalCtx struct {
+	e        *Engine
+	ctx      context.Context
+	cancel   context.CancelFunc
+	event    map[string]any
+	now      time.Time
+	fleetMap map[string]any
+	rollouts map[string]map[string]any
+}
+
+func (e *Engine) newEvalCtx(event map[string]any, now time.Time) *evalCtx {
+	ctx, cancel := context.WithTimeout(context.Background(), e.opts.EvalTimeout)
+	return &evalCtx{e: e, ctx: ctx, cancel: cancel, event: event, now: now}
+}
+
+// refresh gives the next batch of evaluations a fresh deadline.
+func (c *evalCtx) refresh() {
+	if c.ctx.Err() == nil {
+		if dl, ok := c.ctx.Deadline(); ok && time.Until(dl) > c.e.opts.EvalTimeout/2 {
+			return
+		}
+	}
+	c.cancel()
+	c.ctx, c.cancel = context.WithTimeout(context.Background(), c.e.opts.EvalTimeout)
+}
+
+func (c *evalCtx) done() { c.cancel() }
+
+func (c *evalCtx) fleetVars() map[string]any {
+	if c.fleetMap == nil {
+		c.fleetMap = FleetVars(c.e.fleet.Metrics())
+	}
+	return c.fleetMap
+}
+
+func (c *evalCtx) rolloutVars(j Job) map[string]any {
+	if m, ok := c.rollouts[j.ID]; ok {
+		return m
+	}
+	if c.rollouts == nil {
+		c.rollouts = map[string]map[string]any{}
+	}
+	m := RolloutVars(j, c.e.fleet.Wave(j.ID, j.Wave))
+	c.rollouts[j.ID] = m
+	return m
+}
+
+// deviceJob is the `rollout` of a device rule: the device's job, else the
+// current job.
+func (e *Engine) deviceJob(d *fleet.Device) Job {
+	if d.JobID != "" {
+		return e.jobs.Job(d.JobID)
+	}
+	return e.jobs.Current()
+}
+
+func (e *Engine) evalDevice(c *evalCtx, rs []*rules.Rule, d *fleet.Device, out *[]Transition) {
+	job := e.deviceJob(d)
+	vars := rules.Vars{Event: c.event, Device: DeviceVars(*d), Fleet: c.fleetVars(), Rollout: c.rolloutVars(job), Now: c.now}
+	in := vars.Input()
+	for _, r := range rs {
+		key := r.Key(d.TypeID, d.DeviceID)
+		e.evalRule(c, r, key, meta{typeID: d.TypeID, deviceID: d.DeviceID, jobID: job.ID, wave: d.Wave}, vars, in, out)
+	}
+}
+
+func (e *Engine) evalFleet(c *evalCtx, rs []*rules.Rule, out *[]Transition) {
+	if len(rs) == 0 {
+		return
+	}
+	job := e.jobs.Current()
+	vars := rules.Vars{Event: c.event, Device: map[string]any{}, Fleet: c.fleetVars(), Rollout: c.rolloutVars(job), Now: c.now}
+	in := vars.Input()
+	for _, r := range rs {
+		e.evalRule(c, r, r.Key("", ""), meta{jobID: job.ID, wave: job.Wave}, vars, in, out)
+	}
+}
+
+type meta struct {
+	typeID, deviceID, jobID string
+	wave                    int
+}
+
+func (e *Engine) stat(id string) *RuleStats {
+	s := e.stats[id]
+	if s == nil {
+		s = &RuleStats{}
+		e.stats[id] = s
+	}
+	return s
+}
+
+// evalRule evaluates a rule's levels and steps its alert's lifecycle. An
+// evaluation error leaves the alert as it was: an unknown condition is
+// neither a reason to page nor a reason to stop paging.
+func (e *Engine) evalRule(c *evalCtx, r *rules.Rule, key string, m meta, vars rules.Vars, in rules.Input, out *[]Transition) {
+	st := e.stat(r.ID)
+	st.Evaluations++
+	level := ""
+	for _, l := range r.Levels {
+		ok, err := l.Condition.EvalInput(c.ctx, in)
+		if err != nil {
+			st.Errors++
+			st.LastError = err.Error()
+			if e.opts.OnEvalError != nil {
+				e.opts.OnEvalError(r.ID, key, err)
+			}
+			return
+		}
+		if ok {
+			level = l.Severity
+			break
+		}
+	}
+	now := c.now
+	a := e.alerts[key]
+	if level == "" {
+		if a == nil {
+			return
+		}
+		if a.Active != nil {
+			*out = append(*out, e.resolve(a, now, events.ResolvedCleared))
+		}
+		delete(e.alerts, key)
+		return
+	}
+	if a == nil {
+		a = &alertState{Key: key, RuleID: r.ID, TypeID: m.typeID, DeviceID: m.deviceID}
+		e.alerts[key] = a
+	}
+	if a.Active != nil && a.Active.Severity == level {
+		a.PendingSeverity, a.PendingSince = "", time.Time{}
+		return
+	}
+	if a.PendingSeverity != level {
+		a.PendingSeverity, a.PendingSince = level, now
+	}
+	if now.Sub(a.PendingSince) < r.For {
+		return
+	}
+	if a.Active != nil {
+		*out = append(*out, e.resolve(a, now, events.ResolvedSeverityChanged))
+	}
+	data := events.AlertData{
+		Key: key, RuleID: r.ID, Severity: level, State: events.AlertRaised,
+		TypeID: m.typeID, DeviceID: m.deviceID, JobID: m.jobID, Wave: m.wave,
+		Labels: maps.Clone(r.Labels), StartsAt: a.PendingSince,
+	}
+	if r.Value != nil {
+		if v, err := r.Value.Eval(c.ctx, in); err == nil {
+			data.Value = &v
+		} else {
+			st.Errors++
+			st.LastError = err.Error()
+			if e.opts.OnEvalError != nil {
+				e.opts.OnEvalError(r.ID, key, err)
+			}
+		}
+	}
+	data.Message = render(r, vars, level, data.Value)
+	a.Active = &data
+	a.PendingSeverity, a.PendingSince = "", time.Time{}
+	*out = append(*out, Transition{Alert: data, At: now})
+}
+
+func (e *Engine) resolve(a *alertState, now time.Time, reason string) Transition {
+	data := *a.Active
+	data.State = events.AlertResolved
+	end := now
+	data.EndsAt = &end
+	data.Reason = reason
+	a.Active = nil
+	return Transition{Alert: data, At: now}
+}
+
+// render executes a rule's message template over the variables. A
+// template that fails at run time still gives a message: the error.
+func render(r *rules.Rule, v rules.Vars, severity string, value *float64) string {
+	data := map[string]any{
+		rules.VarEvent: v.Event, rules.VarDevice: v.Device, rules.VarFleet: v.Fleet, rules.VarRollout: v.Rollout,
+		rules.VarNow: v.Now, "rule": r.ID, "severity": severity, "labels": r.Labels, "value": 0.0,
+	}
+	if value != nil {
+		data["value"] = *value
+	}
+	var b bytes.Buffer
+	if err := r.Message.Execute(&b, data); err != nil {
+		return fmt.Sprintf("%s (message template failed: %v)", r.ID, err)
+	}
+	return b.String()
+}
+
+// Restore folds an alert event read back from ALERTS into the alert
+// state: a raise the engine does not have becomes active, a resolve of the
+// active alert clears it. A restarted service calls it for the ALERTS
+// events after its snapshot, so it neither raises again what it raised
+// nor forgets to resolve it.
+func (e *Engine) Restore(a events.AlertData) {
+	st := e.alerts[a.Key]
+	switch a.State {
+	case events.AlertRaised:
+		if st == nil {
+			st = &alertState{Key: a.Key, RuleID: a.RuleID, TypeID: a.TypeID, DeviceID: a.DeviceID}
+			e.alerts[a.Key] = st
+		}
+		cp := a
+		st.Active = &cp
+		st.PendingSeverity, st.PendingSince = "", time.Time{}
+	case events.AlertResolved:
+		if st != nil && st.Active != nil && st.Active.Severity == a.Severity && st.Active.StartsAt.Equal(a.StartsAt) {
+			st.Active = nil
+			if st.PendingSeverity == "" {
+				delete(e.alerts, a.Key)
+			}
+		}
+	}
+}
+
+// snapshot is the serialised engine.
+type snapshot struct {
+	ShadowSeq  uint64               `json:"shadowSeq"`
+	RolloutSeq uint64               `json:"rolloutSeq"`
+	Now        time.Time            `json:"now"`
+	Fleet      *fleet.State         `json:"fleet"`
+	Jobs       *Jobs                `json:"jobs"`
+	Alerts     []*alertState        `json:"alerts"`
+	Echo       map[string]time.Time `json:"echo,omitempty"`
+}
+
+// MarshalJSON serialises the engine's state (not its rules).
+func (e *Engine) MarshalJSON() ([]byte, error) {
+	s := snapshot{ShadowSeq: e.ShadowSeq, RolloutSeq: e.RolloutSeq, Now: e.now, Fleet: e.fleet, Jobs: e.jobs, Echo: e.echo}
+	for _, k := range e.sortedKeys() {
+		s.Alerts = append(s.Alerts, e.alerts[k])
+	}
+	return json.Marshal(s)
+}
+
+// UnmarshalJSON restores the state written by MarshalJSON, keeping the
+// engine's rules and options. Alerts of rules the engine does not run stay
+// until SetRules resolves them.
+func (e *Engine) UnmarshalJSON(b []byte) error {
+	s := snapshot{Fleet: fleet.New(), Jobs: NewJobs()}
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("decode alerting snapshot: %w", err)
+	}
+	e.fleet, e.jobs = s.Fleet, s.Jobs
+	e.ShadowSeq, e.RolloutSeq, e.now = s.ShadowSeq, s.RolloutSeq, s.Now
+	e.alerts = make(map[string]*alertState, len(s.Alerts))
+	for _, a := range s.Alerts {
+		e.alerts[a.Key] = a
+	}
+	e.echo = s.Echo
+	if e.echo == nil {
+		e.echo = map[string]time.Time{}
+	}
+	return nil
+}
+
+// RunTick is a whole tick as the service runs it: the presence events of
+// Stale go to publish (nil publishes nothing: tests and backtests), are
+// applied with ApplyLocal, and the tick rules run. It returns the presence
+// events and every transition, those of the presence events first. If
+// publish fails nothing is applied, and the next tick tries again.
+func (e *Engine) RunTick(now time.Time, publish func([]events.Event) error) ([]events.Event, []Transition, error) {
+	stale := e.Stale(now)
+	if len(stale) > 0 && publish != nil {
+		if err := publish(stale); err != nil {
+			return nil, nil, fmt.Errorf("publish presence: %w", err)
+		}
+	}
+	var out []Transition
+	for _, ev := range stale {
+		trs, err := e.ApplyLocal(ev)
+		if err != nil {
+			return stale, out, err // unreachable: the engine built the event
+		}
+		out = append(out, trs...)
+	}
+	return stale, append(out, e.Tick(now)...), nil
+}
