@@ -77,6 +77,10 @@ type ShadowDesiredData struct {
 	JobID    string          `json:"jobId"`
 	Wave     int             `json:"wave"`
 	Firmware DesiredFirmware `json:"firmware"`
+	// Attempt is 0 for a wave's first send and n for the job's n-th
+	// retry-failed round, so a retried send is a new event (its Nats-Msg-Id
+	// differs) and a restarted orchestrator knows which round it recorded.
+	Attempt int `json:"attempt,omitempty"`
 }
 
 // Presence states of TypeDevicePresence.

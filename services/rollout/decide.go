@@ -1,0 +1,203 @@
+package rollout
+
+import (
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/services/internal/fleet"
+)
+
+// Pending is an event a command or Decide wants appended to the job.
+type Pending struct {
+	Type string
+	Data events.RolloutData
+}
+
+// Device states of a wave's device, as WaveProgress counts them.
+const (
+	stQueued     = "queued"
+	stPending    = "pending"
+	stInProgress = "in_progress"
+	stCompleted  = "completed"
+	stFailed     = "failed"
+	stTimedOut   = "timed_out"
+	stOffline    = "offline"
+)
+
+// classify is one device's state in the job at now. A device that went
+// silent after it started the update stays in the gate's denominator and
+// times out: a firmware that bricks devices must not pass a gate because
+// the bricked devices dropped out of "online".
+func classify(j *Job, ref events.DeviceRef, fv FleetView, now time.Time) string {
+	if !j.Sent(ref) {
+		return stQueued
+	}
+	d, ok := fv.Device(ref.TypeID, ref.DeviceID)
+	if !ok || d.JobID != j.ID || d.Target == nil {
+		// Sent, but the fleet fold has not seen the desired event yet.
+		return stPending
+	}
+	switch d.JobStatus {
+	case fleet.JobCompleted:
+		return stCompleted
+	case fleet.JobFailed:
+		return stFailed
+	}
+	if d.JobStatus == fleet.JobPending && d.Reports > 0 && !d.Online {
+		return stOffline
+	}
+	if t := time.Duration(j.Spec.DeviceTimeout); t > 0 && now.Sub(d.DesiredAt) > t {
+		return stTimedOut
+	}
+	if d.JobStatus == fleet.JobInProgress {
+		return stInProgress
+	}
+	return stPending
+}
+
+func count(p *events.WaveProgress, st string) {
+	p.Targeted++
+	switch st {
+	case stQueued:
+		p.Queued++
+	case stPending:
+		p.Pending++
+	case stInProgress:
+		p.InProgress++
+	case stCompleted:
+		p.Completed++
+	case stFailed:
+		p.Failed++
+	case stTimedOut:
+		p.TimedOut++
+	case stOffline:
+		p.Offline++
+	}
+}
+
+// Progress is a wave's devices by state at now (wave is 1-based).
+func Progress(j *Job, wave int, fv FleetView, now time.Time) events.WaveProgress {
+	var p events.WaveProgress
+	if wave < 1 || wave > len(j.Plan) {
+		return p
+	}
+	for _, ref := range j.Plan[wave-1] {
+		count(&p, classify(j, ref, fv, now))
+	}
+	return p
+}
+
+// ExtraGate evaluates a job's extra (CEL) gate for a wave; nil means the job
+// has none. reason explains a false or failed evaluation.
+type ExtraGate func(j *Job, wave int, p events.WaveProgress, now time.Time) (ok bool, reason string)
+
+// Gate decides whether a wave passes: every device sent, and at least
+// Spec.Gate of its online devices completed (a wave with no online device
+// passes: its devices get the retained desired state when they return), and
+// the extra gate holds.
+func Gate(j *Job, wave int, p events.WaveProgress, now time.Time, extra ExtraGate) events.GateDecision {
+	online := p.Targeted - p.Offline
+	required := int(math.Ceil(j.Spec.Gate*float64(online) - 1e-9))
+	g := events.GateDecision{Online: online, Completed: p.Completed, Required: required}
+	pct := fmt.Sprintf("%g%%", j.Spec.Gate*100)
+	switch {
+	case p.Queued > 0:
+		g.Reason = fmt.Sprintf("sending: %d of %d devices still queued", p.Queued, p.Targeted)
+		return g
+	case online == 0:
+		g.Passed = true
+		g.Reason = fmt.Sprintf("no online device (all %d offline); gate %s passes", p.Offline, pct)
+	case p.Completed >= required:
+		g.Passed = true
+		g.Reason = fmt.Sprintf("%d of %d online devices completed; gate %s needs %d", p.Completed, online, pct, required)
+	default:
+		g.Reason = fmt.Sprintf("%d of %d online devices completed; gate %s needs %d", p.Completed, online, pct, required)
+		return g
+	}
+	if extra != nil {
+		ok, why := extra(j, wave, p, now)
+		g.CEL = &ok
+		if !ok {
+			g.Passed = false
+			g.Reason += "; cel gate: " + why
+		} else {
+			g.Reason += "; cel gate holds"
+		}
+	}
+	return g
+}
+
+// policyBreach returns the failure policy's reason when a wave crossed it:
+// at least MinFinished devices finished (completed, failed or timed out) and
+// more than MaxFailure of them failed or timed out.
+func policyBreach(j *Job, wave int, p events.WaveProgress) (string, bool) {
+	finished := p.Completed + p.Failed + p.TimedOut
+	bad := p.Failed + p.TimedOut
+	if finished == 0 || finished < j.Spec.MinFinished {
+		return "", false
+	}
+	rate := float64(bad) / float64(finished)
+	if rate <= j.Spec.MaxFailure {
+		return "", false
+	}
+	return fmt.Sprintf("failure policy: wave %d has %d failed and %d timed out of %d finished (%.1f%% > %g%%)",
+		wave, p.Failed, p.TimedOut, finished, rate*100, j.Spec.MaxFailure*100), true
+}
+
+// Decide returns the events a running job needs at now, given the fleet:
+// the first wave's start, a pause or abort by the failure policy, a wave's
+// gate passing, its completion after the soak, and the next wave's start or
+// the job's completion. It is pure: the same state, fleet and now give the
+// same events, and it reads no clock.
+func Decide(j *Job, fv FleetView, now time.Time, extra ExtraGate) []Pending {
+	if j.Status != events.RolloutRunning || len(j.Plan) == 0 {
+		return nil
+	}
+	data := func(wave int) events.RolloutData { return events.RolloutData{JobID: j.ID, Wave: wave} }
+	if j.Wave == 0 {
+		return []Pending{{events.TypeRolloutWaveStarted, data(1)}}
+	}
+	w := j.Wave
+	ws := j.Waves[w-1]
+	next := func() Pending {
+		if w == len(j.Plan) {
+			return Pending{events.TypeRolloutJobCompleted, data(0)}
+		}
+		return Pending{events.TypeRolloutWaveStarted, data(w + 1)}
+	}
+	if !ws.CompletedAt.IsZero() {
+		// A crash between appending wave_completed and what follows it.
+		return []Pending{next()}
+	}
+	p := Progress(j, w, fv, now)
+	if w != j.PolicyWaived {
+		if reason, breach := policyBreach(j, w, p); breach {
+			d := data(w)
+			d.Reason, d.By = reason, events.ByFailurePolicy
+			if j.Spec.OnFailure == events.OnFailureAbort {
+				return []Pending{{events.TypeRolloutJobAborted, d}}
+			}
+			return []Pending{{events.TypeRolloutJobPaused, d}}
+		}
+	}
+	var out []Pending
+	gatedAt := ws.GatedAt
+	if gatedAt.IsZero() {
+		g := Gate(j, w, p, now, extra)
+		if !g.Passed {
+			return nil
+		}
+		d := data(w)
+		d.Gate, d.Progress, d.Reason = &g, &p, g.Reason
+		out = append(out, Pending{events.TypeRolloutWaveGated, d})
+		gatedAt = now
+	}
+	if soak := time.Duration(j.Spec.Soak); soak > 0 && now.Sub(gatedAt) < soak {
+		return out
+	}
+	d := data(w)
+	d.Progress = &p
+	return append(out, Pending{events.TypeRolloutWaveCompleted, d}, next())
+}
