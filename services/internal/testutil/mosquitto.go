@@ -29,8 +29,13 @@ type Mosquitto struct {
 // MosquittoConfig is the broker configuration tests use: the limits the
 // project ships in deploy/mosquitto/ (so a subscriber that falls behind is not
 // silently dropped), on loopback only. Its placeholders are the port and the
-// persistence directory.
+// persistence directory. "user root" matters when tests run as root:
+// Mosquitto would otherwise drop to user mosquitto, which cannot write the
+// test's temporary directory, and persistent sessions, subscriptions and
+// retained messages would silently not survive Restart (ignored when not
+// root).
 const MosquittoConfig = `listener %d 127.0.0.1
+user root
 allow_anonymous true
 persistence true
 persistence_location %s/
