@@ -1,27 +1,118 @@
 package api
 
 import (
+	"fmt"
 	"net"
+	"os"
+	"time"
 
 	"github.com/otawatch/otawatch/services/internal/conf"
 )
 
 // Config is the HTTP API's section of the configuration ("http").
 type Config struct {
-	// Listen is the HTTP address (host:port).
+	// Listen is the HTTP address (host:port). Port 0 picks a free port
+	// (see Service.Addr).
 	Listen string `yaml:"listen"`
+	// TokensFile holds the API tokens, one per line: "ROLE TOKEN [NAME]"
+	// where ROLE is read-only or operator (see ParseTokens). Empty means no
+	// tokens: allowed only when Listen is a loopback address, and then every
+	// caller is an anonymous operator (a warning is logged at start).
+	TokensFile string `yaml:"tokens_file"`
+	// ReadTimeout bounds reading a request, headers and body.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
+	// WriteTimeout bounds writing a response. Event streams (SSE, the
+	// dashboard WebSocket) lift it for themselves: they are meant to last.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// ShutdownTimeout bounds the graceful stop: requests in progress get
+	// this long to finish when the service stops.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// DashboardRefresh is how often the dashboard's cached view is rebuilt
+	// when something changed, and so the fastest the WebSocket pushes.
+	DashboardRefresh time.Duration `yaml:"dashboard_refresh"`
+	// SSEHeartbeat is the interval of the comment lines that keep an idle
+	// Server-Sent Events stream (and the proxies in front of it) alive.
+	SSEHeartbeat time.Duration `yaml:"sse_heartbeat"`
+	// RolloutTimeout bounds one request to the rollout service.
+	RolloutTimeout time.Duration `yaml:"rollout_timeout"`
 }
+
+// Defaults of the section.
+const (
+	DefaultListen           = "127.0.0.1:8080"
+	DefaultReadTimeout      = 30 * time.Second
+	DefaultWriteTimeout     = 30 * time.Second
+	DefaultShutdownTimeout  = 10 * time.Second
+	DefaultDashboardRefresh = time.Second
+	DefaultSSEHeartbeat     = 15 * time.Second
+	DefaultRolloutTimeout   = 10 * time.Second
+)
 
 // SetDefaults fills in unset keys.
 func (c *Config) SetDefaults() {
 	if c.Listen == "" {
-		c.Listen = "127.0.0.1:8080"
+		c.Listen = DefaultListen
+	}
+	setDur := func(d *time.Duration, def time.Duration) {
+		if *d == 0 {
+			*d = def
+		}
+	}
+	setDur(&c.ReadTimeout, DefaultReadTimeout)
+	setDur(&c.WriteTimeout, DefaultWriteTimeout)
+	setDur(&c.ShutdownTimeout, DefaultShutdownTimeout)
+	setDur(&c.DashboardRefresh, DefaultDashboardRefresh)
+	setDur(&c.SSEHeartbeat, DefaultSSEHeartbeat)
+	setDur(&c.RolloutTimeout, DefaultRolloutTimeout)
+}
+
+// Validate reports every problem of the section. It reads the tokens file,
+// so `otawatch check config` catches a bad one before a start does.
+func (c *Config) Validate(p conf.Problems) {
+	host, _, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		p.Addf("listen", "%q is not host:port: %v", c.Listen, err)
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{
+		{"read_timeout", c.ReadTimeout}, {"write_timeout", c.WriteTimeout},
+		{"shutdown_timeout", c.ShutdownTimeout}, {"dashboard_refresh", c.DashboardRefresh},
+		{"sse_heartbeat", c.SSEHeartbeat}, {"rollout_timeout", c.RolloutTimeout},
+	} {
+		if d.v < 0 {
+			p.Addf(d.key, "must not be negative")
+		}
+	}
+	if c.TokensFile == "" {
+		if err == nil && !IsLoopback(host) {
+			p.Addf("tokens_file", "is required when listen (%q) is not a loopback address: without tokens anyone who reaches the port could drive rollouts", c.Listen)
+		}
+		return
+	}
+	if _, err := LoadTokens(c.TokensFile); err != nil {
+		p.Addf("tokens_file", "%v", err)
 	}
 }
 
-// Validate reports every problem of the section.
-func (c *Config) Validate(p conf.Problems) {
-	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		p.Addf("listen", "%q is not host:port: %v", c.Listen, err)
+// IsLoopback reports whether host (of a listen address) is only reachable
+// from this machine: localhost or a loopback IP. An empty host listens on
+// every interface, so it is not.
+func IsLoopback(host string) bool {
+	if host == "localhost" {
+		return true
 	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// LoadTokens reads and parses a tokens file.
+func LoadTokens(path string) ([]Token, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read tokens: %w", err)
+	}
+	defer f.Close()
+	return ParseTokens(path, f)
 }

@@ -3,22 +3,333 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/services/internal/svc"
 )
 
-// Service is the api service.
+// HealthComponent is the api's name in the health registry: not ready until
+// its read model has replayed SHADOW, ROLLOUT and ALERTS and it listens.
+const HealthComponent = "api"
+
+// Service is the api service: the HTTP API, the seed-compatible SSE and
+// shadow-delta paths, the live dashboard and /metrics, all served from a
+// read model it folds from the log.
 type Service struct {
 	cfg  Config
 	deps svc.Deps
+	log  *slog.Logger
+
+	model   *model
+	folds   []*follower
+	shadow  *follower
+	stats   *streamStats
+	metrics *metrics
+	dash    *dashboard
+
+	addr atomic.Value // string: the bound address, once listening
+	// skippedLogged limits the warnings about undecodable events.
+	skippedLogged sync.Map // stream -> *atomic.Uint64
 }
 
-// New builds the service; it does no I/O.
+// New builds the service; it does no I/O. Unset keys of cfg take their
+// defaults.
 func New(cfg Config, deps svc.Deps) (*Service, error) {
-	return &Service{cfg: cfg, deps: deps}, nil
+	cfg.SetDefaults()
+	if deps.Log == nil {
+		deps.Log = slog.New(slog.DiscardHandler)
+	}
+	s := &Service{cfg: cfg, deps: deps, log: deps.Log.With("component", "api"), model: newModel()}
+	s.shadow = newFollower(events.StreamShadow, func(seq uint64, _ string, data []byte) error {
+		return s.model.applyShadow(seq, data)
+	}, s.skipped(events.StreamShadow))
+	s.folds = []*follower{
+		s.shadow,
+		newFollower(events.StreamRollout, func(seq uint64, _ string, data []byte) error {
+			return s.model.applyRollout(seq, data)
+		}, s.skipped(events.StreamRollout)),
+		newFollower(events.StreamAlerts, s.model.applyAlert, s.skipped(events.StreamAlerts)),
+	}
+	s.stats = &streamStats{js: deps.JS}
+	s.metrics = newMetrics(s.model, s.stats, s.folds)
+	s.dash = newDashboard(s.model, s.stats, s.folds)
+	return s, nil
 }
 
-// Run runs the service until ctx ends.
+// skipped returns the callback for an event the read model could not
+// apply: counted, and logged (the first ten, then every thousandth, so a
+// log of bad events does not flood the log).
+func (s *Service) skipped(stream string) func(uint64, error) {
+	return func(seq uint64, err error) {
+		s.metrics.skipped.WithLabelValues(stream).Inc()
+		v, _ := s.skippedLogged.LoadOrStore(stream, new(atomic.Uint64))
+		if n := v.(*atomic.Uint64).Add(1); n <= 10 || n%1000 == 0 {
+			s.log.Warn("event skipped by the read model", "stream", stream, "stream_seq", seq, "skipped", n, "err", err)
+		}
+	}
+}
+
+// Addr returns the address the service listens on, once it does ("" before):
+// with port 0 in Listen it is how a caller learns the port.
+func (s *Service) Addr() string {
+	a, _ := s.addr.Load().(string)
+	return a
+}
+
+// Run serves until ctx ends, then stops gracefully: event streams are told
+// to end, and requests in progress get ShutdownTimeout to finish.
 func (s *Service) Run(ctx context.Context) error {
-	return errors.New("api: not implemented yet")
+	auth, err := s.authenticator()
+	if err != nil {
+		return err
+	}
+	s.deps.Health.Set(HealthComponent, errors.New("starting"))
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", s.cfg.Listen, err)
+	}
+	s.addr.Store(ln.Addr().String())
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// streams ends SSE and WebSocket handlers at shutdown: http.Server.
+	// Shutdown does not wait for hijacked connections and would wait out
+	// its timeout for streaming ones.
+	streams, endStreams := context.WithCancel(context.Background())
+	defer endStreams()
+
+	srv := &http.Server{
+		Handler:           s.handler(auth),
+		ReadHeaderTimeout: min(s.cfg.ReadTimeout, 10*time.Second),
+		ReadTimeout:       s.cfg.ReadTimeout,
+		WriteTimeout:      s.cfg.WriteTimeout,
+		IdleTimeout:       2 * time.Minute,
+		BaseContext:       func(net.Listener) context.Context { return streams },
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	srv.RegisterOnShutdown(endStreams)
+
+	var wg sync.WaitGroup
+	for _, f := range s.folds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f.run(ctx, s.deps.JS, func(err error) {
+				s.log.Warn("read model not following", "stream", f.stream, "err", err)
+			})
+		}()
+	}
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		s.trackReadiness(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		s.dash.run(ctx, s.cfg.DashboardRefresh)
+	}()
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	s.log.Info("http listening", "addr", ln.Addr().String(), "auth", auth.mode())
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-served:
+	}
+	cancel()
+	sctx, scancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer scancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		s.log.Warn("http shutdown", "err", err)
+		_ = srv.Close()
+	}
+	wg.Wait()
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return fmt.Errorf("serve http: %w", serveErr)
+	}
+	return nil
+}
+
+// authenticator loads the tokens, or allows anonymous operators on a
+// loopback address when there are none.
+func (s *Service) authenticator() (*authenticator, error) {
+	if s.cfg.TokensFile == "" {
+		host, _, err := net.SplitHostPort(s.cfg.Listen)
+		if err != nil || !IsLoopback(host) {
+			return nil, fmt.Errorf("http.tokens_file is required when http.listen (%q) is not a loopback address", s.cfg.Listen)
+		}
+		s.log.Warn("no API tokens configured (http.tokens_file): every local caller is an anonymous operator; set tokens before exposing the port",
+			"listen", s.cfg.Listen)
+		return &authenticator{anonymous: true}, nil
+	}
+	tokens, err := LoadTokens(s.cfg.TokensFile)
+	if err != nil {
+		return nil, err
+	}
+	return &authenticator{tokens: tokens}, nil
+}
+
+func (a *authenticator) mode() string {
+	if a.anonymous {
+		return "anonymous"
+	}
+	return fmt.Sprintf("%d tokens", len(a.tokens))
+}
+
+// trackReadiness reports the read model's replay to the health registry
+// until every fold has caught up.
+func (s *Service) trackReadiness(ctx context.Context) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		var notReady error
+		for _, f := range s.folds {
+			if err := f.status(); err != nil {
+				notReady = err
+				break
+			}
+		}
+		s.deps.Health.Set(HealthComponent, notReady)
+		if notReady == nil {
+			s.log.Info("read model caught up", "shadow_seq", s.shadow.applied.Load())
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// ready returns the components that are not ready; with no health registry
+// it checks the api's own read model.
+func (s *Service) notReady() []componentStatus {
+	var out []componentStatus
+	if s.deps.Health == nil {
+		for _, f := range s.folds {
+			if err := f.status(); err != nil {
+				out = append(out, componentStatus{Name: HealthComponent, Reason: err.Error()})
+				break
+			}
+		}
+		return out
+	}
+	for _, c := range s.deps.Health.Status() {
+		if c.Err != nil {
+			out = append(out, componentStatus{Name: c.Name, Reason: c.Err.Error()})
+		}
+	}
+	return out
+}
+
+// componentStatus is one line of /readyz.
+type componentStatus struct {
+	Name   string `json:"name"`
+	Reason string `json:"reason"`
+}
+
+// route is one entry of the routing table.
+type route struct {
+	pattern string
+	role    Role // "" needs no token
+	stream  bool // long-lived: excluded from the latency histogram
+	h       http.HandlerFunc
+}
+
+func (s *Service) routes() []route {
+	const v0002 = "/api/v0002/device/types/{typeId}/devices/{deviceId}"
+	return []route{
+		{"GET /healthz", "", false, s.handleHealthz},
+		{"GET /readyz", "", false, s.handleReadyz},
+		{"GET /metrics", "", false, promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}).ServeHTTP},
+		{"GET /{$}", "", false, s.handleIndex},
+
+		{"GET " + v0002 + "/events/shadow", RoleReadOnly, true, s.handleShadowEvents},
+		{"GET " + v0002 + "/shadow/delta", RoleReadOnly, false, s.handleShadowDelta},
+
+		{"GET /api/v1/devices", RoleReadOnly, false, s.handleDevices},
+		{"GET /api/v1/devices/{typeId}/{deviceId}", RoleReadOnly, false, s.handleDevice},
+		{"GET /api/v1/fleet", RoleReadOnly, false, s.handleFleet},
+		{"GET /api/v1/alerts", RoleReadOnly, false, s.handleAlerts},
+		{"GET /api/v1/rollouts", RoleReadOnly, false, s.handleRolloutList},
+		{"GET /api/v1/rollouts/{job}", RoleReadOnly, false, s.handleRolloutShow},
+		{"POST /api/v1/rollouts", RoleOperator, false, s.handleRolloutCreate},
+		{"POST /api/v1/rollouts/{job}/{cmd}", RoleOperator, false, s.handleRolloutCommand},
+		{"GET /api/v1/ws", RoleReadOnly, true, s.handleWS},
+	}
+}
+
+// handler builds the routing table: every route instrumented, the /api
+// routes behind auth, and the mux's own 404 and 405 answered as JSON.
+func (s *Service) handler(auth *authenticator) http.Handler {
+	mux := http.NewServeMux()
+	for _, rt := range s.routes() {
+		var h http.Handler = rt.h
+		if rt.role != "" {
+			h = auth.require(rt.role, h)
+		}
+		_, path, _ := cutMethod(rt.pattern)
+		mux.Handle(rt.pattern, s.metrics.instrument(path, rt.stream, h))
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := mux.Handler(r); pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		// No route: let the mux decide between 404 and 405 (and its Allow
+		// header), then say it in JSON.
+		h, _ := mux.Handler(r)
+		rec := &headerRecorder{h: http.Header{}}
+		h.ServeHTTP(rec, r)
+		if allow := rec.h.Get("Allow"); allow != "" {
+			w.Header().Set("Allow", allow)
+		}
+		status := rec.status
+		if status == 0 || status == http.StatusOK {
+			status = http.StatusNotFound
+		}
+		msg := fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)
+		if status == http.StatusMethodNotAllowed {
+			msg = fmt.Sprintf("method %s not allowed on %s (allowed: %s)", r.Method, r.URL.Path, rec.h.Get("Allow"))
+		}
+		s.metrics.requests.WithLabelValues("unmatched", r.Method, fmt.Sprint(status)).Inc()
+		writeError(w, status, msg)
+	})
+}
+
+// cutMethod splits "GET /path" into its method and path.
+func cutMethod(pattern string) (method, path string, ok bool) {
+	for i := 0; i < len(pattern); i++ {
+		if pattern[i] == ' ' {
+			return pattern[:i], pattern[i+1:], true
+		}
+	}
+	return "", pattern, false
+}
+
+func (s *Service) handleHealthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// handleReadyz answers 200 when every component is ready, else 503 with
+// the ones that are not and why.
+func (s *Service) handleReadyz(w http.ResponseWriter, _ *http.Request) {
+	bad := s.notReady()
+	if len(bad) == 0 {
+		writeJSON(w, http.StatusOK, map[string]any{"ready": true})
+		return
+	}
+	writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "notReady": bad})
 }

@@ -1,0 +1,185 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"io/fs"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/otawatch/otawatch/services/api/web"
+	"github.com/otawatch/otawatch/services/internal/fleet"
+)
+
+// maxDashboardAlerts bounds the alerts one push carries.
+const maxDashboardAlerts = 100
+
+// snapshot is what the dashboard shows, pushed whole on every change: small
+// (a few tens of kB) and simpler for the page than patches.
+type snapshot struct {
+	// Time is when the snapshot was built (wall clock: it is a view).
+	Time time.Time `json:"time"`
+	// Seq is the last SHADOW sequence the fleet state applied.
+	Seq     uint64        `json:"seq"`
+	Ready   bool          `json:"ready"`
+	Fleet   fleet.Metrics `json:"fleet"`
+	Jobs    []jobView     `json:"jobs"`
+	Waves   []waveRow     `json:"waves"`
+	Alerts  []alertView   `json:"alerts"`
+	Recent  []recentEvent `json:"recent"`
+	Streams []streamStat  `json:"streams"`
+}
+
+// dashboard is the dashboard's cache: the read model's view, rebuilt at
+// most once per refresh period when an event changed it (and every
+// streamInfoTTL for the stream counts), so a thousand browsers cost one
+// build per period, not one per event per browser.
+type dashboard struct {
+	m      *model
+	stats  *streamStats
+	folds  []*follower
+	mu     sync.Mutex
+	snap   []byte
+	change chan struct{} // closed when snap is replaced
+	built  uint64        // model version snap was built from
+	at     time.Time
+}
+
+func newDashboard(m *model, stats *streamStats, folds []*follower) *dashboard {
+	return &dashboard{m: m, stats: stats, folds: folds, change: make(chan struct{})}
+}
+
+// current returns the latest snapshot (nil before the first) and a channel
+// closed when a newer one replaces it.
+func (d *dashboard) current() ([]byte, <-chan struct{}) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.snap, d.change
+}
+
+// run rebuilds the snapshot every period when something changed, until ctx
+// ends.
+func (d *dashboard) run(ctx context.Context, period time.Duration) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		if v := d.m.version.Load(); d.snap == nil || v != d.built || time.Since(d.at) >= streamInfoTTL {
+			d.publish(d.build(), v)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (d *dashboard) build() snapshot {
+	streams := d.stats.get() // outside the model lock: it may wait on JetStream
+	ready := true
+	for _, f := range d.folds {
+		ready = ready && f.caught.Load()
+	}
+	d.m.mu.RLock()
+	defer d.m.mu.RUnlock()
+	s := snapshot{
+		Time:    time.Now().UTC(),
+		Seq:     d.m.fleet.LastSeq,
+		Ready:   ready,
+		Fleet:   d.m.fleet.Metrics(),
+		Jobs:    d.m.jobList(),
+		Waves:   d.m.waveRows(),
+		Alerts:  d.m.activeAlerts(),
+		Recent:  d.m.recentEvents(),
+		Streams: streams,
+	}
+	if len(s.Alerts) > maxDashboardAlerts {
+		s.Alerts = s.Alerts[:maxDashboardAlerts]
+	}
+	return s
+}
+
+func (d *dashboard) publish(s snapshot, version uint64) {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return // every field is plain data: this does not happen
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.snap, d.built, d.at = b, version, time.Now()
+	close(d.change)
+	d.change = make(chan struct{})
+}
+
+// wsWriteTimeout drops a client that cannot take a push in this long.
+const wsWriteTimeout = 10 * time.Second
+
+// wsPingInterval finds clients that vanished without closing.
+const wsPingInterval = 30 * time.Second
+
+// handleWS is the dashboard's WebSocket: the current snapshot at once, then
+// each new one as it is built. The page sends nothing; what it sends is
+// read and dropped so control frames (close, pong) are handled.
+func (s *Service) handleWS(w http.ResponseWriter, r *http.Request) {
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Time{})
+	_ = rc.SetWriteDeadline(time.Time{})
+	c, err := websocket.Accept(w, r, nil)
+	if err != nil {
+		return // Accept has answered the request
+	}
+	defer c.CloseNow()
+	s.metrics.streams.WithLabelValues("websocket").Inc()
+	defer s.metrics.streams.WithLabelValues("websocket").Dec()
+	ctx := c.CloseRead(r.Context())
+	ping := time.NewTicker(wsPingInterval)
+	defer ping.Stop()
+
+	snap, change := s.dash.current()
+	for {
+		if snap != nil {
+			wctx, cancel := context.WithTimeout(ctx, wsWriteTimeout)
+			err := c.Write(wctx, websocket.MessageText, snap)
+			cancel()
+			if err != nil {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if r.Context().Err() != nil {
+				// The server is stopping.
+				_ = c.Close(websocket.StatusGoingAway, "server stopping")
+			}
+			return
+		case <-ping.C:
+			pctx, cancel := context.WithTimeout(ctx, wsWriteTimeout)
+			err := c.Ping(pctx)
+			cancel()
+			if err != nil {
+				return
+			}
+			snap = nil
+		case <-change:
+			snap, change = s.dash.current()
+		}
+	}
+}
+
+// handleIndex serves the dashboard page.
+func (s *Service) handleIndex(w http.ResponseWriter, _ *http.Request) {
+	b, err := fs.ReadFile(web.FS, "index.html")
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "dashboard page missing from the build")
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-cache")
+	// Everything the page needs is inline or from this origin.
+	w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; connect-src 'self' ws: wss:; img-src 'self' data:")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	_, _ = w.Write(b)
+}

@@ -1,0 +1,56 @@
+// Package api is otawatch's HTTP service: the JSON API under /api/v1, the
+// seed system's Watson IoT paths under /api/v0002, a live dashboard at /, and
+// /metrics, /healthz and /readyz.
+//
+// Everything it answers comes from a read model it folds from the log at
+// start and keeps current on every event: the fleet state (fleet.State) from
+// SHADOW, the rollout jobs from ROLLOUT, the active alerts from ALERTS. It
+// writes nothing to the log; rollout commands go to the rollout service over
+// NATS request/reply.
+//
+// # Endpoints
+//
+//	GET  /healthz                       the process is alive
+//	GET  /readyz                        200, or 503 with the components not ready and why
+//	GET  /metrics                       Prometheus: HTTP, fleet, waves, alerts, streams
+//	GET  /                              the dashboard (WebSocket /api/v1/ws)
+//	GET  /api/v0002/device/types/{typeId}/devices/{deviceId}/events/shadow
+//	                                    Server-Sent Events of the device's SHADOW events
+//	GET  /api/v0002/device/types/{typeId}/devices/{deviceId}/shadow/delta
+//	                                    desired firmware vs reported (events.ShadowDelta)
+//	GET  /api/v1/devices                ?limit= ?after=typeId/deviceId ?type= ?status= ?job=
+//	GET  /api/v1/devices/{typeId}/{deviceId}
+//	GET  /api/v1/fleet                  fleet.Metrics
+//	GET  /api/v1/alerts                 active alerts
+//	GET  /api/v1/rollouts               proxied to the rollout service ("list")
+//	GET  /api/v1/rollouts/{job}         ("show")
+//	POST /api/v1/rollouts               ("create"), the body as it came
+//	POST /api/v1/rollouts/{job}/{cmd}   cmd: start, pause, resume, abort, retry-failed
+//	GET  /api/v1/ws                     the dashboard's WebSocket
+//
+// Errors are JSON, {"error": "..."}, on every path.
+//
+// # Server-Sent Events
+//
+// Each event's id is its SHADOW stream sequence and its data the CloudEvents
+// envelope. A client that reconnects with Last-Event-ID resumes right after
+// it; ?since= starts after a sequence (0: the whole history) or at an RFC
+// 3339 time; without either the stream starts with the device's latest
+// report, desired state and presence event, then follows. A comment line
+// every http.sse_heartbeat (15 s) keeps idle connections open.
+//
+// # Authentication
+//
+// Tokens come from the file http.tokens_file (never from flags), one per
+// line, "ROLE TOKEN [NAME]", ROLE read-only or operator. A caller sends
+// "Authorization: Bearer TOKEN" (or HTTP Basic with the token as password,
+// as the seed's clients do; or ?access_token= on GET, for browsers'
+// EventSource and WebSocket). Every /api path needs a token: read-only for
+// GET, operator for POST; none is 401, a read-only token on a POST is 403.
+// /healthz, /readyz, /metrics and the dashboard page (not its data) are
+// open, for probes and scrapers.
+//
+// With no tokens file the API is open to anonymous operators, which the
+// configuration allows only when http.listen is a loopback address; the
+// service logs a warning at start.
+package api

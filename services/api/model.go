@@ -1,0 +1,360 @@
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/services/internal/fleet"
+)
+
+// recentCap is how many recent events the dashboard shows.
+const recentCap = 50
+
+// model is the api service's read model: the fleet state folded from
+// SHADOW, the rollout jobs folded from ROLLOUT and the active alerts folded
+// from ALERTS, plus the latest events for the dashboard. One goroutine per
+// stream writes; handlers read under the read lock and get copies.
+type model struct {
+	mu     sync.RWMutex
+	fleet  *fleet.State
+	jobs   map[string]*jobView
+	waves  map[string]int // job id -> highest wave a desired event named
+	alerts map[string]*alertView
+	recent []recentEvent // ring of recentCap, next at recentNext
+	next   int
+
+	// version grows on every applied event; the dashboard rebuilds when it
+	// moved.
+	version atomic.Uint64
+}
+
+func newModel() *model {
+	return &model{
+		fleet:  fleet.New(),
+		jobs:   map[string]*jobView{},
+		waves:  map[string]int{},
+		alerts: map[string]*alertView{},
+	}
+}
+
+// jobView is a rollout job as its ROLLOUT events describe it.
+type jobView struct {
+	JobID string `json:"jobId"`
+	// Status is created, running, paused, aborted or completed.
+	Status string `json:"status"`
+	// Target is the firmware of job_created, when it names one.
+	Target *events.DesiredFirmware `json:"target,omitempty"`
+	// Wave is the latest wave started.
+	Wave    int       `json:"wave"`
+	Reason  string    `json:"reason,omitempty"`
+	Created time.Time `json:"created"`
+	Updated time.Time `json:"updated"`
+}
+
+// alertView is one active alert.
+type alertView struct {
+	Key      string          `json:"key"`
+	Rule     string          `json:"rule,omitempty"`
+	Severity string          `json:"severity,omitempty"`
+	Since    time.Time       `json:"since"`
+	Subject  string          `json:"subject,omitempty"`
+	Type     string          `json:"type"`
+	Seq      uint64          `json:"seq"`
+	Data     json.RawMessage `json:"data,omitempty"`
+}
+
+// recentEvent is one line of the dashboard's event list.
+type recentEvent struct {
+	Stream   string    `json:"stream"`
+	Seq      uint64    `json:"seq"`
+	Time     time.Time `json:"time"`
+	Type     string    `json:"type"` // the type without prefix and version: "shadow.reported"
+	TypeID   string    `json:"typeId,omitempty"`
+	DeviceID string    `json:"deviceId,omitempty"`
+	JobID    string    `json:"jobId,omitempty"`
+	Wave     int       `json:"wave,omitempty"`
+	Text     string    `json:"text"`
+}
+
+// shortType turns "io.otawatch.shadow.reported.v1" into "shadow.reported".
+func shortType(t string) string {
+	t = strings.TrimPrefix(t, "io.otawatch.")
+	if i := strings.LastIndexByte(t, '.'); i > 0 && strings.HasPrefix(t[i+1:], "v") {
+		t = t[:i]
+	}
+	return t
+}
+
+func (m *model) pushRecent(r recentEvent) {
+	if len(m.recent) < recentCap {
+		m.recent = append(m.recent, r)
+		m.next = len(m.recent) % recentCap
+		return
+	}
+	m.recent[m.next] = r
+	m.next = (m.next + 1) % recentCap
+}
+
+// recentEvents returns the recent events, newest first. Caller holds a lock.
+func (m *model) recentEvents() []recentEvent {
+	out := make([]recentEvent, 0, len(m.recent))
+	for i := 0; i < len(m.recent); i++ {
+		// While the ring fills, next is len(recent), so this formula
+		// holds in both phases.
+		out = append(out, m.recent[(m.next-1-i+recentCap)%recentCap])
+	}
+	return out
+}
+
+// applyShadow folds one SHADOW message. A message that is not an envelope,
+// or whose data does not decode, changes nothing and is returned as an
+// error for the caller to count: the api only reads the log, the services
+// that write it own REJECTED.
+func (m *model) applyShadow(seq uint64, data []byte) error {
+	e, err := events.Decode(data)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	d, err := m.fleet.Apply(seq, e)
+	if err != nil {
+		return err
+	}
+	if d == nil {
+		return nil
+	}
+	r := recentEvent{Stream: events.StreamShadow, Seq: seq, Time: e.Time, Type: shortType(e.Type), TypeID: d.TypeID, DeviceID: d.DeviceID}
+	switch e.Type {
+	case events.TypeShadowReported:
+		r.Text = d.Version + " " + d.Status
+		if d.ErrorCode != "" {
+			r.Text += " (" + d.ErrorCode + ")"
+		}
+	case events.TypeShadowDesired:
+		r.JobID, r.Wave = d.JobID, d.Wave
+		if d.Target != nil {
+			r.Text = "desired " + d.Target.Version
+		}
+		if d.Wave > m.waves[d.JobID] {
+			m.waves[d.JobID] = d.Wave
+		}
+	case events.TypeDevicePresence:
+		r.Text = "offline"
+		if d.Online {
+			r.Text = "online"
+		}
+	}
+	m.pushRecent(r)
+	m.version.Add(1)
+	return nil
+}
+
+// applyRollout folds one ROLLOUT message into its job's view.
+func (m *model) applyRollout(seq uint64, data []byte) error {
+	e, err := events.Decode(data)
+	if err != nil {
+		return err
+	}
+	var rd events.RolloutData
+	if err := e.DecodeData(&rd); err != nil {
+		return err
+	}
+	if rd.JobID == "" {
+		return fmt.Errorf("rollout event %s has no jobId", e.ID)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	j := m.jobs[rd.JobID]
+	if j == nil {
+		j = &jobView{JobID: rd.JobID, Status: "created", Created: e.Time}
+		m.jobs[rd.JobID] = j
+	}
+	j.Updated = e.Time
+	name := strings.TrimPrefix(shortType(e.Type), "rollout.")
+	switch name {
+	case "job_created":
+		j.Status, j.Created = "created", e.Time
+		if rd.Target != nil {
+			t := *rd.Target
+			j.Target = &t
+		}
+	case "job_started", "job_resumed":
+		j.Status, j.Reason = "running", ""
+	case "job_paused":
+		j.Status, j.Reason = "paused", rd.Reason
+	case "job_aborted":
+		j.Status, j.Reason = "aborted", rd.Reason
+	case "job_completed":
+		j.Status = "completed"
+	case "wave_started":
+		if rd.Wave > j.Wave {
+			j.Wave = rd.Wave
+		}
+	case "wave_gated":
+		j.Reason = rd.Reason
+	}
+	text := name
+	if rd.Wave > 0 {
+		text += " wave " + strconv.Itoa(rd.Wave)
+	}
+	if rd.Reason != "" {
+		text += ": " + rd.Reason
+	}
+	m.pushRecent(recentEvent{Stream: events.StreamRollout, Seq: seq, Time: e.Time, Type: shortType(e.Type), JobID: rd.JobID, Wave: rd.Wave, Text: text})
+	m.version.Add(1)
+	return nil
+}
+
+// applyAlert folds one ALERTS message: a raised alert becomes active under
+// its key, a resolved one leaves. The alerting service owns the event's
+// schema; this fold reads only what any alert event carries: the key from
+// data.key (else the rule and the device or job it is about, else the
+// subject), raised or resolved from the type (else the subject), severity
+// and rule from the data (else the subject alert.{state}.{severity}.{rule}).
+func (m *model) applyAlert(seq uint64, subject string, data []byte) error {
+	e, err := events.Decode(data)
+	if err != nil {
+		return err
+	}
+	var d struct {
+		Key      string `json:"key"`
+		Rule     string `json:"rule"`
+		RuleID   string `json:"ruleId"`
+		Severity string `json:"severity"`
+		TypeID   string `json:"typeId"`
+		DeviceID string `json:"deviceId"`
+		JobID    string `json:"jobId"`
+	}
+	_ = json.Unmarshal(e.Data, &d) // a data we cannot read still has a subject
+	tokens := strings.Split(subject, ".")
+	sub := func(i int) string {
+		if len(tokens) > i {
+			return tokens[i]
+		}
+		return ""
+	}
+	state := ""
+	switch {
+	case strings.Contains(e.Type, ".raised"):
+		state = "raised"
+	case strings.Contains(e.Type, ".resolved"):
+		state = "resolved"
+	default:
+		state = sub(1)
+	}
+	rule := firstNonEmpty(d.RuleID, d.Rule, sub(3))
+	key := d.Key
+	if key == "" {
+		parts := []string{rule}
+		if d.TypeID != "" || d.DeviceID != "" {
+			parts = append(parts, d.TypeID+"/"+d.DeviceID)
+		}
+		if d.JobID != "" {
+			parts = append(parts, d.JobID)
+		}
+		key = strings.Join(parts, ":")
+	}
+	severity := firstNonEmpty(d.Severity, sub(2))
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch state {
+	case "raised":
+		if a := m.alerts[key]; a != nil {
+			// Still active: a raise at another severity is an escalation,
+			// the alert keeps its start.
+			a.Severity, a.Type, a.Subject, a.Seq, a.Data = severity, e.Type, subject, seq, e.Data
+		} else {
+			m.alerts[key] = &alertView{Key: key, Rule: rule, Severity: severity, Since: e.Time, Subject: subject, Type: e.Type, Seq: seq, Data: e.Data}
+		}
+	case "resolved":
+		delete(m.alerts, key)
+	default:
+		return fmt.Errorf("alert event %s is neither raised nor resolved (type %s, subject %s)", e.ID, e.Type, subject)
+	}
+	m.pushRecent(recentEvent{Stream: events.StreamAlerts, Seq: seq, Time: e.Time, Type: shortType(e.Type),
+		TypeID: d.TypeID, DeviceID: d.DeviceID, JobID: d.JobID, Text: state + " " + severity + " " + key})
+	m.version.Add(1)
+	return nil
+}
+
+// activeAlerts returns the active alerts, newest first. Caller holds a lock.
+func (m *model) activeAlerts() []alertView {
+	out := make([]alertView, 0, len(m.alerts))
+	for _, a := range m.alerts {
+		out = append(out, *a)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Since.Equal(out[j].Since) {
+			return out[i].Since.After(out[j].Since)
+		}
+		return out[i].Key < out[j].Key
+	})
+	return out
+}
+
+// waveRow is one wave's progress on the dashboard and in /metrics.
+type waveRow struct {
+	JobID string `json:"jobId"`
+	Wave  int    `json:"wave"`
+	fleet.WaveCounts
+	// Progress is completed / targeted; SuccessRate is completed /
+	// (completed + failed), 1 when none finished.
+	Progress    float64 `json:"progress"`
+	SuccessRate float64 `json:"successRate"`
+}
+
+// waveRows returns every known wave, by job then wave. Caller holds a lock.
+func (m *model) waveRows() []waveRow {
+	jobs := make([]string, 0, len(m.waves))
+	for j := range m.waves {
+		jobs = append(jobs, j)
+	}
+	sort.Strings(jobs)
+	var out []waveRow
+	for _, j := range jobs {
+		for w := 1; w <= m.waves[j]; w++ {
+			c := m.fleet.Wave(j, w)
+			r := waveRow{JobID: j, Wave: w, WaveCounts: c, SuccessRate: 1}
+			if c.Targeted > 0 {
+				r.Progress = float64(c.Completed) / float64(c.Targeted)
+			}
+			if f := c.Completed + c.Failed; f > 0 {
+				r.SuccessRate = float64(c.Completed) / float64(f)
+			}
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// jobList returns the jobs, newest first. Caller holds a lock.
+func (m *model) jobList() []jobView {
+	out := make([]jobView, 0, len(m.jobs))
+	for _, j := range m.jobs {
+		out = append(out, *j)
+	}
+	sort.Slice(out, func(i, k int) bool {
+		if !out[i].Created.Equal(out[k].Created) {
+			return out[i].Created.After(out[k].Created)
+		}
+		return out[i].JobID < out[k].JobID
+	})
+	return out
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}

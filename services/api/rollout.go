@@ -1,0 +1,195 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/otawatch/otawatch/events"
+)
+
+// maxBodyBytes bounds a request body.
+const maxBodyBytes = 1 << 20
+
+// ActorHeader carries the API caller's token name on a rollout command, so
+// the rollout service can record who asked.
+const ActorHeader = "Otawatch-Actor"
+
+// rolloutCommands are the commands POST /api/v1/rollouts/{job}/{cmd} sends.
+var rolloutCommands = map[string]bool{"start": true, "pause": true, "resume": true, "abort": true, "retry-failed": true}
+
+func (s *Service) handleRolloutList(w http.ResponseWriter, r *http.Request) {
+	s.rolloutProxy(w, r, "list", "", nil, http.StatusOK)
+}
+
+func (s *Service) handleRolloutShow(w http.ResponseWriter, r *http.Request) {
+	job := r.PathValue("job")
+	if err := events.ValidateID("job id", job); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	s.rolloutProxy(w, r, "show", job, nil, http.StatusOK)
+}
+
+func (s *Service) handleRolloutCreate(w http.ResponseWriter, r *http.Request) {
+	body, ok := readBody(w, r)
+	if !ok {
+		return
+	}
+	s.rolloutProxy(w, r, "create", "", body, http.StatusCreated)
+}
+
+func (s *Service) handleRolloutCommand(w http.ResponseWriter, r *http.Request) {
+	job, cmd := r.PathValue("job"), r.PathValue("cmd")
+	if !rolloutCommands[cmd] {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no rollout command %q (commands: start, pause, resume, abort, retry-failed)", cmd))
+		return
+	}
+	if err := events.ValidateID("job id", job); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	body, ok := readBody(w, r)
+	if !ok {
+		return
+	}
+	s.rolloutProxy(w, r, cmd, job, body, http.StatusOK)
+}
+
+// readBody reads a request body that must be empty or a JSON object.
+func readBody(w http.ResponseWriter, r *http.Request) (map[string]json.RawMessage, bool) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	if err != nil {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("read body: %v", err))
+		return nil, false
+	}
+	obj := map[string]json.RawMessage{}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return obj, true
+	}
+	if err := json.Unmarshal(b, &obj); err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("body is not a JSON object: %v", err))
+		return nil, false
+	}
+	return obj, true
+}
+
+// rolloutProxy sends a command to the rollout service over NATS
+// request/reply (events.RolloutCommandSubject) and answers with its reply.
+// It knows nothing of the commands' fields: the body goes through as it
+// came, with jobId set from the path. A reply that refuses (an "error"
+// field, or NATS service error headers) becomes a 4xx/5xx, see
+// replyStatus; no rollout service is 503, no answer in time 504.
+func (s *Service) rolloutProxy(w http.ResponseWriter, r *http.Request, cmd, job string, body map[string]json.RawMessage, okStatus int) {
+	if body == nil {
+		body = map[string]json.RawMessage{}
+	}
+	if job != "" {
+		if raw, ok := body["jobId"]; ok {
+			var inBody string
+			if json.Unmarshal(raw, &inBody) != nil || inBody != job {
+				writeError(w, http.StatusBadRequest, fmt.Sprintf("body jobId %s does not match the path's job %q", raw, job))
+				return
+			}
+		}
+		body["jobId"], _ = json.Marshal(job)
+	}
+	data, err := json.Marshal(body)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "encode request: "+err.Error())
+		return
+	}
+	msg := nats.NewMsg(events.RolloutCommandSubject(cmd))
+	msg.Data = data
+	if p := principalFrom(r.Context()); p.Name != "" {
+		msg.Header.Set(ActorHeader, p.Name)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RolloutTimeout)
+	defer cancel()
+	reply, err := s.deps.NC.RequestMsgWithContext(ctx, msg)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		writeError(w, http.StatusServiceUnavailable, "rollout service not running")
+		return
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
+		writeError(w, http.StatusGatewayTimeout, fmt.Sprintf("rollout service did not answer %s within %s", cmd, s.cfg.RolloutTimeout))
+		return
+	case err != nil:
+		writeError(w, http.StatusBadGateway, fmt.Sprintf("rollout %s: %v", cmd, err))
+		return
+	}
+	status, out := replyStatus(reply, okStatus)
+	writeRawJSON(w, status, out)
+}
+
+// replyStatus maps a rollout service reply to an HTTP status and body.
+//
+//   - NATS service error headers (Nats-Service-Error-Code, as nats micro
+//     sends them): that code when it is 400..599, else 500.
+//   - a JSON object with a non-empty "error": a numeric "status" of
+//     400..599 when present, else "code": invalid 400, not_found 404,
+//     conflict 409, unavailable 503, none 400, any other 500.
+//   - otherwise okStatus with the reply as it came.
+//
+// A reply that is not JSON is a 502: the body is what the client reads.
+func replyStatus(m *nats.Msg, okStatus int) (int, []byte) {
+	if m.Header != nil {
+		if code := m.Header.Get("Nats-Service-Error-Code"); code != "" {
+			status, err := strconv.Atoi(code)
+			if err != nil || status < 400 || status > 599 {
+				status = http.StatusInternalServerError
+			}
+			if json.Valid(m.Data) && len(bytes.TrimSpace(m.Data)) > 0 {
+				return status, m.Data
+			}
+			b, _ := json.Marshal(errorBody{Error: m.Header.Get("Nats-Service-Error")})
+			return status, b
+		}
+	}
+	var rep struct {
+		Error  string          `json:"error"`
+		Code   json.RawMessage `json:"code"`
+		Status int             `json:"status"`
+	}
+	if err := json.Unmarshal(m.Data, &rep); err != nil {
+		b, _ := json.Marshal(errorBody{Error: fmt.Sprintf("rollout service sent a reply that is not a JSON object: %v", err)})
+		return http.StatusBadGateway, b
+	}
+	if rep.Error == "" {
+		return okStatus, m.Data
+	}
+	if rep.Status >= 400 && rep.Status <= 599 {
+		return rep.Status, m.Data
+	}
+	var code string
+	if json.Unmarshal(rep.Code, &code) != nil {
+		var n int
+		if json.Unmarshal(rep.Code, &n) == nil {
+			code = strconv.Itoa(n)
+		}
+	}
+	// The codes are events.RolloutErr* of the rollout contract.
+	switch code {
+	case "":
+		return http.StatusBadRequest, m.Data
+	case "invalid":
+		return http.StatusBadRequest, m.Data
+	case "not_found":
+		return http.StatusNotFound, m.Data
+	case "conflict":
+		return http.StatusConflict, m.Data
+	case "unavailable":
+		return http.StatusServiceUnavailable, m.Data
+	}
+	if n, err := strconv.Atoi(code); err == nil && n >= 400 && n <= 599 {
+		return n, m.Data
+	}
+	return http.StatusInternalServerError, m.Data
+}

@@ -1,0 +1,180 @@
+package api
+
+import (
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/services/internal/fleet"
+)
+
+// Paging limits of GET /api/v1/devices.
+const (
+	DefaultPageLimit = 100
+	MaxPageLimit     = 1000
+)
+
+// devicePage is the body of GET /api/v1/devices.
+type devicePage struct {
+	Devices []fleet.Device `json:"devices"`
+	// Total is the number of devices matching the filters, on every page.
+	Total int `json:"total"`
+	// Next is the after= of the next page; empty on the last one.
+	Next string `json:"next,omitempty"`
+}
+
+// deviceFilter is the query of GET /api/v1/devices.
+type deviceFilter struct {
+	typeID, status, job string
+	afterType, afterDev string
+	limit               int
+}
+
+// Statuses ?status= accepts besides the reported firmware statuses.
+const (
+	statusOnline  = "online"
+	statusOffline = "potentially_offline"
+)
+
+func parseDeviceFilter(q map[string][]string) (deviceFilter, error) {
+	get := func(k string) string {
+		if v := q[k]; len(v) > 0 {
+			return v[0]
+		}
+		return ""
+	}
+	f := deviceFilter{typeID: get("type"), status: get("status"), job: get("job"), limit: DefaultPageLimit}
+	if f.typeID != "" {
+		if err := events.ValidateID("type", f.typeID); err != nil {
+			return f, err
+		}
+	}
+	if f.job != "" {
+		if err := events.ValidateID("job", f.job); err != nil {
+			return f, err
+		}
+	}
+	switch f.status {
+	case "", events.StatusInProgress, events.StatusCompleted, events.StatusFailed, statusOnline, statusOffline:
+	default:
+		return f, fmt.Errorf("status %q is not one of %s, %s, %s, %s, %s", f.status,
+			events.StatusInProgress, events.StatusCompleted, events.StatusFailed, statusOnline, statusOffline)
+	}
+	if l := get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > MaxPageLimit {
+			return f, fmt.Errorf("limit %q is not a number from 1 to %d", l, MaxPageLimit)
+		}
+		f.limit = n
+	}
+	if a := get("after"); a != "" {
+		t, d, ok := strings.Cut(a, "/")
+		if !ok {
+			return f, fmt.Errorf("after %q is not typeId/deviceId", a)
+		}
+		if err := events.ValidateID("after type id", t); err != nil {
+			return f, err
+		}
+		if err := events.ValidateID("after device id", d); err != nil {
+			return f, err
+		}
+		f.afterType, f.afterDev = t, d
+	}
+	return f, nil
+}
+
+func (f deviceFilter) match(d *fleet.Device) bool {
+	if f.typeID != "" && d.TypeID != f.typeID {
+		return false
+	}
+	if f.job != "" && d.JobID != f.job {
+		return false
+	}
+	switch f.status {
+	case "":
+	case statusOnline:
+		return d.Reports > 0 && d.Online
+	case statusOffline:
+		return d.Reports > 0 && !d.Online
+	default:
+		return d.Status == f.status
+	}
+	return true
+}
+
+// handleDevices lists devices ordered by type then device id, a page at a
+// time: ?limit= (default 100, at most 1000), ?after=typeId/deviceId (the
+// previous page's next), filtered by ?type=, ?status= (in_progress,
+// completed, failed, online, potentially_offline) and ?job=.
+func (s *Service) handleDevices(w http.ResponseWriter, r *http.Request) {
+	f, err := parseDeviceFilter(r.URL.Query())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	after := func(d *fleet.Device) bool {
+		return f.afterType == "" || d.TypeID > f.afterType || d.TypeID == f.afterType && d.DeviceID > f.afterDev
+	}
+	var page devicePage
+	var rest []fleet.Device
+	s.model.mu.RLock()
+	s.model.fleet.Devices(func(d *fleet.Device) {
+		if !f.match(d) {
+			return
+		}
+		page.Total++
+		if after(d) {
+			rest = append(rest, *d)
+		}
+	})
+	s.model.mu.RUnlock()
+	sort.Slice(rest, func(i, j int) bool {
+		a, b := rest[i], rest[j]
+		return a.TypeID < b.TypeID || a.TypeID == b.TypeID && a.DeviceID < b.DeviceID
+	})
+	if len(rest) > f.limit {
+		last := rest[f.limit-1]
+		page.Next = last.TypeID + "/" + last.DeviceID
+		rest = rest[:f.limit]
+	}
+	page.Devices = rest
+	if page.Devices == nil {
+		page.Devices = []fleet.Device{}
+	}
+	writeJSON(w, http.StatusOK, page)
+}
+
+// handleDevice answers one device's state, 404 when unknown.
+func (s *Service) handleDevice(w http.ResponseWriter, r *http.Request) {
+	typeID, deviceID, ok := deviceIDs(w, r)
+	if !ok {
+		return
+	}
+	s.model.mu.RLock()
+	d, found := s.model.fleet.Device(typeID, deviceID)
+	s.model.mu.RUnlock()
+	if !found {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("device %s/%s is unknown", typeID, deviceID))
+		return
+	}
+	writeJSON(w, http.StatusOK, d)
+}
+
+// handleFleet answers the fleet metrics.
+func (s *Service) handleFleet(w http.ResponseWriter, _ *http.Request) {
+	s.model.mu.RLock()
+	m := s.model.fleet.Metrics()
+	s.model.mu.RUnlock()
+	writeJSON(w, http.StatusOK, m)
+}
+
+// handleAlerts answers the active alerts, newest first.
+func (s *Service) handleAlerts(w http.ResponseWriter, _ *http.Request) {
+	s.model.mu.RLock()
+	a := s.model.activeAlerts()
+	s.model.mu.RUnlock()
+	writeJSON(w, http.StatusOK, map[string]any{"alerts": a})
+}
