@@ -134,7 +134,11 @@ func (s *Service) handleWS(w http.ResponseWriter, r *http.Request) {
 	defer c.CloseNow()
 	s.metrics.streams.WithLabelValues("websocket").Inc()
 	defer s.metrics.streams.WithLabelValues("websocket").Dec()
-	ctx := c.CloseRead(r.Context())
+	// The read side ends when the client goes; the request's context ends
+	// when the server stops. They are kept apart because the library drops
+	// the connection at once when a read's context ends, and a stopping
+	// server should say goodbye (StatusGoingAway) first.
+	ctx := c.CloseRead(context.WithoutCancel(r.Context()))
 	ping := time.NewTicker(wsPingInterval)
 	defer ping.Stop()
 
@@ -150,10 +154,9 @@ func (s *Service) handleWS(w http.ResponseWriter, r *http.Request) {
 		}
 		select {
 		case <-ctx.Done():
-			if r.Context().Err() != nil {
-				// The server is stopping.
-				_ = c.Close(websocket.StatusGoingAway, "server stopping")
-			}
+			return
+		case <-r.Context().Done():
+			_ = c.Close(websocket.StatusGoingAway, "server stopping")
 			return
 		case <-ping.C:
 			pctx, cancel := context.WithTimeout(ctx, wsWriteTimeout)

@@ -131,3 +131,29 @@ func TestMetricsExposeFleetGauges(t *testing.T) {
 		}
 	}
 }
+
+func TestStopEndsOpenStreams(t *testing.T) {
+	h := startAPI(t, harnessOpts{})
+	sse := h.openSSE(t, sseBase+"?since=0", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(h.base, "http")+"/api/v1/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	readSnapshot(t, ctx, ws)
+
+	h.stop() // fails the test unless Run returns nil
+	for range sse.events {
+		// drain until the server ends the stream
+	}
+	for {
+		if _, _, err := ws.Read(ctx); err != nil {
+			if websocket.CloseStatus(err) != websocket.StatusGoingAway {
+				t.Errorf("websocket ended with %v, want a going-away close", err)
+			}
+			break
+		}
+	}
+}

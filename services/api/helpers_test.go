@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -46,6 +47,8 @@ type harness struct {
 	health *svc.Health
 	base   string
 	token  string // sent by do() unless the request sets Authorization
+	// stop ends Run and checks it returned nil; cleanup calls it too.
+	stop func()
 }
 
 type harnessOpts struct {
@@ -73,17 +76,21 @@ func startAPI(t *testing.T, o harnessOpts) *harness {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run returned %v, want nil on a clean stop", err)
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run returned %v, want nil on a clean stop", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Errorf("Run did not return 30s after its context ended")
 			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("Run did not return 30s after its context ended")
-		}
-	})
+		})
+	}
+	t.Cleanup(stop)
 	testutil.Eventually(t, 10*time.Second, func() bool {
 		select {
 		case err := <-done:
@@ -92,7 +99,7 @@ func startAPI(t *testing.T, o harnessOpts) *harness {
 		}
 		return s.Addr() != ""
 	}, "the service did not listen")
-	h := &harness{js: js, svc: s, health: health, base: "http://" + s.Addr()}
+	h := &harness{js: js, svc: s, health: health, base: "http://" + s.Addr(), stop: stop}
 	if cfg.TokensFile != "" {
 		h.token = opToken
 	}

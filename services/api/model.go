@@ -47,27 +47,36 @@ func newModel() *model {
 // jobView is a rollout job as its ROLLOUT events describe it.
 type jobView struct {
 	JobID string `json:"jobId"`
-	// Status is created, running, paused, aborted or completed.
+	// Status is events.RolloutCreated, Running, Paused, Aborted or
+	// Completed.
 	Status string `json:"status"`
 	// Target is the firmware of job_created, when it names one.
 	Target *events.DesiredFirmware `json:"target,omitempty"`
-	// Wave is the latest wave started.
-	Wave    int       `json:"wave"`
-	Reason  string    `json:"reason,omitempty"`
-	Created time.Time `json:"created"`
-	Updated time.Time `json:"updated"`
+	// Wave is the latest wave started, of WaveCount (0 until the job
+	// starts and fixes its plan).
+	Wave      int       `json:"wave"`
+	WaveCount int       `json:"waveCount,omitempty"`
+	Reason    string    `json:"reason,omitempty"`
+	Created   time.Time `json:"created"`
+	Updated   time.Time `json:"updated"`
 }
 
 // alertView is one active alert.
 type alertView struct {
-	Key      string          `json:"key"`
-	Rule     string          `json:"rule,omitempty"`
-	Severity string          `json:"severity,omitempty"`
-	Since    time.Time       `json:"since"`
-	Subject  string          `json:"subject,omitempty"`
-	Type     string          `json:"type"`
-	Seq      uint64          `json:"seq"`
-	Data     json.RawMessage `json:"data,omitempty"`
+	Key      string `json:"key"`
+	Rule     string `json:"rule,omitempty"`
+	Severity string `json:"severity,omitempty"`
+	// Since is when the condition started to hold (AlertData.StartsAt, else
+	// the event's time).
+	Since    time.Time `json:"since"`
+	Message  string    `json:"message,omitempty"`
+	TypeID   string    `json:"typeId,omitempty"`
+	DeviceID string    `json:"deviceId,omitempty"`
+	JobID    string    `json:"jobId,omitempty"`
+	Wave     int       `json:"wave,omitempty"`
+	Subject  string    `json:"subject"`
+	// Seq is the ALERTS sequence of the raise.
+	Seq uint64 `json:"seq"`
 }
 
 // recentEvent is one line of the dashboard's event list.
@@ -157,7 +166,10 @@ func (m *model) applyShadow(seq uint64, data []byte) error {
 	return nil
 }
 
-// applyRollout folds one ROLLOUT message into its job's view.
+// applyRollout folds one ROLLOUT message into its job's view. The rollout
+// service's own fold is the authority (GET /api/v1/rollouts asks it); this
+// one only labels the dashboard's waves and survives that service being
+// down.
 func (m *model) applyRollout(seq uint64, data []byte) error {
 	e, err := events.Decode(data)
 	if err != nil {
@@ -174,36 +186,51 @@ func (m *model) applyRollout(seq uint64, data []byte) error {
 	defer m.mu.Unlock()
 	j := m.jobs[rd.JobID]
 	if j == nil {
-		j = &jobView{JobID: rd.JobID, Status: "created", Created: e.Time}
+		j = &jobView{JobID: rd.JobID, Status: events.RolloutCreated, Created: e.Time}
 		m.jobs[rd.JobID] = j
 	}
 	j.Updated = e.Time
-	name := strings.TrimPrefix(shortType(e.Type), "rollout.")
+	name := events.RolloutEventName(e.Type)
 	switch name {
 	case "job_created":
-		j.Status, j.Created = "created", e.Time
+		j.Status, j.Created = events.RolloutCreated, e.Time
 		if rd.Target != nil {
 			t := *rd.Target
 			j.Target = &t
+		} else if rd.Spec != nil {
+			t := rd.Spec.Target
+			j.Target = &t
 		}
-	case "job_started", "job_resumed":
-		j.Status, j.Reason = "running", ""
+	case "job_started":
+		j.Status, j.Reason = events.RolloutRunning, ""
+		if rd.Plan != nil {
+			j.WaveCount = len(rd.Plan.Waves)
+		}
+	case "job_resumed":
+		j.Status, j.Reason = events.RolloutRunning, ""
 	case "job_paused":
-		j.Status, j.Reason = "paused", rd.Reason
+		j.Status, j.Reason = events.RolloutPaused, rd.Reason
 	case "job_aborted":
-		j.Status, j.Reason = "aborted", rd.Reason
+		j.Status, j.Reason = events.RolloutAborted, rd.Reason
 	case "job_completed":
-		j.Status = "completed"
+		j.Status, j.Reason = events.RolloutCompleted, ""
 	case "wave_started":
 		if rd.Wave > j.Wave {
 			j.Wave = rd.Wave
 		}
 	case "wave_gated":
-		j.Reason = rd.Reason
+		if rd.Gate != nil && rd.Gate.Reason != "" {
+			j.Reason = rd.Gate.Reason
+		} else if rd.Reason != "" {
+			j.Reason = rd.Reason
+		}
 	}
-	text := name
+	text := strings.ReplaceAll(name, "_", " ")
 	if rd.Wave > 0 {
-		text += " wave " + strconv.Itoa(rd.Wave)
+		text += " " + strconv.Itoa(rd.Wave)
+	}
+	if n := len(rd.Devices); n > 0 {
+		text += fmt.Sprintf(" (%d devices)", n)
 	}
 	if rd.Reason != "" {
 		text += ": " + rd.Reason
@@ -213,26 +240,19 @@ func (m *model) applyRollout(seq uint64, data []byte) error {
 	return nil
 }
 
-// applyAlert folds one ALERTS message: a raised alert becomes active under
-// its key, a resolved one leaves. The alerting service owns the event's
-// schema; this fold reads only what any alert event carries: the key from
-// data.key (else the rule and the device or job it is about, else the
-// subject), raised or resolved from the type (else the subject), severity
-// and rule from the data (else the subject alert.{state}.{severity}.{rule}).
+// applyAlert folds one ALERTS message (events.AlertData): a raised alert
+// becomes active under its key, a resolved one leaves; a severity change is
+// a resolve and a raise of the same key, so it needs nothing special. What
+// the data lacks is taken from the type and the subject
+// (alert.{state}.{severity}.{ruleId}), and a missing key is made from the
+// rule and the device or job, so an older or foreign alert event still
+// folds.
 func (m *model) applyAlert(seq uint64, subject string, data []byte) error {
 	e, err := events.Decode(data)
 	if err != nil {
 		return err
 	}
-	var d struct {
-		Key      string `json:"key"`
-		Rule     string `json:"rule"`
-		RuleID   string `json:"ruleId"`
-		Severity string `json:"severity"`
-		TypeID   string `json:"typeId"`
-		DeviceID string `json:"deviceId"`
-		JobID    string `json:"jobId"`
-	}
+	var d events.AlertData
 	_ = json.Unmarshal(e.Data, &d) // a data we cannot read still has a subject
 	tokens := strings.Split(subject, ".")
 	sub := func(i int) string {
@@ -241,46 +261,50 @@ func (m *model) applyAlert(seq uint64, subject string, data []byte) error {
 		}
 		return ""
 	}
-	state := ""
+	state := d.State
 	switch {
-	case strings.Contains(e.Type, ".raised"):
-		state = "raised"
-	case strings.Contains(e.Type, ".resolved"):
-		state = "resolved"
+	case state != "":
+	case e.Type == events.TypeAlertRaised || strings.Contains(e.Type, ".raised"):
+		state = events.AlertRaised
+	case e.Type == events.TypeAlertResolved || strings.Contains(e.Type, ".resolved"):
+		state = events.AlertResolved
 	default:
 		state = sub(1)
 	}
-	rule := firstNonEmpty(d.RuleID, d.Rule, sub(3))
+	rule := firstNonEmpty(d.RuleID, sub(3))
 	key := d.Key
 	if key == "" {
 		parts := []string{rule}
 		if d.TypeID != "" || d.DeviceID != "" {
-			parts = append(parts, d.TypeID+"/"+d.DeviceID)
+			parts = append(parts, d.TypeID, d.DeviceID)
 		}
 		if d.JobID != "" {
 			parts = append(parts, d.JobID)
 		}
-		key = strings.Join(parts, ":")
+		key = strings.Join(parts, "/")
 	}
 	severity := firstNonEmpty(d.Severity, sub(2))
+	since := d.StartsAt
+	if since.IsZero() {
+		since = e.Time
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	switch state {
-	case "raised":
-		if a := m.alerts[key]; a != nil {
-			// Still active: a raise at another severity is an escalation,
-			// the alert keeps its start.
-			a.Severity, a.Type, a.Subject, a.Seq, a.Data = severity, e.Type, subject, seq, e.Data
-		} else {
-			m.alerts[key] = &alertView{Key: key, Rule: rule, Severity: severity, Since: e.Time, Subject: subject, Type: e.Type, Seq: seq, Data: e.Data}
-		}
-	case "resolved":
+	case events.AlertRaised:
+		m.alerts[key] = &alertView{Key: key, Rule: rule, Severity: severity, Since: since, Message: d.Message,
+			TypeID: d.TypeID, DeviceID: d.DeviceID, JobID: d.JobID, Wave: d.Wave, Subject: subject, Seq: seq}
+	case events.AlertResolved:
 		delete(m.alerts, key)
 	default:
 		return fmt.Errorf("alert event %s is neither raised nor resolved (type %s, subject %s)", e.ID, e.Type, subject)
 	}
+	text := state + " " + severity + " " + key
+	if d.Message != "" && state == events.AlertRaised {
+		text += ": " + d.Message
+	}
 	m.pushRecent(recentEvent{Stream: events.StreamAlerts, Seq: seq, Time: e.Time, Type: shortType(e.Type),
-		TypeID: d.TypeID, DeviceID: d.DeviceID, JobID: d.JobID, Text: state + " " + severity + " " + key})
+		TypeID: d.TypeID, DeviceID: d.DeviceID, JobID: d.JobID, Wave: d.Wave, Text: text})
 	m.version.Add(1)
 	return nil
 }

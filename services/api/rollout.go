@@ -133,9 +133,10 @@ func (s *Service) rolloutProxy(w http.ResponseWriter, r *http.Request, cmd, job 
 //
 //   - NATS service error headers (Nats-Service-Error-Code, as nats micro
 //     sends them): that code when it is 400..599, else 500.
-//   - a JSON object with a non-empty "error": a numeric "status" of
-//     400..599 when present, else "code": invalid 400, not_found 404,
-//     conflict 409, unavailable 503, none 400, any other 500.
+//   - a JSON object with a non-empty "error" (events.RolloutReply): a
+//     numeric "status" of 400..599 when present, else by "code"
+//     (events.RolloutErr*): invalid 400, not_found 404, conflict 409,
+//     unavailable 503, none 400, a number of 400..599 itself, any other 500.
 //   - otherwise okStatus with the reply as it came.
 //
 // A reply that is not JSON is a 502: the body is what the client reads.
@@ -175,17 +176,14 @@ func replyStatus(m *nats.Msg, okStatus int) (int, []byte) {
 			code = strconv.Itoa(n)
 		}
 	}
-	// The codes are events.RolloutErr* of the rollout contract.
 	switch code {
-	case "":
+	case "", events.RolloutErrInvalid:
 		return http.StatusBadRequest, m.Data
-	case "invalid":
-		return http.StatusBadRequest, m.Data
-	case "not_found":
+	case events.RolloutErrNotFound:
 		return http.StatusNotFound, m.Data
-	case "conflict":
+	case events.RolloutErrConflict:
 		return http.StatusConflict, m.Data
-	case "unavailable":
+	case events.RolloutErrUnavailable:
 		return http.StatusServiceUnavailable, m.Data
 	}
 	if n, err := strconv.Atoi(code); err == nil && n >= 400 && n <= 599 {

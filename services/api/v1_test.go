@@ -96,51 +96,63 @@ func TestDevicesPagingAndFilters(t *testing.T) {
 	})
 }
 
-// alertEvent builds an alert event the way any alerting service would: the
-// fold must not need more than the type, subject and a few data fields.
-func alertEvent(t *testing.T, id, state, severity, rule string, data map[string]any, at time.Time) events.Event {
-	t.Helper()
-	e, err := events.New(id, events.SourceAlerting, "io.otawatch.alert."+state+".v1", rule, at, data)
+func TestAlertsFold(t *testing.T) {
+	h := startAPI(t, harnessOpts{})
+	at := func(min int) time.Time { return t0.Add(time.Duration(min) * time.Minute) }
+	pub := func(d events.AlertData, min int) {
+		e, err := events.New(events.AlertEventID(d.Key, d.Severity, d.StartsAt, d.State), events.SourceAlerting,
+			events.AlertEventType(d.State), d.Key, at(min), d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.publish(t, events.AlertSubject(d.State, d.Severity, d.RuleID), e)
+	}
+	raise := func(key, rule, sev string, start, min int) {
+		pub(events.AlertData{Key: key, RuleID: rule, Severity: sev, State: events.AlertRaised, Message: rule + " fired", StartsAt: at(start)}, min)
+	}
+	resolve := func(key, rule, sev string, start, min int, reason string) {
+		pub(events.AlertData{Key: key, RuleID: rule, Severity: sev, State: events.AlertResolved, StartsAt: at(start), Reason: reason}, min)
+	}
+	raise("device-failed/sensor/d1", "device-failed", "critical", 0, 0)
+	raise("device-failed/sensor/d2", "device-failed", "critical", 1, 1)
+	resolve("device-failed/sensor/d1", "device-failed", "critical", 0, 2, events.ResolvedCleared)
+	// Escalation: the warning resolves and a critical of the same key is
+	// raised.
+	raise("success-rate-low/fleet", "success-rate-low", "warning", 3, 4)
+	resolve("success-rate-low/fleet", "success-rate-low", "warning", 3, 5, events.ResolvedSeverityChanged)
+	raise("success-rate-low/fleet", "success-rate-low", "critical", 5, 5)
+	// An event from an older or foreign writer: no key, no state in the
+	// data; the subject and the type say the rest.
+	e, err := events.New("foreign-1", "someone/else", "io.otawatch.alert.raised.v1", "", at(6),
+		map[string]string{"typeId": "sensor", "deviceId": "d7"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return e
-}
-
-func TestAlertsFold(t *testing.T) {
-	h := startAPI(t, harnessOpts{})
-	pub := func(id, state, sev, rule string, data map[string]any, min int) {
-		h.publish(t, events.AlertSubject(state, sev, rule), alertEvent(t, id, state, sev, rule, data, t0.Add(time.Duration(min)*time.Minute)))
-	}
-	pub("a1", "raised", "critical", "device-failed", map[string]any{"key": "device-failed:sensor/d1", "deviceId": "d1"}, 0)
-	pub("a2", "raised", "critical", "device-failed", map[string]any{"key": "device-failed:sensor/d2"}, 1)
-	pub("a3", "resolved", "critical", "device-failed", map[string]any{"key": "device-failed:sensor/d1"}, 2)
-	// No key: rule + device from the data.
-	pub("a4", "raised", "warning", "stale-shadow", map[string]any{"typeId": "sensor", "deviceId": "d7"}, 3)
-	// Escalation of an active alert keeps its start.
-	pub("a5", "raised", "warning", "success-rate-low", map[string]any{"key": "success-rate-low:job1"}, 4)
-	pub("a6", "raised", "critical", "success-rate-low", map[string]any{"key": "success-rate-low:job1"}, 5)
+	h.publish(t, events.AlertSubject("raised", "warning", "stale-shadow"), e)
 
 	var got struct {
 		Alerts []alertView `json:"alerts"`
 	}
 	testutil.Eventually(t, 10*time.Second, func() bool {
 		h.getJSON(t, "/api/v1/alerts", http.StatusOK, &got)
-		return len(got.Alerts) == 3
+		return len(got.Alerts) == 3 && got.Alerts[0].Key == "stale-shadow/sensor/d7"
 	}, "want 3 active alerts, got %+v", &got)
 	want := []struct {
 		key, sev string
 		since    time.Time
 	}{
-		{"success-rate-low:job1", "critical", t0.Add(4 * time.Minute)},
-		{"stale-shadow:sensor/d7", "warning", t0.Add(3 * time.Minute)},
-		{"device-failed:sensor/d2", "critical", t0.Add(time.Minute)},
+		{"stale-shadow/sensor/d7", "warning", at(6)},
+		{"success-rate-low/fleet", "critical", at(5)},
+		{"device-failed/sensor/d2", "critical", at(1)},
 	}
 	for i, w := range want {
 		a := got.Alerts[i]
 		if a.Key != w.key || a.Severity != w.sev || !a.Since.Equal(w.since) {
 			t.Errorf("alert %d = %s %s since %s, want %s %s since %s", i, a.Key, a.Severity, a.Since, w.key, w.sev, w.since)
 		}
+	}
+	if got.Alerts[2].Message != "device-failed fired" || got.Alerts[2].Rule != "device-failed" {
+		t.Errorf("alert %+v lacks its rule and message", got.Alerts[2])
 	}
 }
 
@@ -219,7 +231,8 @@ func TestRecentAndJobsFold(t *testing.T) {
 	}
 	fw := &events.DesiredFirmware{Version: "2.0"}
 	h.publish(t, events.RolloutSubject("job1", "job_created"), mk("r1", events.TypeRolloutJobCreated, events.RolloutData{JobID: "job1", Target: fw}, 0))
-	h.publish(t, events.RolloutSubject("job1", "job_started"), mk("r2", events.TypeRolloutJobStarted, events.RolloutData{JobID: "job1"}, 1))
+	plan := &events.RolloutPlan{Waves: [][]events.DeviceRef{{{TypeID: "t", DeviceID: "a"}}, {{TypeID: "t", DeviceID: "b"}}}}
+	h.publish(t, events.RolloutSubject("job1", "job_started"), mk("r2", events.TypeRolloutJobStarted, events.RolloutData{JobID: "job1", Plan: plan}, 1))
 	h.publish(t, events.RolloutSubject("job1", "wave_started"), mk("r3", events.TypeRolloutWaveStarted, events.RolloutData{JobID: "job1", Wave: 1}, 1))
 	h.publish(t, events.RolloutSubject("job1", "job_paused"), mk("r4", events.TypeRolloutJobPaused, events.RolloutData{JobID: "job1", Reason: "failures 30% > 10%"}, 2))
 
@@ -233,7 +246,7 @@ func TestRecentAndJobsFold(t *testing.T) {
 	j := *h.svc.model.jobs["job1"]
 	recent := h.svc.model.recentEvents()
 	h.svc.model.mu.RUnlock()
-	if j.Target == nil || j.Target.Version != "2.0" || j.Wave != 1 || j.Reason != "failures 30% > 10%" || !j.Created.Equal(t0) {
+	if j.Target == nil || j.Target.Version != "2.0" || j.Wave != 1 || j.WaveCount != 2 || j.Reason != "failures 30% > 10%" || !j.Created.Equal(t0) {
 		t.Errorf("job %+v", j)
 	}
 	if len(recent) != 4 || recent[0].Seq != 4 || recent[3].Seq != 1 {
