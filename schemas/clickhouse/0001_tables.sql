@@ -78,7 +78,8 @@ CREATE TABLE IF NOT EXISTS device_firmware (
 ) ENGINE = ReplacingMergeTree(stream_seq)
 ORDER BY (type_id, device_id);
 
--- One row per event of the ROLLOUT stream (rollout.{jobId}.{event}).
+-- One row per event of the ROLLOUT stream (rollout.{jobId}.{event}); wave
+-- is read from the data when it has one; data keeps the whole event data.
 CREATE TABLE IF NOT EXISTS rollout_events (
     stream_seq UInt64,
     event_id String,
@@ -95,6 +96,8 @@ PARTITION BY toYYYYMM(event_time)
 ORDER BY (job_id, stream_seq);
 
 -- One row per event of the ALERTS stream (alert.{state}.{severity}.{ruleId}).
+-- alert_key, job_id, type_id and device_id are read from the data when it
+-- has them (empty otherwise); data keeps the whole event data.
 CREATE TABLE IF NOT EXISTS alerts (
     stream_seq UInt64,
     event_id String,
@@ -105,6 +108,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     state String,
     severity String,
     rule_id String,
+    alert_key String,
+    job_id String,
     type_id String,
     device_id String,
     data String
@@ -112,7 +117,8 @@ CREATE TABLE IF NOT EXISTS alerts (
 PARTITION BY toYYYYMM(event_time)
 ORDER BY (rule_id, stream_seq);
 
--- One row per event of the NOTIFY stream (notify.{receiver}.{outcome}).
+-- One row per event of the NOTIFY stream (notify.{receiver}.{outcome});
+-- data keeps the whole event data.
 CREATE TABLE IF NOT EXISTS notifications (
     stream_seq UInt64,
     event_id String,

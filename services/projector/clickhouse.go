@@ -17,41 +17,45 @@ import (
 // it does not exist, and returns a connection whose queries run in it. It
 // does not apply the schema: see Migrate.
 func Open(ctx context.Context, cfg Config, database string) (driver.Conn, error) {
-	password, err := conf.ReadSecret(cfg.PasswordFile)
-	if err != nil {
-		return nil, fmt.Errorf("clickhouse password: %w", err)
-	}
-	opts := func(db string) *clickhouse.Options {
-		return &clickhouse.Options{
-			Protocol:        clickhouse.Native,
-			Addr:            []string{cfg.Addr},
-			Auth:            clickhouse.Auth{Database: db, Username: cfg.Username, Password: password},
-			DialTimeout:     5 * time.Second,
-			ReadTimeout:     60 * time.Second,
-			MaxOpenConns:    16,
-			MaxIdleConns:    8,
-			ConnMaxLifetime: time.Hour,
-			ClientInfo:      clickhouse.ClientInfo{Products: []struct{ Name, Version string }{{Name: "otawatch", Version: "1"}}},
-		}
-	}
 	// The database must exist before a connection can name it, so a first
 	// connection (to the server's default database) creates it.
-	boot, err := clickhouse.Open(opts(""))
+	boot, err := Dial(ctx, cfg, "")
 	if err != nil {
-		return nil, fmt.Errorf("open clickhouse %s: %w", cfg.Addr, err)
+		return nil, err
 	}
 	err = boot.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+quoteIdent(database))
 	boot.Close()
 	if err != nil {
 		return nil, fmt.Errorf("create database %s on %s: %w", database, cfg.Addr, err)
 	}
-	conn, err := clickhouse.Open(opts(database))
+	return Dial(ctx, cfg, database)
+}
+
+// Dial connects to the ClickHouse server of cfg, with database as the
+// default database of queries ("" for the server's), and checks the
+// connection.
+func Dial(ctx context.Context, cfg Config, database string) (driver.Conn, error) {
+	password, err := conf.ReadSecret(cfg.PasswordFile)
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse password: %w", err)
+	}
+	conn, err := clickhouse.Open(&clickhouse.Options{
+		Protocol:        clickhouse.Native,
+		Addr:            []string{cfg.Addr},
+		Auth:            clickhouse.Auth{Database: database, Username: cfg.Username, Password: password},
+		DialTimeout:     5 * time.Second,
+		ReadTimeout:     60 * time.Second,
+		MaxOpenConns:    16,
+		MaxIdleConns:    8,
+		ConnMaxLifetime: time.Hour,
+		ClientInfo:      clickhouse.ClientInfo{Products: []struct{ Name, Version string }{{Name: "otawatch", Version: "1"}}},
+	})
 	if err != nil {
 		return nil, fmt.Errorf("open clickhouse %s: %w", cfg.Addr, err)
 	}
 	if err := conn.Ping(ctx); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("ping clickhouse %s: %w", cfg.Addr, err)
+		return nil, fmt.Errorf("connect to clickhouse %s: %w", cfg.Addr, err)
 	}
 	return conn, nil
 }
@@ -75,13 +79,9 @@ func Migrate(ctx context.Context, conn driver.Conn) ([]uint32, error) {
 	if err != nil {
 		return nil, err
 	}
-	var applied []uint32
-	if err := conn.Select(ctx, &applied, "SELECT DISTINCT version FROM schema_migrations"); err != nil {
-		return nil, fmt.Errorf("read schema_migrations: %w", err)
-	}
-	done := map[uint32]bool{}
-	for _, v := range applied {
-		done[v] = true
+	done, err := appliedVersions(ctx, conn)
+	if err != nil {
+		return nil, err
 	}
 	var now []uint32
 	for _, m := range ms {
@@ -107,4 +107,21 @@ func Migrate(ctx context.Context, conn driver.Conn) ([]uint32, error) {
 		now = append(now, m.Version)
 	}
 	return now, nil
+}
+
+func appliedVersions(ctx context.Context, conn driver.Conn) (map[uint32]bool, error) {
+	rows, err := conn.Query(ctx, "SELECT DISTINCT version FROM schema_migrations")
+	if err != nil {
+		return nil, fmt.Errorf("read schema_migrations: %w", err)
+	}
+	defer rows.Close()
+	done := map[uint32]bool{}
+	for rows.Next() {
+		var v uint32
+		if err := rows.Scan(&v); err != nil {
+			return nil, fmt.Errorf("read schema_migrations: %w", err)
+		}
+		done[v] = true
+	}
+	return done, rows.Err()
 }

@@ -203,3 +203,31 @@ func waitRows(t *testing.T, c driver.Conn, want uint64, query string) {
 }
 
 var errCrash = errors.New("crash between insert and ack")
+
+// testutil_Eventually waits up to a minute for cond.
+func testutil_Eventually(t *testing.T, cond func() bool, msg string) {
+	t.Helper()
+	testutil.Eventually(t, time.Minute, cond, msg)
+}
+
+// strings1 runs a query of one String column.
+func strings1(t *testing.T, ctx context.Context, c driver.Conn, query string) []string {
+	t.Helper()
+	rows, err := c.Query(ctx, query)
+	if err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, s)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}

@@ -163,12 +163,16 @@ func project(it *item, index *desiredIndex) {
 		if len(tok) == 4 {
 			r.State, r.Severity, r.RuleID = tok[1], tok[2], tok[3]
 		}
+		// The alerting service owns the data's shape (events.AlertData);
+		// the identifying fields are read leniently, the rest stays raw.
 		var d struct {
+			Key      string `json:"key"`
+			JobID    string `json:"jobId"`
 			TypeID   string `json:"typeId"`
 			DeviceID string `json:"deviceId"`
 		}
 		if json.Unmarshal(ev.Data, &d) == nil {
-			r.TypeID, r.DeviceID = d.TypeID, d.DeviceID
+			r.AlertKey, r.JobID, r.TypeID, r.DeviceID = d.Key, d.JobID, d.TypeID, d.DeviceID
 		}
 		it.kind, it.alert = kindAlert, r
 	case events.StreamNotify:

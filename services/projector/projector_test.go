@@ -114,11 +114,14 @@ func (e *env) readShadow(table string) []shadowRow {
 	return out
 }
 
+// sameRow compares rows to the second (what DateTime keeps).
 func sameRow(a, b shadowRow) bool {
-	a.EventTime, b.EventTime = a.EventTime.Truncate(time.Second), b.EventTime.Truncate(time.Second)
-	a.DeviceTime, b.DeviceTime = a.DeviceTime.Truncate(time.Second), b.DeviceTime.Truncate(time.Second)
-	return a.EventTime.Equal(b.EventTime) && a.DeviceTime.Equal(b.DeviceTime) &&
-		func() bool { a.EventTime, b.EventTime, a.DeviceTime, b.DeviceTime = time.Time{}, time.Time{}, time.Time{}, time.Time{}; return a == b }()
+	if !a.EventTime.Truncate(time.Second).Equal(b.EventTime.Truncate(time.Second)) ||
+		!a.DeviceTime.Truncate(time.Second).Equal(b.DeviceTime.Truncate(time.Second)) {
+		return false
+	}
+	a.EventTime, b.EventTime, a.DeviceTime, b.DeviceTime = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+	return a == b
 }
 
 func checkShadow(t *testing.T, e *env, evs []published) {

@@ -72,6 +72,8 @@ type alertRow struct {
 	State     string
 	Severity  string
 	RuleID    string
+	AlertKey  string
+	JobID     string
 	TypeID    string
 	DeviceID  string
 	Data      string
@@ -285,6 +287,8 @@ var (
 			strCol("state", func(r *alertRow) string { return r.State }),
 			strCol("severity", func(r *alertRow) string { return r.Severity }),
 			strCol("rule_id", func(r *alertRow) string { return r.RuleID }),
+			strCol("alert_key", func(r *alertRow) string { return r.AlertKey }),
+			strCol("job_id", func(r *alertRow) string { return r.JobID }),
 			strCol("type_id", func(r *alertRow) string { return r.TypeID }),
 			strCol("device_id", func(r *alertRow) string { return r.DeviceID }),
 			strCol("data", func(r *alertRow) string { return r.Data }),

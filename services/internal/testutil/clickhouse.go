@@ -148,10 +148,23 @@ func StartClickHouse(t testing.TB) *ClickHouseServer {
 	return s
 }
 
-// Stop stops the server by its PID (SIGTERM, then SIGKILL after 30 s).
+// Stop stops the server by its PID (SIGTERM, then SIGKILL after 30 s). A
+// server with open client connections takes several seconds to stop.
 func (s *ClickHouseServer) Stop(t testing.TB) {
 	t.Helper()
 	s.stop()
+}
+
+// Kill kills the server by its PID (SIGKILL), as a crash or a power cut
+// would; Start brings it back on the same data.
+func (s *ClickHouseServer) Kill(t testing.TB) {
+	t.Helper()
+	if s.done == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	<-s.done
+	s.done = nil
 }
 
 // Start starts a stopped server again, on the same port and data.
