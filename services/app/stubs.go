@@ -18,7 +18,3 @@ func cmdReplay(context.Context, *Env, []string) error {
 func cmdRules(context.Context, *Env, []string) error {
 	return errors.New("not implemented yet")
 }
-
-func cmdRollout(context.Context, *Env, []string) error {
-	return errors.New("not implemented yet")
-}

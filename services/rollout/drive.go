@@ -150,6 +150,11 @@ func (s *Service) sendBatch(ctx context.Context, id string, now time.Time) error
 	}
 	toSend := append(recorded, unconfirmed...)
 	acked := s.publishDeltas(ctx, id, target, toSend)
+	if s.hooks.crashAfterPublish != nil && s.hooks.crashAfterPublish(len(acked)) {
+		// A test's crash: the broker has the deltas, the marks never come.
+		<-ctx.Done()
+		return ctx.Err()
+	}
 	s.mu.Lock()
 	b.tokens -= float64(len(toSend))
 	s.stats.RetainedConfirmed += int64(len(confirmed))

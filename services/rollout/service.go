@@ -52,6 +52,15 @@ type Service struct {
 	lease  *Lease
 	client mqtt.Client
 	stats  Stats
+	hooks  hooks
+}
+
+// hooks are test seams; nil in production.
+type hooks struct {
+	// crashAfterPublish runs after a batch's deltas were acknowledged by
+	// the broker and before they are marked sent; true makes the driver
+	// stop there, as a process killed at that point would.
+	crashAfterPublish func(acked int) bool
 }
 
 // desiredRec is a recorded desired event of a job's device.
