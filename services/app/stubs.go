@@ -11,10 +11,6 @@ func cmdSimulate(context.Context, *Env, []string) error {
 	return errors.New("not implemented yet")
 }
 
-func cmdReplay(context.Context, *Env, []string) error {
-	return errors.New("not implemented yet")
-}
-
 func cmdRules(context.Context, *Env, []string) error {
 	return errors.New("not implemented yet")
 }
