@@ -218,6 +218,18 @@ func (e *Engine) ApplyShadow(seq uint64, ev events.Event) ([]Transition, error) 
 	return e.applyShadow(seq, ev, true)
 }
 
+// Skip records that a message of stream (SHADOW or ROLLOUT) was handled
+// without the engine, so a snapshot resumes after it: one that did not
+// decode.
+func (e *Engine) Skip(stream string, seq uint64) {
+	switch {
+	case stream == events.StreamShadow && seq > e.ShadowSeq:
+		e.ShadowSeq = seq
+	case stream == events.StreamRollout && seq > e.RolloutSeq:
+		e.RolloutSeq = seq
+	}
+}
+
 // ApplyLocal applies a SHADOW event this engine produced (a presence event
 // of Stale) now, before it comes back from the log, so the rest of the
 // tick sees it; its copy from the log is then skipped. It evaluates the

@@ -1,0 +1,40 @@
+// Package alerting is the alerting service: it keeps the fleet state (the
+// fold of SHADOW) and the rollout jobs (the fold of ROLLOUT), evaluates the
+// alert rules (package rules, engine in services/internal/ruleeval) on
+// every event and on a tick, and publishes the alert lifecycle on ALERTS.
+//
+// # Position and restart
+//
+// The service reads SHADOW and ROLLOUT with ordered consumers, not
+// durables: its position is part of its state, saved with it in the
+// JetStream KV bucket snapshot_bucket (default "otawatch_alerting") every
+// snapshot_interval. A start restores the snapshot, folds the ALERTS
+// events published after it (so an alert raised or resolved after the
+// snapshot is known), and reads SHADOW and ROLLOUT after the snapshot's
+// sequences. Alert events have deterministic ids (key, severity, start
+// time, state): during that catch-up an alert event already on ALERTS is
+// not published again, whatever the JetStream duplicate window. The
+// durable names events.ConsumerAlertingShadow and ConsumerAlertingRollout
+// are therefore not used. Without a snapshot the whole log is read.
+//
+// # Ticks and presence
+//
+// Every tick_interval (at multiples of it, wall clock; ManualTicks lets a
+// test drive them) devices silent for offline_after get a
+// device.presence potentially_offline event, published to SHADOW before
+// the state applies it (the copy read back is skipped), and tick rules are
+// evaluated with now = the tick time. Ticks wait until the service has
+// caught up with the log, so a restart after a long stop does not call
+// the whole fleet offline.
+//
+// # Rules
+//
+// rules_dir is polled every reload_interval (content hashes; there is no
+// fsnotify in the module set) and Reload (SIGHUP) reloads at once. A rule
+// set that does not load is refused with every problem logged (file, rule,
+// line:column) and the old rules keep running.
+//
+// Messages the engine cannot use go to REJECTED (source "alerting"). A
+// poison message read again after a restart is recorded again once the
+// duplicate window has passed.
+package alerting

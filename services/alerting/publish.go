@@ -1,0 +1,106 @@
+package alerting
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/otawatch/otawatch/events"
+)
+
+// publisher publishes events asynchronously with their id as Nats-Msg-Id
+// and waits for every acknowledgement in flush, so the loop never moves
+// past (or snapshots) an outcome that is not stored.
+type publisher struct {
+	js      jetstream.JetStream
+	pending []pending
+	// alertsSeq is the highest ALERTS sequence acknowledged.
+	alertsSeq uint64
+	// published counts acknowledged events by stream.
+	published map[string]uint64
+}
+
+type pending struct {
+	msg *nats.Msg
+	fut jetstream.PubAckFuture
+}
+
+func newPublisher(js jetstream.JetStream) *publisher {
+	return &publisher{js: js, published: map[string]uint64{}}
+}
+
+// add queues one event for subject.
+func (p *publisher) add(subject string, ev events.Event) error {
+	data, err := ev.Marshal()
+	if err != nil {
+		return fmt.Errorf("marshal %s event %s: %w", ev.Type, ev.ID, err)
+	}
+	msg := nats.NewMsg(subject)
+	msg.Data = data
+	msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
+	fut, err := p.js.PublishMsgAsync(msg)
+	if err != nil {
+		// A full window (ErrTooManyStalledMsgs) or a closed connection:
+		// flush publishes it synchronously with retries.
+		fut = nil
+	}
+	p.pending = append(p.pending, pending{msg: msg, fut: fut})
+	return nil
+}
+
+// flush waits for every queued publish; a failed one is published again
+// (its Nats-Msg-Id makes that safe) until it is stored or ctx ends.
+func (p *publisher) flush(ctx context.Context) error {
+	defer func() { p.pending = p.pending[:0] }()
+	for _, pd := range p.pending {
+		var ack *jetstream.PubAck
+		if pd.fut != nil {
+			select {
+			case ack = <-pd.fut.Ok():
+			case <-pd.fut.Err():
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		pause := 50 * time.Millisecond
+		for ack == nil {
+			err := events.Retry(ctx, 3, func(ctx context.Context) error {
+				var err error
+				ack, err = p.js.PublishMsg(ctx, pd.msg)
+				return err
+			})
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return fmt.Errorf("publish to %s: %w", pd.msg.Subject, err)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(pause):
+			}
+			if pause < 5*time.Second {
+				pause *= 2
+			}
+		}
+		p.published[ack.Stream]++
+		if ack.Stream == events.StreamAlerts && ack.Sequence > p.alertsSeq {
+			p.alertsSeq = ack.Sequence
+		}
+	}
+	return nil
+}
+
+// publishNow queues events and flushes.
+func (p *publisher) publishNow(ctx context.Context, subjects []string, evs []events.Event) error {
+	for i, ev := range evs {
+		if err := p.add(subjects[i], ev); err != nil {
+			return err
+		}
+	}
+	return p.flush(ctx)
+}

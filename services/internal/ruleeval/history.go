@@ -1,0 +1,277 @@
+package ruleeval
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/rules"
+)
+
+// Record is one message of a stream: its sequence, raw bytes and, if they
+// decode, the envelope (DecodeErr otherwise).
+type Record struct {
+	Stream    string
+	Seq       uint64
+	Raw       []byte
+	Stored    time.Time // when the stream stored it
+	Event     events.Event
+	DecodeErr error
+}
+
+// Reader reads a stream in order with an ordered consumer (no durable
+// state on the server), from a sequence on.
+type Reader struct {
+	stream string
+	iter   jetstream.MessagesContext
+	// Last is the stream's last sequence when the reader was opened.
+	Last uint64
+	tail bool
+	done bool
+}
+
+// OpenReader starts reading stream at sequence from (1 or 0: the start).
+// With tail false, Next reports the end after the message that was last
+// when the reader opened; with tail true it waits for new messages.
+func OpenReader(ctx context.Context, js jetstream.JetStream, stream string, from uint64, tail bool) (*Reader, error) {
+	var info *jetstream.StreamInfo
+	err := events.Retry(ctx, 5, func(ctx context.Context) error {
+		s, err := js.Stream(ctx, stream)
+		if err != nil {
+			return err
+		}
+		info, err = s.Info(ctx)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("stream %s info: %w", stream, err)
+	}
+	r := &Reader{stream: stream, Last: info.State.LastSeq, tail: tail}
+	if !tail && (info.State.Msgs == 0 || from > r.Last) {
+		r.done = true
+		return r, nil
+	}
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if from > 1 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+	}
+	var cons jetstream.Consumer
+	err = events.Retry(ctx, 5, func(ctx context.Context) error {
+		var err error
+		cons, err = js.OrderedConsumer(ctx, stream, cfg)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ordered consumer on %s: %w", stream, err)
+	}
+	r.iter, err = cons.Messages(jetstream.PullMaxMessages(1024))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", stream, err)
+	}
+	return r, nil
+}
+
+// Next returns the next record; ok is false at the end (tail false) or
+// when ctx ends.
+func (r *Reader) Next(ctx context.Context) (Record, bool, error) {
+	if r.done {
+		return Record{}, false, nil
+	}
+	for {
+		msg, err := r.iter.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return Record{}, false, ctx.Err()
+			}
+			return Record{}, false, fmt.Errorf("read %s: %w", r.stream, err)
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return Record{}, false, fmt.Errorf("read %s: metadata: %w", r.stream, err)
+		}
+		rec := Record{Stream: r.stream, Seq: meta.Sequence.Stream, Raw: msg.Data(), Stored: meta.Timestamp}
+		rec.Event, rec.DecodeErr = events.Decode(rec.Raw)
+		if !r.tail && rec.Seq >= r.Last {
+			r.done = true
+		}
+		return rec, true, nil
+	}
+}
+
+// Close stops the consumer.
+func (r *Reader) Close() {
+	if r.iter != nil {
+		r.iter.Stop()
+	}
+}
+
+// Source yields records in stream order; ok false is the end.
+type Source func(ctx context.Context) (rec Record, ok bool, err error)
+
+// ReplayOptions tune Replay.
+type ReplayOptions struct {
+	// TickInterval is the tick period; ticks happen at its multiples, as
+	// in the service. 0 means no ticks.
+	TickInterval time.Duration
+	// TicksFrom: no tick before it (the warm-up folds events only).
+	TicksFrom time.Time
+	// To: events after it are not read, and ticks go on up to it. Zero
+	// means up to the last event.
+	To time.Time
+	// OnPoison hears records the engine refused.
+	OnPoison func(Record, error)
+}
+
+// Replay runs recorded SHADOW and ROLLOUT history through the engine the
+// way the service ran it live: both streams merged by event time (ROLLOUT
+// first on a tie: a job starts before its desired states), and a tick at
+// every multiple of TickInterval before the first event at or after it.
+// Transitions go to emit in order.
+func Replay(ctx context.Context, eng *Engine, shadow, rollout Source, o ReplayOptions, emit func(Transition)) error {
+	type head struct {
+		src  Source
+		rec  Record
+		ok   bool
+		roll bool
+	}
+	heads := []*head{{src: rollout, roll: true}, {src: shadow}}
+	for _, h := range heads {
+		if h.src == nil {
+			continue
+		}
+		var err error
+		if h.rec, h.ok, err = h.src(ctx); err != nil {
+			return err
+		}
+	}
+	var nextTick time.Time
+	tickUpTo := func(t time.Time) {
+		if o.TickInterval <= 0 {
+			return
+		}
+		if nextTick.IsZero() {
+			start := t
+			if start.Before(o.TicksFrom) {
+				start = o.TicksFrom
+			}
+			nextTick = start.Truncate(o.TickInterval)
+			if nextTick.Before(start) {
+				nextTick = nextTick.Add(o.TickInterval)
+			}
+		}
+		for !nextTick.After(t) {
+			if !nextTick.Before(o.TicksFrom) {
+				_, trs, _ := eng.RunTick(nextTick, nil)
+				for _, tr := range trs {
+					emit(tr)
+				}
+			}
+			nextTick = nextTick.Add(o.TickInterval)
+		}
+	}
+	timeOf := func(r Record) time.Time {
+		if r.DecodeErr != nil {
+			return r.Stored
+		}
+		return r.Event.Time
+	}
+	for {
+		var pick *head
+		for _, h := range heads {
+			if !h.ok {
+				continue
+			}
+			if pick == nil || timeOf(h.rec).Before(timeOf(pick.rec)) {
+				pick = h
+			}
+		}
+		if pick == nil {
+			break
+		}
+		rec := pick.rec
+		t := timeOf(rec)
+		if !o.To.IsZero() && t.After(o.To) {
+			pick.ok = false // the rest of this stream is later still
+			continue
+		}
+		if !nextTick.IsZero() || !t.Before(o.TicksFrom) {
+			tickUpTo(t)
+		}
+		var trs []Transition
+		var err error
+		switch {
+		case rec.DecodeErr != nil:
+			eng.Skip(rec.Stream, rec.Seq)
+			err = &PoisonError{Err: rec.DecodeErr}
+		case pick.roll:
+			trs, err = eng.ApplyRollout(rec.Seq, rec.Event)
+		default:
+			trs, err = eng.ApplyShadow(rec.Seq, rec.Event)
+		}
+		if err != nil {
+			if o.OnPoison != nil {
+				o.OnPoison(rec, err)
+			}
+		}
+		for _, tr := range trs {
+			emit(tr)
+		}
+		if pick.rec, pick.ok, err = pick.src(ctx); err != nil {
+			return err
+		}
+	}
+	if !o.To.IsZero() {
+		tickUpTo(o.To)
+	}
+	return nil
+}
+
+// BacktestOptions tune Backtest.
+type BacktestOptions struct {
+	// From and To bound the transitions reported (zero: unbounded); the
+	// history before From is replayed too, to build the state at From.
+	From, To time.Time
+	// TickInterval is the service's tick_interval; 0 means no ticks.
+	TickInterval time.Duration
+	// Warmup is how long before From ticks start (ticks over years of
+	// history cost time; before this only events are replayed).
+	Warmup time.Duration
+	// OfflineAfter is the service's offline_after.
+	OfflineAfter time.Duration
+	// OnPoison hears records the engine refused.
+	OnPoison func(Record, error)
+}
+
+// Backtest replays the recorded SHADOW and ROLLOUT history, as it is when
+// called, through a fresh engine running set, and returns the transitions
+// at or after From. It publishes nothing.
+func Backtest(ctx context.Context, js jetstream.JetStream, set *rules.Set, o BacktestOptions) ([]Transition, *Engine, error) {
+	eng := New(set, Options{OfflineAfter: o.OfflineAfter})
+	shadow, err := OpenReader(ctx, js, events.StreamShadow, 1, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer shadow.Close()
+	rollout, err := OpenReader(ctx, js, events.StreamRollout, 1, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rollout.Close()
+	var ticksFrom time.Time
+	if !o.From.IsZero() {
+		ticksFrom = o.From.Add(-o.Warmup)
+	}
+	var out []Transition
+	err = Replay(ctx, eng, shadow.Next, rollout.Next, ReplayOptions{
+		TickInterval: o.TickInterval, TicksFrom: ticksFrom, To: o.To, OnPoison: o.OnPoison,
+	}, func(t Transition) {
+		if !t.At.Before(o.From) {
+			out = append(out, t)
+		}
+	})
+	return out, eng, err
+}
