@@ -345,6 +345,38 @@ func TestFailureRatePausesTheJob(t *testing.T) {
 	if c := r.dev.counts(); c[1] > 200 {
 		t.Errorf("%d devices received a delta, want at most the 200 of waves 1 and 2", c[1])
 	}
+	// The shadow delta (GET .../shadow/delta): the target for a device that
+	// failed it, nothing for one in sync or never targeted.
+	tests := []struct {
+		device, want, code string
+	}{
+		{deviceID(101), "2.0.0", ""},
+		{deviceID(1), "", ""},
+		{deviceID(250), "", ""},
+		{"ghost", "", events.RolloutErrNotFound},
+	}
+	for _, tt := range tests {
+		rep, err := r.request("delta", events.RolloutRequest{TypeID: "sensor", DeviceID: tt.device})
+		if tt.code != "" {
+			if re, ok := err.(*events.RolloutError); !ok || re.Code != tt.code {
+				t.Errorf("delta of %s: %v, want code %s", tt.device, err, tt.code)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("delta of %s: %v", tt.device, err)
+		}
+		got := ""
+		if f := rep.Delta.State.Firmware; f != nil {
+			got = f.Version
+			if f.JobID != "bad" || f.URL != target().URL || f.Checksum != target().Checksum {
+				t.Errorf("delta of %s: %+v", tt.device, f)
+			}
+		}
+		if got != tt.want {
+			t.Errorf("delta of %s asks for %q, want %q", tt.device, got, tt.want)
+		}
+	}
 	// An operator's abort is the end of it.
 	r.mustRequest(CmdAbort, events.RolloutRequest{JobID: "bad", Reason: "bad build"})
 	_, err := r.request(CmdResume, events.RolloutRequest{JobID: "bad"})

@@ -1,0 +1,74 @@
+// Package rollout is the rollout service: wave-by-wave firmware rollouts
+// whose state is the fold of the ROLLOUT stream, gated on the fleet state
+// folded from SHADOW.
+//
+// # State and decisions
+//
+// A job's state is Apply folded over its events (rollout.{jobId}.{event}).
+// Commands (create, start, pause, resume, abort, retry-failed) are checked
+// against that state by Command, which returns the events to append or a
+// CommandError saying why not ("cannot pause job X: it is completed").
+// Decide(job, fleet, now) is the driver's pure step: the first wave's
+// start, the failure policy's pause or abort, a wave's gate passing
+// (wave_gated, with the decision and its reason), the wave's completion
+// after the soak, and the next wave's start or the job's completion. Time
+// comes from the events and from the tick, never from a clock inside the
+// logic, so tests run it on a fake clock and a replay decides what the live
+// run decided.
+//
+// Every append expects the job's last event (JetStream's expected last
+// sequence for the subject filter rollout.{jobId}.>), so two instances
+// cannot interleave inconsistent events: the loser folds what the winner
+// wrote and decides again.
+//
+// # Gates
+//
+// A wave passes when every device of it was sent its desired state and at
+// least Gate of its online devices completed, and the optional CEL gate
+// holds. "Online" leaves out potentially offline devices that have not
+// reported since their desired state was sent; a device that started and
+// then went silent stays in, and times out, so a firmware that bricks
+// devices cannot pass by taking them offline. The failure policy looks at
+// the open wave: once MinFinished devices finished (completed, failed or
+// timed out), more than MaxFailure failed or timed out pauses or aborts the
+// job. Resuming a job the policy paused waives the policy for that wave
+// (the operator has seen it); the gate still applies. Reports that come
+// after a wave closed still count in show: the counts come from the fleet
+// state, not from the closing snapshot.
+//
+// # Desired state, exactly once per device
+//
+// For each device of a started wave, under the job's rate limit, the
+// driver records the shadow.desired event (SHADOW, Nats-Msg-Id from job,
+// device, target and attempt), then publishes the delta (MQTT QoS 1,
+// retained), then records devices_sent for what the broker acknowledged.
+// Record first: no device gets a desired state the log lacks, and the
+// desired event precedes in SHADOW every report it causes. A crash between
+// record and mark leaves devices whose send is unknown; the next driver
+// looks for their deltas among the broker's retained messages (same job,
+// same timestamp) and marks those found instead of sending again. Only a
+// broker that acknowledged a publish and then lost the retained copy (or
+// answers slower than rollout.retained_wait) makes a device receive its
+// desired state twice, and the retained, identical delta is harmless to it.
+//
+// # One driver
+//
+// Every instance folds both streams and answers commands (a queue group on
+// otawatch.rollout.cmd.*). Only the holder of one JetStream KV lease (key
+// "driver" in bucket rollout.lease_bucket, bucket-wide TTL, renewed with
+// Update(rev)) decides and sends; it steps down on its own clock two thirds
+// of the TTL after its last renewal, before the key can expire under it.
+// One lease covers all jobs: a job's work is rate-limited sends, and one
+// driver keeps all of them under one view of the broker. A clean stop
+// releases the lease at once; a killed driver's lease expires after the
+// TTL, and another instance takes over where the events say.
+//
+// # Consumers
+//
+// Each instance reads SHADOW and ROLLOUT with ordered (ephemeral)
+// consumers from the start of the streams, and neither decides nor answers
+// before it has caught up with where the streams were when it started. A
+// shared durable consumer would split the events between instances, while
+// each needs all of them; events.ConsumerRolloutShadow stays reserved for a
+// durable consumer that resumes from a snapshot.
+package rollout

@@ -1,0 +1,138 @@
+package rollout
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/otawatch/otawatch/services/internal/testutil"
+)
+
+// fakeClock is a clock a test moves by hand.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+func TestLeaseOneHolderAndTakeover(t *testing.T) {
+	js := testutil.StartJetStream(t, testutil.JetStreamOptions{NoStreams: true})
+	open := func(name string) (*Lease, *nats.Conn) {
+		nc, err := nats.Connect(js.Server.ClientURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		jsx, _ := jetstream.New(nc)
+		l, err := OpenLease(context.Background(), jsx, "lease_test", name, time.Second, 1, wallClock{}, testLog())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l, nc
+	}
+	run := func(l *Lease) context.CancelFunc {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { l.Run(ctx); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+		return cancel
+	}
+	a, anc := open("a")
+	b, _ := open("b")
+	run(a)
+	testutil.Eventually(t, 5*time.Second, a.Held, "a never took the lease")
+	run(b)
+
+	// Watch the safety property the whole time: never two holders.
+	stop := make(chan struct{})
+	both := make(chan struct{}, 1)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if a.Held() && b.Held() {
+				select {
+				case both <- struct{}{}:
+				default:
+				}
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	defer func() { close(stop); wg.Wait() }()
+
+	time.Sleep(1500 * time.Millisecond) // longer than the TTL: a renews, b waits
+	if !a.Held() || b.Held() {
+		t.Fatalf("while a renews: a held %v, b held %v", a.Held(), b.Held())
+	}
+	// a dies without releasing: b takes over once the key expires, and a,
+	// unable to renew, steps down before that.
+	anc.Close()
+	testutil.Eventually(t, 10*time.Second, b.Held, "b never took over")
+	if a.Held() {
+		t.Error("a still believes it holds the lease")
+	}
+	select {
+	case <-both:
+		t.Fatal("a and b held the lease at the same time")
+	default:
+	}
+}
+
+func TestLeaseReleasedOnCleanStop(t *testing.T) {
+	js := testutil.StartJetStream(t, testutil.JetStreamOptions{NoStreams: true})
+	clock := &fakeClock{now: t0}
+	// A long TTL: a takeover within the test can only come from a release.
+	a, err := OpenLease(context.Background(), js.JS, "lease_test", "a", time.Hour, 1, clock, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := OpenLease(context.Background(), js.JS, "lease_test", "b", time.Hour, 1, clock, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.Run(ctx); close(done) }()
+	testutil.Eventually(t, 5*time.Second, a.Held, "a never took the lease")
+
+	// The holder's own timer: without a renewal for two thirds of the TTL,
+	// it no longer drives, whatever the server thinks.
+	clock.Add(40 * time.Minute)
+	if a.Held() {
+		t.Error("a holds the lease 40 min after its last renewal (TTL 1h)")
+	}
+	clock.Add(-40 * time.Minute)
+
+	b.attempt(context.Background())
+	if b.Held() {
+		t.Fatal("b took a held lease")
+	}
+	cancel()
+	<-done
+	b.attempt(context.Background())
+	if !b.Held() {
+		t.Fatal("b could not take the lease a released")
+	}
+}
