@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"syscall"
 	"time"
@@ -56,6 +57,11 @@ func cmdRun(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	log := newLogger(env.Stderr, cfg.Log)
+	// Signals are caught from here on, not only once the group runs: a
+	// SIGTERM during start-up (opening the store, creating streams) must
+	// still stop cleanly instead of killing the process.
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	return Run(ctx, cfg, names, log)
 }
 
@@ -169,12 +175,19 @@ func (i *Infra) Close() {
 	}
 }
 
+// errStopped ends the group when ctx ends (a signal, in the command).
+var errStopped = errors.New("stop requested")
+
 // Run opens the infrastructure, runs the named services in one oklog/run
-// group until a signal or a failure, and closes everything in reverse order.
-// A signal is a clean stop (nil).
+// group until ctx ends or a service fails, and closes everything in reverse
+// order. The end of ctx is a clean stop (nil).
 func Run(ctx context.Context, cfg *Config, names []string, log *slog.Logger) error {
 	inf, err := OpenInfra(ctx, cfg, log, "otawatch")
 	if err != nil {
+		if ctx.Err() != nil {
+			log.Info("stopped on request during start-up", "err", err)
+			return nil
+		}
 		return err
 	}
 	defer inf.Close()
@@ -184,8 +197,17 @@ func Run(ctx context.Context, cfg *Config, names []string, log *slog.Logger) err
 	builders := serviceBuilders()
 	var g run.Group
 	{
-		// Signals: SIGINT and SIGTERM stop the group cleanly.
-		g.Add(run.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))
+		// Stop: the end of ctx (SIGINT or SIGTERM in the command) stops the
+		// group cleanly.
+		stopped := make(chan struct{})
+		g.Add(func() error {
+			select {
+			case <-ctx.Done():
+				return errStopped
+			case <-stopped:
+				return nil
+			}
+		}, func(error) { close(stopped) })
 	}
 	for _, name := range names {
 		s, err := builders[name](cfg, deps)
@@ -206,9 +228,8 @@ func Run(ctx context.Context, cfg *Config, names []string, log *slog.Logger) err
 		}, func(error) { cancel() })
 	}
 	err = g.Run()
-	var sig run.SignalError
-	if errors.As(err, &sig) {
-		log.Info("stopping on signal", "signal", sig.Signal.String())
+	if errors.Is(err, errStopped) {
+		log.Info("stopped on request")
 		return nil
 	}
 	if err == nil {
