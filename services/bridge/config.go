@@ -28,6 +28,14 @@ type Config struct {
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 	// MaxReconnectInterval caps the reconnect backoff.
 	MaxReconnectInterval time.Duration `yaml:"max_reconnect_interval"`
+	// KeepAlive is the MQTT keep-alive: how soon a dead connection is noticed.
+	KeepAlive time.Duration `yaml:"keep_alive"`
+	// PublishTimeout bounds the wait for one JetStream PubAck before the
+	// publish is tried again (same Nats-Msg-Id, so never stored twice).
+	PublishTimeout time.Duration `yaml:"publish_timeout"`
+	// DrainTimeout bounds the wait at stop for reports in flight; what is
+	// not stored by then stays unacknowledged and comes back next session.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
 }
 
 // Defaults of the bridge section.
@@ -62,6 +70,15 @@ func (c *Config) SetDefaults() {
 	if c.MaxReconnectInterval == 0 {
 		c.MaxReconnectInterval = 30 * time.Second
 	}
+	if c.KeepAlive == 0 {
+		c.KeepAlive = 30 * time.Second
+	}
+	if c.PublishTimeout == 0 {
+		c.PublishTimeout = 5 * time.Second
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = 10 * time.Second
+	}
 }
 
 // Validate reports every problem of the section.
@@ -88,5 +105,14 @@ func (c *Config) Validate(p conf.Problems) {
 	}
 	if c.MaxReconnectInterval < 0 {
 		p.Addf("max_reconnect_interval", "must not be negative")
+	}
+	if c.KeepAlive < time.Second {
+		p.Addf("keep_alive", "%s is shorter than 1s", c.KeepAlive)
+	}
+	if c.PublishTimeout < 0 {
+		p.Addf("publish_timeout", "must not be negative")
+	}
+	if c.DrainTimeout < 0 {
+		p.Addf("drain_timeout", "must not be negative")
 	}
 }
