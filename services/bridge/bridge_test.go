@@ -1,0 +1,332 @@
+package bridge
+
+import (
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/services/internal/testutil"
+)
+
+// TestReportsBecomeEvents: N reports published -> exactly N SHADOW events
+// whose data equals the reports.
+func TestReportsBecomeEvents(t *testing.T) {
+	const n = 1500
+	for _, bk := range brokerKinds {
+		t.Run(bk.name, func(t *testing.T) {
+			e := bk.start(t)
+			b := e.startBridge(t, Config{MaxInFlight: 64}, hooks{})
+			want := map[string]events.ShadowReportedData{}
+			msgs := make([]msg, n)
+			for i := range n {
+				d, m := report(i)
+				want[events.ReportEventID(d.TypeID, d.DeviceID, d.Firmware)] = d
+				msgs[i] = m
+			}
+			publishAll(t, e.publisher(t, "fleet"), msgs)
+			b.settle(t, n)
+
+			got := readEvents(t, e, events.StreamShadow)
+			if len(got) != n {
+				t.Fatalf("SHADOW holds %d events, want %d (stats %+v)", len(got), n, b.s.Stats())
+			}
+			seen := map[string]bool{}
+			for _, se := range got {
+				if se.ev.Type != events.TypeShadowReported {
+					t.Fatalf("seq %d: type %q", se.raw.Sequence, se.ev.Type)
+				}
+				var d events.ShadowReportedData
+				if err := se.ev.DecodeData(&d); err != nil {
+					t.Fatal(err)
+				}
+				w, ok := want[se.ev.ID]
+				if !ok || seen[se.ev.ID] {
+					t.Fatalf("seq %d: event %s is unknown or stored twice", se.raw.Sequence, se.ev.ID)
+				}
+				seen[se.ev.ID] = true
+				if d.TypeID != w.TypeID || d.DeviceID != w.DeviceID || d.Topic != w.Topic || !sameFirmware(d.Firmware, w.Firmware) {
+					t.Fatalf("seq %d data\n got: %s\nwant: %s", se.raw.Sequence, mustJSON(d), mustJSON(w))
+				}
+				if se.raw.Subject != events.ShadowReportedSubject(w.TypeID, w.DeviceID) {
+					t.Fatalf("seq %d: subject %q", se.raw.Sequence, se.raw.Subject)
+				}
+			}
+			if st := b.s.Stats(); st.Accepted != n || st.Rejected != 0 {
+				t.Errorf("stats %+v, want %d accepted, none rejected", st, n)
+			}
+			if c := e.js.Count(t, events.StreamRejected); c != 0 {
+				t.Errorf("REJECTED holds %d events, want 0", c)
+			}
+		})
+	}
+}
+
+// TestDeviceRetryStoredOnce: the same report published twice (a device
+// retry, once from a reconnected device client) is one event; so is the
+// same refused report twice.
+func TestDeviceRetryStoredOnce(t *testing.T) {
+	for _, bk := range brokerKinds {
+		t.Run(bk.name, func(t *testing.T) {
+			e := bk.start(t)
+			b := e.startBridge(t, Config{}, hooks{})
+			_, good := report(1)
+			bad := msg{topic: good.topic, payload: []byte(`{"state":{"reported":{"firmware":{"status":"done"}}}}`)}
+			publishAll(t, e.publisher(t, "device-1"), []msg{good, bad})
+			publishAll(t, e.publisher(t, "device-1-again"), []msg{good, bad})
+			b.settle(t, 4)
+			if c := e.js.Count(t, events.StreamShadow); c != 1 {
+				t.Errorf("SHADOW holds %d events, want 1", c)
+			}
+			if c := e.js.Count(t, events.StreamRejected); c != 1 {
+				t.Errorf("REJECTED holds %d events, want 1", c)
+			}
+			if st := b.s.Stats(); st.Accepted != 1 || st.Duplicates != 1 || st.Rejected != 2 {
+				t.Errorf("stats %+v, want 1 accepted, 1 duplicate, 2 rejected", st)
+			}
+		})
+	}
+}
+
+// TestCrashWithReportsInFlight: the bridge dies (connection cut, no more
+// acks) with reports in flight and more arrive while it is away; a new
+// bridge with the same client id stores every report, none twice.
+func TestCrashWithReportsInFlight(t *testing.T) {
+	const (
+		first     = 800 // published around the crash
+		whileDown = 200 // published while no bridge runs
+		crashAt   = 100 // acks before the crash
+	)
+	for _, bk := range brokerKinds {
+		t.Run(bk.name, func(t *testing.T) {
+			e := bk.start(t)
+			cfg := Config{ClientID: "otawatch-bridge-crash", MaxInFlight: 32}
+
+			var (
+				mu      sync.Mutex
+				conns   []net.Conn
+				acks    atomic.Int64
+				crashed atomic.Bool
+				crash   = make(chan struct{})
+			)
+			h := hooks{
+				openConn: func(c net.Conn) net.Conn {
+					mu.Lock()
+					defer mu.Unlock()
+					conns = append(conns, c)
+					return c
+				},
+				beforeAck: func(mqtt.Message) bool {
+					if crashed.Load() {
+						return false
+					}
+					if acks.Add(1) == crashAt {
+						crashed.Store(true)
+						close(crash)
+						return false
+					}
+					return true
+				},
+			}
+			a := e.startBridge(t, cfg, h)
+			fleet := e.publisher(t, "fleet")
+			msgs := make([]msg, first+whileDown)
+			for i := range msgs {
+				_, msgs[i] = report(i)
+			}
+			pubDone := make(chan struct{})
+			go func() {
+				defer close(pubDone)
+				publishAll(t, fleet, msgs[:first])
+			}()
+			select {
+			case <-crash:
+			case <-time.After(60 * time.Second):
+				t.Fatalf("no crash after 60s: %+v", a.s.Stats())
+			}
+			// The crash: cut the TCP connection under paho, then stop.
+			mu.Lock()
+			for _, c := range conns {
+				c.Close()
+			}
+			mu.Unlock()
+			a.stop(t)
+			<-pubDone
+			stored := e.js.Count(t, events.StreamShadow)
+			t.Logf("crashed after %d acks; %d of %d reports stored, bridge stats %+v", crashAt, stored, first, a.s.Stats())
+			if stored >= first {
+				t.Fatalf("all %d reports were stored before the crash: the test did not crash with reports in flight", first)
+			}
+
+			publishAll(t, e.publisher(t, "fleet-2"), msgs[first:])
+
+			b := e.startBridge(t, cfg, hooks{})
+			total := uint64(first + whileDown)
+			testutil.Eventually(t, 90*time.Second, func() bool { return e.js.Count(t, events.StreamShadow) >= total },
+				"SHADOW holds %d events, want %d (stats %+v)", e.js.Count(t, events.StreamShadow), total, b.s.Stats())
+			b.settle(t, total-stored)
+			got := readEvents(t, e, events.StreamShadow)
+			ids := map[string]bool{}
+			for _, se := range got {
+				ids[se.ev.ID] = true
+			}
+			if uint64(len(got)) != total || uint64(len(ids)) != total {
+				t.Fatalf("SHADOW holds %d events with %d ids, want %d", len(got), len(ids), total)
+			}
+			st := b.s.Stats()
+			t.Logf("restarted bridge stats %+v", st)
+			if st.Duplicates == 0 {
+				t.Errorf("no report was redelivered after the crash: the stored-but-unacknowledged path was not exercised")
+			}
+		})
+	}
+}
+
+// badInput is one refused message and the reason it must carry.
+type badInput struct {
+	name   string
+	topic  string
+	body   []byte
+	reason string
+	// notViaNATS says why the input is not sent through the NATS MQTT
+	// listener; empty means it is.
+	notViaNATS string
+}
+
+// Why some inputs cannot be tested through the NATS MQTT listener
+// (nats-server v2.15.2).
+const (
+	// natsDrops: the listener drops the publisher's connection on a space
+	// in a topic. The test checks that it does.
+	natsDrops = "drops the publishing connection"
+	// natsWildcard: the listener passes a ">" level through as a NATS
+	// wildcard token and PUBACKs it, but delivers it unreliably: in about
+	// 1 run of 3 of this test it had not reached the subscriber after a
+	// minute, and other messages of the run arrived late. The bridge's
+	// refusal of ">" is shown through Mosquitto and by the decoder tests.
+	natsWildcard = "passes > through as a wildcard and does not reliably deliver it"
+)
+
+func badInputs(t *testing.T, maxPayload int) []badInput {
+	t.Helper()
+	_, good := report(7)
+	topic := good.topic
+	var list []badInput
+	for name, body := range readCorpus(t, "bad-") {
+		list = append(list, badInput{name: name, topic: topic, body: body, reason: badPayloadReasons[name]})
+	}
+	big := append([]byte(`{"pad":"`+strings.Repeat("x", maxPayload)+`",`), good.payload[1:]...)
+	idTopic := func(id string) string { return "iot-2/type/gateway/id/" + id + "/update/shadow" }
+	list = append(list,
+		badInput{"oversized", topic, big, "payload is " + itoa(len(big)) + " bytes, the limit is " + itoa(maxPayload), ""},
+		badInput{"star in id", idTopic("dev*1"), good.payload, `topic: device id "dev*1" has '*' at byte 3; allowed are A-Z a-z 0-9 _ -`, ""},
+		badInput{"gt as id", idTopic(">"), good.payload, `topic: device id ">" has '>' at byte 0; allowed are A-Z a-z 0-9 _ -`, natsWildcard},
+		badInput{"space in id", idTopic("dev 1"), good.payload, `topic: device id "dev 1" has ' ' at byte 3; allowed are A-Z a-z 0-9 _ -`, natsDrops},
+		badInput{"dot in id", idTopic("dev.1"), good.payload, `topic: device id "dev.1" has '.' at byte 3; allowed are A-Z a-z 0-9 _ -`, ""},
+		badInput{"empty id", idTopic(""), good.payload, "topic: device id is empty", ""},
+		badInput{"id too long", idTopic(strings.Repeat("d", 65)), good.payload, "topic: device id is 65 bytes long, the limit is 64", ""},
+		badInput{"topic not a report", "iot-2/type/gateway/id/dev-1/update/status", good.payload,
+			`topic "iot-2/type/gateway/id/dev-1/update/status" is not iot-2/type/{typeId}/id/{deviceId}/update/shadow`, ""},
+	)
+	return list
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestBadInputRejected: every bad input lands on REJECTED with its reason,
+// topic and raw bytes; nothing lands on SHADOW; the bridge carries on.
+//
+// The bridge subscribes here with iot-2/type/+/id/+/update/+ rather than the
+// default filter, so that a topic which is not a report topic reaches it
+// (the default filter would keep it away at the broker). Two inputs go
+// only through Mosquitto; notViaNATS says why.
+func TestBadInputRejected(t *testing.T) {
+	const maxPayload = 1024
+	for _, bk := range brokerKinds {
+		t.Run(bk.name, func(t *testing.T) {
+			e := bk.start(t)
+			b := e.startBridge(t, Config{Topic: "iot-2/type/+/id/+/update/+", MaxPayload: maxPayload}, hooks{})
+			var cases []badInput
+			for i, c := range badInputs(t, maxPayload) {
+				// One client per input: a broker may drop a client over one.
+				p := e.publisher(t, "bad-"+itoa(i))
+				if e.mosq == nil && c.notViaNATS != "" {
+					t.Logf("%s: not sent through NATS MQTT: it %s", c.name, c.notViaNATS)
+					if c.notViaNATS == natsDrops {
+						// Check the claim that keeps this input out.
+						tok := p.Publish(c.topic, 1, false, c.body)
+						if tok.WaitTimeout(10*time.Second) && tok.Error() == nil && p.IsConnected() {
+							t.Errorf("%s: the NATS MQTT listener took %q; test it here", c.name, c.topic)
+						}
+					}
+					continue
+				}
+				publishAll(t, p, []msg{{c.topic, c.body}})
+				cases = append(cases, c)
+			}
+			b.settle(t, uint64(len(cases)))
+
+			got := readEvents(t, e, events.StreamRejected)
+			byKey := map[string]events.RejectedData{}
+			for _, se := range got {
+				if se.ev.Type != events.TypeRejected || se.raw.Subject != events.RejectedSubject("bridge") {
+					t.Errorf("seq %d: type %q subject %q", se.raw.Sequence, se.ev.Type, se.raw.Subject)
+				}
+				var d events.RejectedData
+				if err := se.ev.DecodeData(&d); err != nil {
+					t.Fatal(err)
+				}
+				if d.Source != "bridge" {
+					t.Errorf("seq %d: source %q", se.raw.Sequence, d.Source)
+				}
+				if want := events.IdentityID("rj", d.Topic, string(d.Raw)); se.ev.ID != want {
+					t.Errorf("seq %d: id %q, want %q", se.raw.Sequence, se.ev.ID, want)
+				}
+				byKey[d.Topic+"\x00"+string(d.Raw)] = d
+			}
+			for _, c := range cases {
+				d, ok := byKey[c.topic+"\x00"+string(c.body)]
+				if !ok {
+					t.Errorf("%s: not on REJECTED", c.name)
+					continue
+				}
+				if d.Reason != c.reason {
+					t.Errorf("%s: reason\n got: %s\nwant: %s", c.name, d.Reason, c.reason)
+				}
+			}
+			if len(got) != len(cases) {
+				t.Errorf("REJECTED holds %d events, want %d", len(got), len(cases))
+			}
+			if c := e.js.Count(t, events.StreamShadow); c != 0 {
+				t.Fatalf("SHADOW holds %d events after bad input only", c)
+			}
+
+			// Still up: a good report lands.
+			_, good := report(8)
+			publishAll(t, e.publisher(t, "good"), []msg{good})
+			testutil.Eventually(t, 20*time.Second, func() bool { return e.js.Count(t, events.StreamShadow) == 1 },
+				"the good report after bad input did not land: %+v", b.s.Stats())
+		})
+	}
+}
+
+// TestReconnect: the broker goes away and comes back; the bridge is not
+// ready meanwhile, reconnects by itself and carries on.
+func TestReconnect(t *testing.T) {
+	e := brokerKinds[0].start(t) // Mosquitto: the test restarts it
+	b := e.startBridge(t, Config{}, hooks{})
+	e.mosq.Stop(t)
+	testutil.Eventually(t, 20*time.Second, func() bool { return !b.ready() }, "bridge still ready with the broker down")
+	e.mosq.Restart(t)
+	testutil.Eventually(t, 30*time.Second, b.ready, "bridge did not reconnect: %v", b.health.Status())
+	_, m := report(3)
+	publishAll(t, e.publisher(t, "after-restart"), []msg{m})
+	testutil.Eventually(t, 20*time.Second, func() bool { return e.js.Count(t, events.StreamShadow) == 1 },
+		"report after reconnect did not land: %+v", b.s.Stats())
+}
