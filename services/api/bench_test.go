@@ -1,14 +1,21 @@
 package api
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/services/internal/svc"
 	"github.com/otawatch/otawatch/services/internal/testutil"
 )
 
@@ -108,4 +115,99 @@ func BenchmarkReadModelReplay(b *testing.B) {
 	b.ReportMetric(foldRate/rawRate, "ratio")
 	b.Logf("replay of %d SHADOW events: raw ordered consume %.0f msg/s, api read model %.0f msg/s, ratio %.2f",
 		n, rawRate, foldRate, foldRate/rawRate)
+}
+
+// BenchmarkSSELatency measures, over the same events in one run, the time
+// from a JetStream publish to the event arriving on a device's SSE stream,
+// against the time to a raw ordered consumer with the same filter. Prints
+// p50 and p99 of both.
+//
+//	go test -run X -bench SSELatency -benchtime 1x ./services/api/
+func BenchmarkSSELatency(b *testing.B) {
+	const samples = 500
+	js := testutil.StartJetStream(b, testutil.JetStreamOptions{})
+	s, err := New(Config{Listen: "127.0.0.1:0"}, svc.Deps{NC: js.NC, JS: js.JS})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	for s.Addr() == "" {
+		time.Sleep(10 * time.Millisecond)
+	}
+	resp, err := http.Get("http://" + s.Addr() + sseBase + "?since=0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sseIDs := make(chan uint64, samples)
+	go func() {
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if id, ok := strings.CutPrefix(sc.Text(), "id: "); ok {
+				n, _ := strconv.ParseUint(id, 10, 64)
+				sseIDs <- n
+			}
+		}
+	}()
+	rawIDs := make(chan uint64, samples)
+	cons, err := js.JS.OrderedConsumer(ctx, events.StreamShadow, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.ShadowReportedSubject("sensor", "d1")}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		meta, _ := m.Metadata()
+		rawIDs <- meta.Sequence.Stream
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cc.Stop()
+
+	wait := func(ch chan uint64, seq uint64) {
+		for {
+			select {
+			case got := <-ch:
+				if got == seq {
+					return
+				}
+			case <-time.After(10 * time.Second):
+				b.Fatalf("seq %d not received", seq)
+			}
+		}
+	}
+	var sseLat, rawLat []time.Duration
+	for i := 0; i < samples*b.N; i++ {
+		fw := events.Firmware{Version: "2.0", Status: events.StatusInProgress, Timestamp: t0.Add(time.Duration(i) * time.Second)}
+		e, _ := events.New(events.ReportEventID("sensor", "d1", fw), events.SourceBridge, events.TypeShadowReported, "d1", fw.Timestamp,
+			events.ShadowReportedData{TypeID: "sensor", DeviceID: "d1", Firmware: fw})
+		data, _ := e.Marshal()
+		start := time.Now()
+		ack, err := js.JS.Publish(ctx, events.ShadowReportedSubject("sensor", "d1"), data)
+		if err != nil {
+			b.Fatal(err)
+		}
+		// Both receivers run concurrently; each latency is publish start
+		// to that receiver's arrival.
+		var wg sync.WaitGroup
+		var sl, rl time.Duration
+		wg.Add(2)
+		go func() { defer wg.Done(); wait(sseIDs, ack.Sequence); sl = time.Since(start) }()
+		go func() { defer wg.Done(); wait(rawIDs, ack.Sequence); rl = time.Since(start) }()
+		wg.Wait()
+		sseLat, rawLat = append(sseLat, sl), append(rawLat, rl)
+	}
+	pct := func(d []time.Duration, p float64) time.Duration {
+		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+		return d[int(p*float64(len(d)-1))]
+	}
+	b.ReportMetric(float64(pct(sseLat, 0.5).Microseconds()), "sse_p50_us")
+	b.ReportMetric(float64(pct(sseLat, 0.99).Microseconds()), "sse_p99_us")
+	b.ReportMetric(float64(pct(rawLat, 0.5).Microseconds()), "raw_p50_us")
+	b.ReportMetric(float64(pct(rawLat, 0.99).Microseconds()), "raw_p99_us")
+	b.Logf("publish -> receive over %d events: SSE p50 %s p99 %s; raw ordered consumer p50 %s p99 %s",
+		len(sseLat), pct(sseLat, 0.5), pct(sseLat, 0.99), pct(rawLat, 0.5), pct(rawLat, 0.99))
 }

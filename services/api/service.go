@@ -187,11 +187,15 @@ func (a *authenticator) mode() string {
 	return fmt.Sprintf("%d tokens", len(a.tokens))
 }
 
-// trackReadiness reports the read model's replay to the health registry
-// until every fold has caught up.
+// trackReadiness reports the api's readiness to the health registry until
+// ctx ends: not ready while the read model replays its streams, or while
+// the NATS connection is down (the model would silently fall behind).
 func (s *Service) trackReadiness(ctx context.Context) {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
+	var last error
+	first := true
+	caughtUp := false
 	for {
 		var notReady error
 		for _, f := range s.folds {
@@ -200,11 +204,17 @@ func (s *Service) trackReadiness(ctx context.Context) {
 				break
 			}
 		}
-		s.deps.Health.Set(HealthComponent, notReady)
-		if notReady == nil {
+		if notReady == nil && !caughtUp {
+			caughtUp = true
 			s.log.Info("read model caught up", "shadow_seq", s.shadow.applied.Load())
-			return
 		}
+		if notReady == nil && s.deps.NC != nil && !s.deps.NC.IsConnected() {
+			notReady = fmt.Errorf("nats connection %s", s.deps.NC.Status())
+		}
+		if first || (notReady == nil) != (last == nil) || notReady != nil {
+			s.deps.Health.Set(HealthComponent, notReady)
+		}
+		first, last = false, notReady
 		select {
 		case <-ctx.Done():
 			return
@@ -213,8 +223,8 @@ func (s *Service) trackReadiness(ctx context.Context) {
 	}
 }
 
-// ready returns the components that are not ready; with no health registry
-// it checks the api's own read model.
+// notReady returns the components that are not ready; with no health
+// registry it checks the api's own read model.
 func (s *Service) notReady() []componentStatus {
 	var out []componentStatus
 	if s.deps.Health == nil {

@@ -266,3 +266,25 @@ func TestRecentRing(t *testing.T) {
 		}
 	}
 }
+
+func TestReadyzWhenNATSIsDown(t *testing.T) {
+	h := startAPI(t, harnessOpts{})
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		status, _ := h.do(t, http.MethodGet, "/readyz", "", nil)
+		return status == http.StatusOK
+	}, "not ready on a healthy server")
+	h.js.Server.Shutdown()
+	var r struct {
+		NotReady []componentStatus `json:"notReady"`
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		status, b := h.do(t, http.MethodGet, "/readyz", "", nil)
+		if status != http.StatusServiceUnavailable {
+			return false
+		}
+		if err := json.Unmarshal(b, &r); err != nil {
+			t.Fatal(err)
+		}
+		return len(r.NotReady) == 1 && r.NotReady[0].Name == HealthComponent && strings.Contains(r.NotReady[0].Reason, "nats")
+	}, "readyz does not report the lost NATS connection: %+v", &r)
+}

@@ -10,7 +10,3 @@ import (
 func cmdSimulate(context.Context, *Env, []string) error {
 	return errors.New("not implemented yet")
 }
-
-func cmdRules(context.Context, *Env, []string) error {
-	return errors.New("not implemented yet")
-}
