@@ -175,6 +175,9 @@ func (i *Infra) Close() {
 	}
 }
 
+// reloader is a service that reloads its configuration on SIGHUP.
+type reloader interface{ Reload() }
+
 // errStopped ends the group when ctx ends (a signal, in the command).
 var errStopped = errors.New("stop requested")
 
@@ -209,10 +212,14 @@ func Run(ctx context.Context, cfg *Config, names []string, log *slog.Logger) err
 			}
 		}, func(error) { close(stopped) })
 	}
+	var reloaders []reloader
 	for _, name := range names {
 		s, err := builders[name](cfg, deps)
 		if err != nil {
 			return fmt.Errorf("build service %s: %w", name, err)
+		}
+		if r, ok := s.(reloader); ok {
+			reloaders = append(reloaders, r)
 		}
 		// One actor per service: it runs until its context ends.
 		sctx, cancel := context.WithCancel(ctx)
@@ -226,6 +233,27 @@ func Run(ctx context.Context, cfg *Config, names []string, log *slog.Logger) err
 			log.Info("service stopped", "service", name)
 			return nil
 		}, func(error) { cancel() })
+	}
+	if len(reloaders) > 0 {
+		// SIGHUP: services that reload their configuration (alert rules)
+		// do it now.
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		done := make(chan struct{})
+		g.Add(func() error {
+			defer signal.Stop(hup)
+			for {
+				select {
+				case <-hup:
+					log.Info("reloading on SIGHUP")
+					for _, r := range reloaders {
+						r.Reload()
+					}
+				case <-done:
+					return nil
+				}
+			}
+		}, func(error) { close(done) })
 	}
 	err = g.Run()
 	if errors.Is(err, errStopped) {
