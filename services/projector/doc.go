@@ -1,0 +1,54 @@
+// Package projector writes the event log into ClickHouse, the read model
+// analysts query (see docs/analytics.md for the tables and the SQL).
+//
+// # Flow
+//
+// One durable pull consumer per stream (events.ConsumerProjectorShadow,
+// ...Rollout, ...Alerts, ...Notify; explicit ack) feeds a pipeline: a
+// reader goroutine decodes each envelope once and projects it to its row,
+// in delivery order, while the batcher writes the previous batch. A batch is
+// written when it holds clickhouse.batch_size rows or clickhouse.batch_timeout
+// after its first row, whichever comes first (every insert makes a part on
+// the server, so small inserts are what ClickHouse handles worst), and its
+// messages are acked only after ClickHouse accepted every row of it.
+//
+// # Failures
+//
+// ClickHouse down, busy or missing the schema: the insert is retried with
+// backoff (the held messages are kept in progress so JetStream does not
+// redeliver them meanwhile), the service reports not ready under
+// "projector", nothing is acked, and the batch goes in when ClickHouse is
+// back. An event that does not decode, or a row ClickHouse refuses on its
+// own (found by bisecting the refused batch), is poison: it is recorded on
+// REJECTED (events.RejectedSubject("projector"), with the stream, sequence,
+// raw bytes and reason) and terminated, and the projector moves on.
+//
+// # Idempotence
+//
+// Every table is a ReplacingMergeTree keyed by the event's stream sequence
+// (device_firmware: by device, with the stream sequence as the version, so
+// the newest report wins whatever order rows arrive in). Rows are computed
+// from the log alone: the time is the event's, and a report's job and wave
+// come from the SHADOW stream's desired-state events before it, folded by
+// stream sequence, with every desired event read at start. So a redelivery
+// after a crash between insert and ack, or a replay of any range, writes rows
+// identical to those already there; they collapse in background merges, and
+// the documented queries read with FINAL or argMax meanwhile, so their
+// answers do not change.
+//
+// # Replay
+//
+// Replay re-projects chosen streams from a sequence or a time with ordered
+// consumers (the durable consumers are not touched) into the live database
+// or a fresh one; Verify compares two databases table by table, with row
+// counts and content checksums over the deduplicated view, and names the
+// rows that differ. "otawatch replay projector" and "otawatch replay verify"
+// are their commands.
+//
+// # Schema
+//
+// The DDL is schemas/clickhouse/NNNN_*.sql, embedded (package chschema) and
+// applied at start by Migrate: files not yet recorded in schema_migrations
+// run in order, each statement idempotent. It runs on ClickHouse 18.16 and
+// on current releases.
+package projector
