@@ -303,6 +303,11 @@ func (s *Service) handler(auth *authenticator) http.Handler {
 		h, _ := mux.Handler(r)
 		rec := &headerRecorder{h: http.Header{}}
 		h.ServeHTTP(rec, r)
+		if rec.status >= 300 && rec.status < 400 {
+			// A path to clean ("//", "/./"): the mux's redirect is right.
+			mux.ServeHTTP(w, r)
+			return
+		}
 		if allow := rec.h.Get("Allow"); allow != "" {
 			w.Header().Set("Allow", allow)
 		}
