@@ -19,6 +19,11 @@ const (
 )
 
 // Durable consumer names. They are public API: renaming one replays its stream.
+//
+// ConsumerAlertingShadow and ConsumerAlertingRollout are reserved and not
+// created: the alerting service keeps its position in its snapshot
+// (JetStream KV) and reads with ordered consumers from there, so a durable
+// could only disagree with it (see services/alerting).
 const (
 	ConsumerProjectorShadow  = "projector-shadow"
 	ConsumerProjectorRollout = "projector-rollout"
