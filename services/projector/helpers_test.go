@@ -41,7 +41,7 @@ func newEnvOn(t *testing.T, addr, database string) *env {
 	return &env{t: t, js: js, cfg: cfg, health: svc.NewHealth()}
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(testing.TB) *slog.Logger {
 	if os.Getenv("OTAWATCH_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}

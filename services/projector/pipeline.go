@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -50,6 +51,7 @@ type pipeline struct {
 	// flushed is told about every written batch (progress, benchmarks).
 	flushed func(n int, lastSeq uint64, rejected int)
 
+	mu        sync.Mutex // guards current and keptAlive (writers share them)
 	current   []*item
 	keptAlive time.Time
 }
@@ -153,9 +155,14 @@ func (p *pipeline) read(ctx context.Context, next source, out chan<- *item) erro
 
 // flush writes one batch, then acks it (and records its poison events).
 func (p *pipeline) flush(ctx context.Context, batch []*item) error {
-	p.current = batch
-	p.keptAlive = time.Now()
-	defer func() { p.current = nil }()
+	p.mu.Lock()
+	p.current, p.keptAlive = batch, time.Now()
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.current = nil
+		p.mu.Unlock()
+	}()
 
 	var (
 		shadow   []shadowRow
@@ -192,19 +199,43 @@ func (p *pipeline) flush(ctx context.Context, batch []*item) error {
 			notifs = append(notifs, it.notification)
 		}
 	}
-	var refused []rejection
-	add := func(r []rejection, err error) error {
-		refused = append(refused, r...)
-		return err
+	// The tables of a batch are written at once, each on its own
+	// connection, so the server works on them in parallel.
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		refused []rejection
+		failed  error
+	)
+	write := func(f func() ([]rejection, error)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := f()
+			mu.Lock()
+			defer mu.Unlock()
+			refused = append(refused, r...)
+			failed = errors.Join(failed, err)
+		}()
 	}
-	if err := errors.Join(
-		add(insert(ctx, p.w, shadowEventsTable, shadow)),
-		add(insert(ctx, p.w, deviceFirmwareTable, firmware)),
-		add(insert(ctx, p.w, deviceEventsTable, device)),
-		add(insert(ctx, p.w, rolloutEventsTable, rollout)),
-		add(insert(ctx, p.w, alertsTable, alerts)),
-		add(insert(ctx, p.w, notificationsTable, notifs)),
-	); err != nil {
+	if len(shadow) > 0 {
+		write(func() ([]rejection, error) { return insert(ctx, p.w, shadowEventsTable, shadow) })
+		write(func() ([]rejection, error) { return insert(ctx, p.w, deviceFirmwareTable, firmware) })
+	}
+	if len(device) > 0 {
+		write(func() ([]rejection, error) { return insert(ctx, p.w, deviceEventsTable, device) })
+	}
+	if len(rollout) > 0 {
+		write(func() ([]rejection, error) { return insert(ctx, p.w, rolloutEventsTable, rollout) })
+	}
+	if len(alerts) > 0 {
+		write(func() ([]rejection, error) { return insert(ctx, p.w, alertsTable, alerts) })
+	}
+	if len(notifs) > 0 {
+		write(func() ([]rejection, error) { return insert(ctx, p.w, notificationsTable, notifs) })
+	}
+	wg.Wait()
+	if failed != nil {
 		// Only ctx's end stops an insert: leave the batch unacked.
 		p.release(batch)
 		return nil
@@ -289,6 +320,8 @@ func (p *pipeline) reject(ctx context.Context, it *item, reason string) error {
 // keepalive marks the held batch in progress, at most every third of
 // AckWait, while ClickHouse is retried.
 func (p *pipeline) keepalive() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if !p.ack || p.ackWait <= 0 || time.Since(p.keptAlive) < p.ackWait/3 {
 		return
 	}

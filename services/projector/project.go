@@ -128,10 +128,13 @@ func waveOf(n int) uint32 {
 // the item poison. index is the desired fold of the SHADOW stream (nil for
 // other streams); project updates it with desired events.
 func project(it *item, index *desiredIndex) {
-	ev, err := events.Decode(it.raw)
-	if err != nil {
-		it.kind, it.poison = kindNone, fmt.Sprintf("decode envelope: %v", err)
-		return
+	ev, ok := fastEnvelope(it.raw)
+	if !ok {
+		var err error
+		if ev, err = events.Decode(it.raw); err != nil {
+			it.kind, it.poison = kindNone, fmt.Sprintf("decode envelope: %v", err)
+			return
+		}
 	}
 	switch it.stream {
 	case events.StreamShadow:
@@ -192,10 +195,12 @@ func projectShadow(it *item, ev events.Event, index *desiredIndex) {
 	typeID, deviceID, _ := events.DeviceFromSubject(it.subject)
 	switch ev.Type {
 	case events.TypeShadowReported:
-		var d events.ShadowReportedData
-		if err := ev.DecodeData(&d); err != nil {
-			it.kind, it.poison = kindNone, err.Error()
-			return
+		d, ok := fastReport(ev.Data)
+		if !ok {
+			if err := ev.DecodeData(&d); err != nil {
+				it.kind, it.poison = kindNone, err.Error()
+				return
+			}
 		}
 		if d.TypeID != "" {
 			typeID = d.TypeID
