@@ -89,12 +89,12 @@ func Replay(ctx context.Context, cfg Config, js jetstream.JetStream, log *slog.L
 	}
 	streams := opts.Streams
 	if len(streams) == 0 {
-		for _, s := range Streams {
+		for _, s := range projected {
 			streams = append(streams, s.Stream)
 		}
 	}
 	for _, s := range streams {
-		if !slices.ContainsFunc(Streams, func(x struct{ Stream, Durable string }) bool { return x.Stream == s }) {
+		if !slices.ContainsFunc(projected, func(x struct{ Stream, Durable string }) bool { return x.Stream == s }) {
 			return ReplayProgress{}, fmt.Errorf("stream %q is not projected (streams: SHADOW, ROLLOUT, ALERTS, NOTIFY)", s)
 		}
 	}

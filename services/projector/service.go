@@ -15,8 +15,9 @@ import (
 	"github.com/otawatch/otawatch/services/internal/svc"
 )
 
-// Streams are the streams the projector reads, with their durable consumers.
-var Streams = []struct{ Stream, Durable string }{
+// projected are the streams the projector reads, with their durable
+// consumers.
+var projected = []struct{ Stream, Durable string }{
 	{events.StreamShadow, events.ConsumerProjectorShadow},
 	{events.StreamRollout, events.ConsumerProjectorRollout},
 	{events.StreamAlerts, events.ConsumerProjectorAlerts},
@@ -85,7 +86,7 @@ func (s *Service) Run(ctx context.Context) error {
 		mu       sync.Mutex
 		firstErr error
 	)
-	for _, st := range Streams {
+	for _, st := range projected {
 		p := &pipeline{
 			stream:       st.Stream,
 			log:          s.log.With("stream", st.Stream),

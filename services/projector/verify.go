@@ -19,7 +19,7 @@ type verifyTable struct {
 	columns []string
 }
 
-// VerifiedTables are the tables Verify compares (schema_migrations is left
+// verifiedTables are the tables Verify compares (schema_migrations is left
 // out: it records when, not what).
 var verifiedTables = []verifyTable{
 	{shadowEventsTable.name, "toString(stream_seq)", "intDiv(stream_seq, 16384)", shadowEventsTable.columnNames()},
