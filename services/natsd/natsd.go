@@ -77,6 +77,11 @@ func options(cfg Config) (*server.Options, error) {
 		// to the REJECTED stream in full.
 		MaxPayload: 8 << 20,
 	}
+	// The MQTT listener keeps one JetStream consumer per QoS 1
+	// subscription of a persistent session, all on one stream, and the
+	// server's default caps a stream at 1000 consumers: device 1001 and
+	// on get SUBACK 0x80 and never receive their desired state.
+	opts.JetStreamLimits.DefaultMaxConsumers = -1
 	if cfg.MQTTListen != "" {
 		mh, mp, err := splitHostPort(cfg.MQTTListen)
 		if err != nil {
