@@ -32,16 +32,42 @@ func testLog() *slog.Logger {
 // rig is a real embedded JetStream with its MQTT listener, the real bridge,
 // and a fleet of devices that answer desired state over MQTT.
 type rig struct {
-	t      *testing.T
-	js     *testutil.JetStream
-	broker string
-	dev    *responder
+	t         testing.TB
+	js        *testutil.JetStream
+	broker    string
+	dev       *responder
+	instances []*instance
 }
 
-func newRig(t *testing.T, devices int, fail func(id string) bool) *rig {
+// mustStopAll kills every instance started so far.
+func (r *rig) mustStopAll() {
+	for _, in := range r.instances {
+		in.stop(true)
+	}
+}
+
+func newRig(t testing.TB, devices int, fail func(id string) bool) *rig {
 	t.Helper()
-	js := testutil.StartJetStream(t, testutil.JetStreamOptions{MQTT: true})
-	r := &rig{t: t, js: js, broker: "tcp://" + js.Server.MQTTAddr()}
+	r := newBareRig(t)
+	r.dev = startResponder(t, r.broker, "sensor", devices, fail)
+	testutil.Eventually(t, 60*time.Second, func() bool { return r.js.Count(t, events.StreamShadow) >= uint64(devices) },
+		"the devices' first reports did not reach SHADOW")
+	return r
+}
+
+// newBareRig is the rig without devices, on the embedded server's MQTT
+// listener.
+func newBareRig(t testing.TB) *rig { return newBareRigOn(t, "") }
+
+// newBareRigOn is the rig without devices on the broker at url (empty: the
+// embedded server's MQTT listener).
+func newBareRigOn(t testing.TB, url string) *rig {
+	t.Helper()
+	js := testutil.StartJetStream(t, testutil.JetStreamOptions{MQTT: url == ""})
+	if url == "" {
+		url = "tcp://" + js.Server.MQTTAddr()
+	}
+	r := &rig{t: t, js: js, broker: url}
 	// The bridge, on its own connection.
 	nc := r.connect()
 	jsb, _ := jetstream.New(nc)
@@ -54,10 +80,6 @@ func newRig(t *testing.T, devices int, fail func(id string) bool) *rig {
 	done := make(chan error, 1)
 	go func() { done <- b.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-
-	r.dev = startResponder(t, r.broker, "sensor", devices, fail)
-	testutil.Eventually(t, 60*time.Second, func() bool { return js.Count(t, events.StreamShadow) >= uint64(devices) },
-		"the devices' first reports did not reach SHADOW")
 	return r
 }
 
@@ -105,6 +127,7 @@ func (r *rig) start(name string, cfg Config, prep func(s *Service)) *instance {
 	in := &instance{s: s, nc: nc, cancel: cancel, done: make(chan error, 1)}
 	go func() { in.done <- s.Run(ctx) }()
 	r.t.Cleanup(func() { in.stop(false) })
+	r.instances = append(r.instances, in)
 	testutil.Eventually(r.t, 10*time.Second, func() bool {
 		select {
 		case <-s.readyCh:
@@ -196,7 +219,7 @@ func (r *rig) rolloutEvents(job string) []events.Event {
 // in_progress and then completed (or failed, for the devices fail picks).
 // It counts the deltas each device received.
 type responder struct {
-	t      *testing.T
+	t      testing.TB
 	client mqtt.Client
 	typeID string
 	fail   func(id string) bool
@@ -209,7 +232,7 @@ type responder struct {
 
 func deviceID(i int) string { return fmt.Sprintf("d-%05d", i) }
 
-func startResponder(t *testing.T, broker, typeID string, devices int, fail func(string) bool) *responder {
+func startResponder(t testing.TB, broker, typeID string, devices int, fail func(string) bool) *responder {
 	t.Helper()
 	r := &responder{t: t, typeID: typeID, fail: fail, delay: 20 * time.Millisecond, received: map[string]int{}}
 	o := mqtt.NewClientOptions().AddBroker(broker).SetClientID("devices-" + strings.ReplaceAll(t.Name(), "/", "-")).
