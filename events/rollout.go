@@ -191,9 +191,9 @@ type RolloutSpec struct {
 	// Gate is the share of a wave's online devices that must complete before
 	// the next wave starts (0 < Gate <= 1).
 	Gate float64 `json:"gate"`
-	// MaxFailure is the share of a wave's finished devices that may fail or
-	// time out; beyond it (once MinFinished devices finished) the job is
-	// paused or aborted, as OnFailure says.
+	// MaxFailure is the share of a wave's online devices that may fail or
+	// time out; beyond it (once MinFinished devices of the wave finished)
+	// the job is paused or aborted, as OnFailure says.
 	MaxFailure  float64 `json:"maxFailure"`
 	MinFinished int     `json:"minFinished"`
 	OnFailure   string  `json:"onFailure"`

@@ -78,7 +78,7 @@ func cmdRollout(ctx context.Context, env *Env, args []string) error {
 		fs.IntVar(&spec.Waves, "waves", 0, "number of waves")
 		fs.IntVar(&spec.WaveSize, "wave-size", 0, "devices per wave")
 		fs.Float64Var(&spec.Gate, "gate", 0, "share of a wave's online devices that must complete (default 0.9)")
-		fs.Float64Var(&spec.MaxFailure, "max-failure", 0, "share of a wave's finished devices that may fail or time out (default 0.1)")
+		fs.Float64Var(&spec.MaxFailure, "max-failure", 0, "share of a wave's online devices that may fail or time out (default 0.1)")
 		fs.IntVar(&spec.MinFinished, "min-finished", 0, "finished devices before the failure policy applies (default 10)")
 		fs.StringVar(&spec.OnFailure, "on-failure", "", "pause or abort when the failure policy trips (default pause)")
 		fs.DurationVar(&deviceTimeout, "device-timeout", 0, "a device that neither completes nor fails this long after its desired state was sent times out (default 30m)")
@@ -275,7 +275,7 @@ func printRolloutJob(w io.Writer, j *events.RolloutJob) {
 		plan = fmt.Sprintf("waves of %d", s.WaveSize)
 	}
 	fmt.Fprintf(w, "  plan:     %s; gate %g%% of online devices; soak %s\n", plan, s.Gate*100, time.Duration(s.Soak))
-	fmt.Fprintf(w, "  failure:  %s above %g%% failed or timed out of at least %d finished; device timeout %s\n",
+	fmt.Fprintf(w, "  failure:  %s when more than %g%% of a wave failed or timed out (once %d finished); device timeout %s\n",
 		s.OnFailure, s.MaxFailure*100, s.MinFinished, time.Duration(s.DeviceTimeout))
 	fmt.Fprintf(w, "  rate:     %g/s", s.Rate)
 	if s.CELGate != "" {

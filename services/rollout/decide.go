@@ -130,20 +130,27 @@ func Gate(j *Job, wave int, p events.WaveProgress, now time.Time, extra ExtraGat
 }
 
 // policyBreach returns the failure policy's reason when a wave crossed it:
-// at least MinFinished devices finished (completed, failed or timed out) and
-// more than MaxFailure of them failed or timed out.
+// at least MinFinished devices finished (completed, failed or timed out),
+// and more than MaxFailure of the wave's online devices failed or timed
+// out. The share is of the wave, not of the devices finished so far:
+// failures come early (a bad download fails in seconds, an install takes
+// minutes), so a share of the finished ones overstates the failure rate
+// until the wave is nearly done and would pause healthy rollouts. With the
+// default gate (0.9) and MaxFailure (0.1), the policy trips exactly when
+// the gate can no longer pass.
 func policyBreach(j *Job, wave int, p events.WaveProgress) (string, bool) {
 	finished := p.Completed + p.Failed + p.TimedOut
 	bad := p.Failed + p.TimedOut
-	if finished == 0 || finished < j.Spec.MinFinished {
+	online := p.Targeted - p.Offline
+	if finished == 0 || finished < j.Spec.MinFinished || online == 0 {
 		return "", false
 	}
-	rate := float64(bad) / float64(finished)
+	rate := float64(bad) / float64(online)
 	if rate <= j.Spec.MaxFailure {
 		return "", false
 	}
-	return fmt.Sprintf("failure policy: wave %d has %d failed and %d timed out of %d finished (%.1f%% > %g%%)",
-		wave, p.Failed, p.TimedOut, finished, rate*100, j.Spec.MaxFailure*100), true
+	return fmt.Sprintf("failure policy: wave %d has %d failed and %d timed out of %d online devices (%.1f%% > %g%%)",
+		wave, p.Failed, p.TimedOut, online, rate*100, j.Spec.MaxFailure*100), true
 }
 
 // Decide returns the events a running job needs at now, given the fleet:

@@ -250,22 +250,22 @@ func TestDecide(t *testing.T) {
 				{11 * time.Minute, nil, "job_paused"},
 			},
 			status: events.RolloutPaused,
-			reason: "0 failed and 2 timed out of 10 finished",
+			reason: "0 failed and 2 timed out of 10 online devices",
 		},
 		{
 			name: "failure policy pauses a wave with a high failure rate",
-			spec: func(s *events.RolloutSpec) { s.WaveSize = 20; s.MinFinished = 10; s.MaxFailure = 0.2 },
+			spec: func(s *events.RolloutSpec) { s.WaveSize = 20; s.MinFinished = 10; s.MaxFailure = 0.15 },
 			steps: []step{
 				{0, nil, "wave_started"},
 				{time.Second, func(h *harness, now time.Time) { h.send(now) }, ""},
 				{time.Minute, func(h *harness, now time.Time) {
-					h.wave(1, 0, 6, events.StatusCompleted, now)
-					h.wave(1, 6, 3, events.StatusFailed, now)
-				}, ""}, // 9 finished < 10
-				{2 * time.Minute, func(h *harness, now time.Time) { h.wave(1, 9, 1, events.StatusFailed, now) }, "job_paused"},
+					h.wave(1, 0, 5, events.StatusFailed, now)
+				}, ""}, // 5 of 20 failed, but 5 finished < 10
+				{2 * time.Minute, func(h *harness, now time.Time) { h.wave(1, 5, 4, events.StatusCompleted, now) }, ""},
+				{3 * time.Minute, func(h *harness, now time.Time) { h.wave(1, 9, 1, events.StatusCompleted, now) }, "job_paused"},
 			},
 			status: events.RolloutPaused,
-			reason: "wave 1 has 4 failed and 0 timed out of 10 finished (40.0% > 20%)",
+			reason: "wave 1 has 5 failed and 0 timed out of 20 online devices (25.0% > 15%)",
 		},
 		{
 			name: "failure policy aborts when told to",
@@ -274,9 +274,10 @@ func TestDecide(t *testing.T) {
 				{0, nil, "wave_started"},
 				{time.Second, func(h *harness, now time.Time) { h.send(now) }, ""},
 				{time.Minute, func(h *harness, now time.Time) {
-					h.wave(1, 0, 4, events.StatusCompleted, now)
-					h.wave(1, 4, 1, events.StatusFailed, now)
-				}, "job_aborted"},
+					h.wave(1, 0, 2, events.StatusCompleted, now)
+					h.wave(1, 2, 2, events.StatusFailed, now)
+				}, ""}, // 2 of 20 is not more than 10%
+				{90 * time.Second, func(h *harness, now time.Time) { h.wave(1, 4, 1, events.StatusFailed, now) }, "job_aborted"},
 				{2 * time.Minute, func(h *harness, now time.Time) { h.wave(1, 5, 15, events.StatusCompleted, now) }, ""},
 			},
 			status: events.RolloutAborted,

@@ -30,8 +30,9 @@
 // then went silent stays in, and times out, so a firmware that bricks
 // devices cannot pass by taking them offline. The failure policy looks at
 // the open wave: once MinFinished devices finished (completed, failed or
-// timed out), more than MaxFailure failed or timed out pauses or aborts the
-// job. Resuming a job the policy paused waives the policy for that wave
+// timed out), more than MaxFailure of its online devices failed or timed
+// out pauses or aborts the job. The share is of the wave, not of the
+// devices finished so far, because failures come early (see policyBreach). Resuming a job the policy paused waives the policy for that wave
 // (the operator has seen it); the gate still applies. Reports that come
 // after a wave closed still count in show: the counts come from the fleet
 // state, not from the closing snapshot.
