@@ -62,6 +62,9 @@ type RolloutData struct {
 	Attempt int `json:"attempt,omitempty"`
 	// By is who paused or aborted the job (ByOperator, ByFailurePolicy).
 	By string `json:"by,omitempty"`
+	// Actor names who sent the command that wrote the event (the API
+	// token's name, or the CLI user), when known.
+	Actor string `json:"actor,omitempty"`
 }
 
 // Rollout command subjects: the rollout service answers NATS requests on
@@ -300,6 +303,9 @@ type RolloutWave struct {
 // uses Spec (and Start to start it at once); list uses nothing; delta uses
 // TypeID and DeviceID; the others use JobID, and pause and abort a Reason.
 type RolloutRequest struct {
+	// Actor names who asks; a RolloutActorHeader header fills it in when
+	// empty. It is recorded on the events the command writes.
+	Actor    string       `json:"actor,omitempty"`
 	JobID    string       `json:"jobId,omitempty"`
 	Spec     *RolloutSpec `json:"spec,omitempty"`
 	Start    bool         `json:"start,omitempty"`
@@ -307,6 +313,10 @@ type RolloutRequest struct {
 	TypeID   string       `json:"typeId,omitempty"`
 	DeviceID string       `json:"deviceId,omitempty"`
 }
+
+// RolloutActorHeader is the NATS header a front end (the HTTP API) puts
+// its caller's name in on a rollout command request.
+const RolloutActorHeader = "Otawatch-Actor"
 
 // Rollout reply error codes: what an HTTP front end maps to a status.
 const (

@@ -142,6 +142,11 @@ func cmdRollout(ctx context.Context, env *Env, args []string) error {
 		return fmt.Errorf("connect to nats %s: %w (is otawatch running?)", url, err)
 	}
 	defer nc.Close()
+	for _, kv := range env.Environ {
+		if u, ok := strings.CutPrefix(kv, "USER="); ok && u != "" {
+			req.Actor = "cli:" + u
+		}
+	}
 	rctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	rep, err := events.RolloutRequestDo(rctx, nc, sub, req)

@@ -63,7 +63,7 @@ func Command(j *Job, cmd string, req events.RolloutRequest, c CommandContext) ([
 	if j == nil {
 		return nil, &CommandError{Code: events.RolloutErrNotFound, Msg: fmt.Sprintf("no rollout job %q", req.JobID)}
 	}
-	data := events.RolloutData{JobID: j.ID}
+	data := events.RolloutData{JobID: j.ID, Actor: req.Actor}
 	switch cmd {
 	case CmdStart:
 		switch j.Status {
@@ -157,7 +157,7 @@ func create(j *Job, req events.RolloutRequest, c CommandContext) ([]Pending, err
 		return nil, &CommandError{Code: events.RolloutErrConflict, Msg: fmt.Sprintf("cannot create job %s: it already exists", spec.ID)}
 	}
 	target := spec.Target
-	out := []Pending{{events.TypeRolloutJobCreated, events.RolloutData{JobID: spec.ID, Spec: &spec, Target: &target}}}
+	out := []Pending{{events.TypeRolloutJobCreated, events.RolloutData{JobID: spec.ID, Spec: &spec, Target: &target, Actor: req.Actor}}}
 	if !req.Start {
 		return out, nil
 	}
@@ -170,7 +170,7 @@ func create(j *Job, req events.RolloutRequest, c CommandContext) ([]Pending, err
 	if err != nil {
 		return nil, err
 	}
-	more, err := Command(created, CmdStart, events.RolloutRequest{JobID: spec.ID}, c)
+	more, err := Command(created, CmdStart, events.RolloutRequest{JobID: spec.ID, Actor: req.Actor}, c)
 	if err != nil {
 		return nil, err
 	}

@@ -481,6 +481,9 @@ func (s *Service) onCommand(ctx context.Context, m *nats.Msg) {
 			rep = replyErr(invalid("decode %s request: %v", cmd, err))
 		}
 	}
+	if req.Actor == "" && m.Header != nil {
+		req.Actor = m.Header.Get(events.RolloutActorHeader)
+	}
 	if rep.Error == "" {
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		rep = s.Handle(wctx, cmd, req)
@@ -609,14 +612,14 @@ func (s *Service) delta(req events.RolloutRequest) events.RolloutReply {
 }
 
 // DeltaOf is a device's shadow delta: its desired firmware when the device
-// has not reported completing it, nothing when in sync.
+// has not reported completing it, nothing when in sync. The timestamp is
+// the newest event the answer rests on (as the HTTP API answers it).
 func DeltaOf(d fleet.Device) *events.ShadowDelta {
-	out := &events.ShadowDelta{Timestamp: d.DesiredAt}
-	if d.Target == nil {
-		out.Timestamp = d.LastSeen
-		return out
+	out := &events.ShadowDelta{Timestamp: d.LastSeen}
+	if d.DesiredAt.After(out.Timestamp) {
+		out.Timestamp = d.DesiredAt
 	}
-	if d.Status == events.StatusCompleted && d.Version == d.Target.Version {
+	if d.Target == nil || d.Status == events.StatusCompleted && d.Version == d.Target.Version {
 		return out
 	}
 	out.State.Firmware = &events.DeltaFirmware{Version: d.Target.Version, Checksum: d.Target.Checksum, URL: d.Target.URL, JobID: d.JobID}

@@ -400,8 +400,20 @@ func TestFailureRatePausesTheJob(t *testing.T) {
 			t.Errorf("delta of %s asks for %q, want %q", tt.device, got, tt.want)
 		}
 	}
-	// An operator's abort is the end of it.
-	r.mustRequest(CmdAbort, events.RolloutRequest{JobID: "bad", Reason: "bad build"})
+	// An operator's abort is the end of it; the front end's caller is
+	// recorded on the event.
+	msg := nats.NewMsg(events.RolloutCommandSubject(CmdAbort))
+	msg.Data, _ = json.Marshal(events.RolloutRequest{JobID: "bad", Reason: "bad build"})
+	msg.Header.Set(events.RolloutActorHeader, "alice")
+	if m, err := r.js.NC.RequestMsg(msg, 10*time.Second); err != nil || strings.Contains(string(m.Data), `"error"`) {
+		t.Fatalf("abort: %v %s", err, m.Data)
+	}
+	evs := r.rolloutEvents("bad")
+	var last events.RolloutData
+	if err := evs[len(evs)-1].DecodeData(&last); err != nil || evs[len(evs)-1].Type != events.TypeRolloutJobAborted ||
+		last.Actor != "alice" || last.Reason != "bad build" || last.By != events.ByOperator {
+		t.Errorf("last event %s %+v, want job_aborted by alice", evs[len(evs)-1].Type, last)
+	}
 	_, err := r.request(CmdResume, events.RolloutRequest{JobID: "bad"})
 	if err == nil || err.Error() != "cannot resume job bad: it is aborted" {
 		t.Errorf("resume after abort: %v", err)
