@@ -405,8 +405,10 @@ func TestFailureRatePausesTheJob(t *testing.T) {
 	msg := nats.NewMsg(events.RolloutCommandSubject(CmdAbort))
 	msg.Data, _ = json.Marshal(events.RolloutRequest{JobID: "bad", Reason: "bad build"})
 	msg.Header.Set(events.RolloutActorHeader, "alice")
-	if m, err := r.js.NC.RequestMsg(msg, 10*time.Second); err != nil || strings.Contains(string(m.Data), `"error"`) {
-		t.Fatalf("abort: %v %s", err, m.Data)
+	if m, err := r.js.NC.RequestMsg(msg, 10*time.Second); err != nil {
+		t.Fatalf("abort: %v", err)
+	} else if strings.Contains(string(m.Data), `"error"`) {
+		t.Fatalf("abort: %s", m.Data)
 	}
 	evs := r.rolloutEvents("bad")
 	var last events.RolloutData
