@@ -97,7 +97,7 @@ func (d *Decoder) Decode(topic string, payload []byte, maxPayload int) (events.S
 	if len(bytes.TrimSpace(payload)) == 0 {
 		return events.ShadowReportedData{}, reject("payload is empty")
 	}
-	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(payload))
+	doc, err := parseJSON(payload)
 	if err != nil {
 		return events.ShadowReportedData{}, reject("payload is not JSON: %s", jsonErrorText(err, payload))
 	}

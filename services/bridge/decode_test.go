@@ -258,7 +258,9 @@ func FuzzDecodeReport(f *testing.F) {
 		if d.Topic != topic {
 			t.Fatalf("topic %q became %q", topic, d.Topic)
 		}
-		checkSubject(t, events.ShadowReportedSubject(d.TypeID, d.DeviceID), d.TypeID, d.DeviceID)
+		subject := events.ShadowReportedSubject(d.TypeID, d.DeviceID)
+		checkSubject(t, subject, d.TypeID, d.DeviceID)
+		checkEncoding(t, events.ReportEventID(d.TypeID, d.DeviceID, d.Firmware), subject, time.Unix(1764090000, 5), d)
 		again, err := DecodeReport(topic, reportPayload(d.Firmware), 0)
 		if err != nil {
 			t.Fatalf("re-encoded report refused: %v\n%s", err, reportPayload(d.Firmware))

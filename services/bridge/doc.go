@@ -1,0 +1,34 @@
+// Package bridge turns device shadow reports arriving over MQTT into events
+// on JetStream.
+//
+// One paho client (v1.5.1) subscribes at QoS 1 with cleanSession=false and a
+// stable client id, so the broker keeps every report the bridge has not
+// acknowledged, across bridge restarts. Auto-ack is off: a report is
+// acknowledged on MQTT only after JetStream has acknowledged the event it
+// became. Every message, including those the broker redelivers before the
+// subscription's route exists, goes through the default publish handler.
+//
+// For each message the bridge checks, in order: the payload's size
+// (mqtt.max_payload), the topic (iot-2/type/{typeId}/id/{deviceId}/update/shadow,
+// ids of 1 to 64 characters from A-Z a-z 0-9 _ -, see events.ValidateID),
+// the payload's JSON and the shadow report schema (schemas.ShadowReport).
+// An accepted report is published to shadow.reported.{typeId}.{deviceId}
+// (stream SHADOW) with Nats-Msg-Id set to events.ReportEventID, so a
+// redelivery or a device's retry is stored once. A refused one is published
+// to rejected.bridge (stream REJECTED) with the raw bytes, the topic and a
+// reason a person can read, under an id derived from topic and bytes, and
+// then acknowledged: the bridge moves on.
+//
+// At most mqtt.max_in_flight reports are between receipt and
+// acknowledgement at a time; messages are handled concurrently
+// (SetOrderMatters(false)), because keeping MQTT order would cost one
+// JetStream round trip per report and the log's order per device comes
+// from the device's own timestamps anyway. A publish that fails is tried
+// again with backoff for as long as the bridge runs; nothing is acknowledged
+// that is not stored.
+//
+// DecodeReport is the pure part (size, topic, JSON, schema) and is fuzzed.
+//
+// A broker in front of the bridge needs limits that do not drop QoS 1
+// messages for a subscriber that falls behind: see deploy/mosquitto.
+package bridge

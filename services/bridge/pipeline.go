@@ -1,0 +1,341 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/otawatch/otawatch/events"
+)
+
+// The path of one report: paho's goroutine takes a slot of the in-flight
+// semaphore and queues the message (handle); a worker decodes it and
+// publishes its event asynchronously (start); the acker waits for PubAcks
+// in publish order and acknowledges the MQTT messages (await, finish). A
+// failed publish leaves the line for its own retry loop (retry), so one
+// failure does not hold up the reports behind it for longer than its
+// first PubAck timeout. The slot is given back when the report is
+// acknowledged, or abandoned at shutdown.
+//
+// Workers and the acker are long-lived so that decoding does not grow a
+// fresh goroutine stack per report, and no goroutine waits per report.
+
+// runner is one Run's state.
+type runner struct {
+	s    *Service
+	js   jetstream.JetStream
+	sem  chan struct{}
+	work chan mqtt.Message
+	acks chan *pending
+
+	mu      sync.Mutex
+	stopped bool
+	// wg counts reports holding a slot.
+	wg sync.WaitGroup
+	// loops counts the worker and acker goroutines.
+	loops sync.WaitGroup
+	// stop closes when Run's context ends: no new report is taken.
+	stop chan struct{}
+	// hard ends when the drain time is over: reports still in flight give
+	// up without an ack and come back in the next session.
+	hard       context.Context
+	cancelHard context.CancelFunc
+	abandoned  atomic.Int64
+}
+
+// pending is one report between its publish and its MQTT ack.
+type pending struct {
+	m       mqtt.Message
+	subject string
+	msgID   string
+	stream  string
+	body    []byte
+	// reason is set for a refused report (published to REJECTED).
+	reason string
+	fut    jetstream.PubAckFuture
+}
+
+func newRunner(s *Service, js jetstream.JetStream) *runner {
+	hard, cancel := context.WithCancel(context.Background())
+	r := &runner{
+		s:          s,
+		js:         js,
+		sem:        make(chan struct{}, s.cfg.MaxInFlight),
+		work:       make(chan mqtt.Message, s.cfg.MaxInFlight),
+		acks:       make(chan *pending, s.cfg.MaxInFlight),
+		stop:       make(chan struct{}),
+		hard:       hard,
+		cancelHard: cancel,
+	}
+	workers := max(4, runtime.GOMAXPROCS(0))
+	r.loops.Add(workers + 1)
+	for range workers {
+		go func() {
+			defer r.loops.Done()
+			for m := range r.work {
+				r.start(m)
+			}
+		}()
+	}
+	go func() {
+		defer r.loops.Done()
+		for p := range r.acks {
+			r.await(p)
+		}
+	}()
+	return r
+}
+
+func (r *runner) onConnect(c mqtt.Client) {
+	s := r.s
+	tok := c.Subscribe(s.cfg.Topic, 1, nil) // nil: the default handler
+	if !tok.WaitTimeout(s.cfg.ConnectTimeout) {
+		s.deps.Health.Set(HealthComponent, errors.New("mqtt subscribe timed out"))
+		s.log.Error("mqtt subscribe timed out", "topic", s.cfg.Topic)
+		return
+	}
+	if err := tok.Error(); err != nil {
+		s.deps.Health.Set(HealthComponent, fmt.Errorf("mqtt subscribe: %w", err))
+		s.log.Error("mqtt subscribe failed", "topic", s.cfg.Topic, "err", err)
+		return
+	}
+	if st, ok := tok.(*mqtt.SubscribeToken); ok {
+		for topic, code := range st.Result() {
+			if code > 1 {
+				s.deps.Health.Set(HealthComponent, fmt.Errorf("mqtt subscribe %q refused (code %d)", topic, code))
+				s.log.Error("mqtt subscribe refused", "topic", topic, "code", code)
+				return
+			}
+		}
+	}
+	s.deps.Health.Set(HealthComponent, nil)
+	s.log.Info("mqtt connected", "broker", s.cfg.Broker, "topic", s.cfg.Topic)
+}
+
+// shutdown stops taking reports, waits up to drain for those in flight,
+// then abandons the rest (unacknowledged) and stops the loops.
+func (r *runner) shutdown(drain time.Duration) {
+	r.mu.Lock()
+	r.stopped = true
+	close(r.stop)
+	r.mu.Unlock()
+	done := make(chan struct{})
+	go func() { r.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(drain):
+		r.s.log.Warn("drain time over, leaving reports unacknowledged for redelivery",
+			"in_flight", r.s.inFlight.Load(), "drain_timeout", drain)
+	}
+	r.cancelHard()
+	<-done
+	// Every report has given its slot back, so nothing sends any more.
+	close(r.work)
+	close(r.acks)
+	r.loops.Wait()
+}
+
+// handle is paho's handler for every message, each in its own goroutine.
+func (r *runner) handle(_ mqtt.Client, m mqtt.Message) {
+	select {
+	case r.sem <- struct{}{}:
+	case <-r.stop:
+		return // not acknowledged: the broker keeps it for the next session
+	}
+	r.mu.Lock()
+	if r.stopped {
+		r.mu.Unlock()
+		<-r.sem
+		return
+	}
+	r.wg.Add(1)
+	r.mu.Unlock()
+	r.s.inFlight.Add(1)
+	r.work <- m // never blocks: it has room for every slot
+}
+
+// release gives a report's slot back.
+func (r *runner) release() {
+	r.s.inFlight.Add(-1)
+	<-r.sem
+	r.wg.Done()
+}
+
+// start decodes one report and publishes its event, or its refusal.
+func (r *runner) start(m mqtt.Message) {
+	if r.hard.Err() != nil {
+		r.abandon()
+		return
+	}
+	p, err := r.s.prepare(m)
+	if err != nil {
+		// Cannot happen with these types; leave it unacknowledged and say so.
+		r.s.log.Error("encode event", "topic", m.Topic(), "err", err)
+		r.abandon()
+		return
+	}
+	for {
+		err := r.publishAsync(p)
+		if err == nil {
+			r.acks <- p // never blocks: it has room for every slot
+			return
+		}
+		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+			go r.retry(p, err)
+			return
+		}
+		// PublishAsync already waited for room; try again at once.
+		r.s.retries.Add(1)
+		if r.hard.Err() != nil {
+			r.abandon()
+			return
+		}
+	}
+}
+
+func (r *runner) publishAsync(p *pending) error {
+	msg := &nats.Msg{Subject: p.subject, Data: p.body}
+	fut, err := r.js.PublishMsgAsync(msg, jetstream.WithMsgID(p.msgID), jetstream.WithExpectStream(p.stream))
+	p.fut = fut
+	return err
+}
+
+// await waits for one PubAck, in publish order.
+func (r *runner) await(p *pending) {
+	select {
+	case ack := <-p.fut.Ok():
+		r.finish(p, ack)
+	case err := <-p.fut.Err():
+		go r.retry(p, err)
+	case <-r.hard.Done():
+		r.abandon()
+	}
+}
+
+// retry publishes p again with backoff until it is stored or the drain
+// time is over. Nothing is acknowledged that is not stored; the
+// Nats-Msg-Id makes a retry of a publish that did land harmless.
+func (r *runner) retry(p *pending, err error) {
+	s := r.s
+	backoff := 50 * time.Millisecond
+	const maxBackoff = 5 * time.Second
+	for attempt := 1; ; attempt++ {
+		s.log.Warn("jetstream publish failed, retrying", "subject", p.subject, "event_id", p.msgID,
+			"attempt", attempt, "backoff", backoff, "err", err)
+		select {
+		case <-time.After(backoff):
+		case <-r.hard.Done():
+			r.abandon()
+			return
+		}
+		backoff = min(2*backoff, maxBackoff)
+		s.retries.Add(1)
+		if err = r.publishAsync(p); err != nil {
+			continue
+		}
+		select {
+		case ack := <-p.fut.Ok():
+			r.finish(p, ack)
+			return
+		case err = <-p.fut.Err():
+		case <-r.hard.Done():
+			r.abandon()
+			return
+		}
+	}
+}
+
+func (r *runner) abandon() {
+	r.abandoned.Add(1)
+	r.release()
+}
+
+// finish counts a stored report and acknowledges it on MQTT.
+func (r *runner) finish(p *pending, ack *jetstream.PubAck) {
+	s := r.s
+	switch {
+	case p.reason != "":
+		s.rejected.Add(1)
+		s.log.Warn("report rejected", "topic", p.m.Topic(), "event_id", p.msgID, "reason", p.reason,
+			"bytes", len(p.m.Payload()))
+	case ack.Duplicate:
+		s.duplicates.Add(1)
+	default:
+		s.accepted.Add(1)
+	}
+	if h := s.hooks.beforeAck; h == nil || h(p.m) {
+		p.m.Ack()
+	}
+	r.release()
+}
+
+// prepare decodes a report into the event to publish: its SHADOW event, or
+// its REJECTED event with the reason.
+func (s *Service) prepare(m mqtt.Message) (*pending, error) {
+	topic, payload := m.Topic(), m.Payload()
+	data, err := s.dec.Decode(topic, payload, s.cfg.MaxPayload)
+	if err == nil {
+		p := &pending{
+			m:       m,
+			subject: events.ShadowReportedSubject(data.TypeID, data.DeviceID),
+			msgID:   events.ReportEventID(data.TypeID, data.DeviceID, data.Firmware),
+			stream:  events.StreamShadow,
+		}
+		p.body, err = encodeReportEvent(p.msgID, p.subject, s.now(), &data)
+		if err != nil {
+			return nil, err
+		}
+		limit := s.deps.NC.MaxPayload()
+		if limit <= 0 || int64(len(p.body)) <= limit {
+			return p, nil
+		}
+		err = reject("event is %d bytes, over the NATS server's max_payload of %d", len(p.body), limit)
+	}
+	return s.prepareRefusal(m, err.Error())
+}
+
+func (s *Service) prepareRefusal(m mqtt.Message, reason string) (*pending, error) {
+	topic, payload := m.Topic(), m.Payload()
+	p := &pending{
+		m: m,
+		// Same topic and bytes, same id: a redelivered refusal is stored once.
+		msgID:   events.IdentityID("rj", topic, string(payload)),
+		subject: events.RejectedSubject(RejectSource),
+		stream:  events.StreamRejected,
+		reason:  reason,
+	}
+	data := events.RejectedData{Source: RejectSource, Reason: reason, Topic: topic, Raw: payload}
+	var err error
+	p.body, err = rejectedBody(p.msgID, p.subject, s.now(), data, s.deps.NC.MaxPayload())
+	return p, err
+}
+
+// rejectedBody encodes a rejected event, cutting the raw bytes (and saying
+// so in the reason) when the whole input would not fit in one NATS message.
+func rejectedBody(id, subject string, t time.Time, data events.RejectedData, max int64) ([]byte, error) {
+	full := len(data.Raw)
+	reason := data.Reason
+	for {
+		ev, err := events.New(id, events.SourceBridge, events.TypeRejected, subject, t, data)
+		if err != nil {
+			return nil, err
+		}
+		body, err := ev.Marshal()
+		if err != nil {
+			return nil, err
+		}
+		if max <= 0 || int64(len(body)) <= max || len(data.Raw) == 0 {
+			return body, nil
+		}
+		data.Raw = data.Raw[:len(data.Raw)/2]
+		data.Reason = fmt.Sprintf("%s (raw cut to its first %d of %d bytes to fit a NATS message)", reason, len(data.Raw), full)
+	}
+}
