@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"context"
 	"net"
 	"strconv"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/services/internal/svc"
 	"github.com/otawatch/otawatch/services/internal/testutil"
 )
 
@@ -329,4 +331,42 @@ func TestReconnect(t *testing.T) {
 	publishAll(t, e.publisher(t, "after-restart"), []msg{m})
 	testutil.Eventually(t, 20*time.Second, func() bool { return e.js.Count(t, events.StreamShadow) == 1 },
 		"report after reconnect did not land: %+v", b.s.Stats())
+}
+
+// TestBrokerDownAtStart: with no broker yet the bridge is not ready, says
+// why, and connects once the broker is there.
+func TestBrokerDownAtStart(t *testing.T) {
+	e := brokerKinds[0].start(t)
+	e.mosq.Stop(t)
+	health := svc.NewHealth()
+	s, err := New(Config{Broker: e.mqttURL, ClientID: "late", MaxReconnectInterval: 500 * time.Millisecond},
+		svc.Deps{Log: testLogger(t), NC: e.js.NC, Health: health})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &running{s: s, health: health, done: make(chan error, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() { r.done <- s.Run(ctx) }()
+	t.Cleanup(func() { r.stop(t) })
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		st := health.Status()
+		return len(st) == 1 && st[0].Err != nil && strings.Contains(st[0].Err.Error(), "mqtt connect")
+	}, "health does not say the connect failed: %v", health.Status())
+	e.mosq.Restart(t)
+	testutil.Eventually(t, 30*time.Second, r.ready, "bridge did not connect once the broker came: %v", health.Status())
+}
+
+// TestPasswordFileUnreadable: a password_file that cannot be read stops Run
+// with an error naming it.
+func TestPasswordFileUnreadable(t *testing.T) {
+	js := testutil.StartJetStream(t, testutil.JetStreamOptions{})
+	s, err := New(Config{PasswordFile: t.TempDir() + "/missing"}, svc.Deps{NC: js.NC})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "mqtt password") || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("Run: %v, want an error about the password file", err)
+	}
 }
