@@ -172,3 +172,91 @@ func TestValue(t *testing.T) {
 		t.Error("a dyn value that is a bool at run time evaluated without error")
 	}
 }
+
+func TestReadsEventData(t *testing.T) {
+	tests := []struct {
+		expr string
+		want bool
+	}{
+		{`device.status == "failed"`, false},
+		{`event.kind == "reported" && event.time < now`, false},
+		{`event.kind == "reported" && event.status == "failed"`, true},
+		{`has(event.kind)`, true},
+		{`event.?errorCode.orValue("") == "E1"`, true},
+		{`"status" in event`, true},
+		{`event["kind"] == "tick"`, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.expr, func(t *testing.T) {
+			c, err := CompileCondition("r", tt.expr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.ReadsEventData(); got != tt.want {
+				t.Errorf("ReadsEventData = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestObjectVariable(t *testing.T) {
+	obj := &testObject{m: map[string]any{"status": "failed", "duration": 12.5}}
+	in := Vars{Now: t0}.Input()
+	in.SetDevice(obj)
+	tests := []struct {
+		expr    string
+		want    bool
+		wantErr string
+	}{
+		{expr: `device.status == "failed" && device.duration > 10.0`, want: true},
+		{expr: `has(device.status) && !has(device.version)`, want: true},
+		{expr: `device.version == "1"`, wantErr: "no such key"},
+		{expr: `size(device) == 2 && "duration" in device`, want: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.expr, func(t *testing.T) {
+			c, err := CompileCondition("r", tt.expr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := c.EvalInput(context.Background(), in)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("got %v, %v; want error %q", got, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Errorf("got %v, %v; want %v", got, err, tt.want)
+			}
+		})
+	}
+	// An unbounded object takes the cost-tracked path, where the limit holds.
+	obj.m["status"] = strings.Repeat("x", 10000)
+	obj.unbounded = true
+	in.SetDevice(obj)
+	c, err := CompileConditionOpts("r", `device.status.contains("y")`, CompileOptions{CostLimit: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.EvalInput(context.Background(), in); !IsCostLimit(err) {
+		t.Errorf("unbounded object: err = %v, want the cost limit", err)
+	}
+}
+
+type testObject struct {
+	m         map[string]any
+	unbounded bool
+}
+
+func (o *testObject) Get(k string) (any, bool) { v, ok := o.m[k]; return v, ok }
+
+func (o *testObject) Keys() []string {
+	var ks []string
+	for k := range o.m {
+		ks = append(ks, k)
+	}
+	return ks
+}
+
+func (o *testObject) Bounded() bool { return !o.unbounded }

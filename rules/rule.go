@@ -87,6 +87,18 @@ func (r *Rule) Key(typeID, deviceID string) string {
 	return r.ID + "/" + typeID + "/" + deviceID
 }
 
+// ReadsEventData reports whether a condition or the value may read an
+// event key outside EnvelopeFields. (The message template is rendered
+// from fully decoded variables whatever this says.)
+func (r *Rule) ReadsEventData() bool {
+	for _, l := range r.Levels {
+		if l.Condition.ReadsEventData() {
+			return true
+		}
+	}
+	return r.Value != nil && r.Value.ReadsEventData()
+}
+
 // OnTick reports whether the rule is evaluated on ticks.
 func (r *Rule) OnTick() bool { return r.Kind == RuleKindTick }
 

@@ -39,6 +39,10 @@ type Engine struct {
 	// rules evaluated on events, fleet rules evaluated on ticks.
 	devRules, devTickRules, fleetRules, fleetTickRules []*rules.Rule
 
+	// eventData: some rule reads event keys beyond the envelope, so each
+	// event's data is decoded for the rules (the fold decodes it anyway).
+	eventData bool
+
 	alerts map[string]*alertState
 	// echo holds ids of events this engine applied before they were in
 	// the log (presence events of Stale); the copy from the log is skipped.
@@ -166,7 +170,9 @@ func (e *Engine) SetRules(set *rules.Set) []Transition {
 	}
 	e.set = set
 	e.devRules, e.devTickRules, e.fleetRules, e.fleetTickRules = nil, nil, nil, nil
+	e.eventData = false
 	for _, r := range set.Rules {
+		e.eventData = e.eventData || r.ReadsEventData()
 		if r.Scope == rules.ScopeFleet {
 			e.fleetRules = append(e.fleetRules, r)
 			if r.OnTick() {
@@ -243,8 +249,18 @@ func (e *Engine) ApplyLocal(ev events.Event) ([]Transition, error) {
 	return trs, err
 }
 
+// eventVars is the `event` variable of ev for this rule set: decoded
+// only if a rule reads beyond the envelope (the message templates decode
+// it when they need it).
+func (e *Engine) eventVars(ev events.Event) (map[string]any, error) {
+	if e.eventData {
+		return EventVars(ev)
+	}
+	return EnvelopeVars(ev), nil
+}
+
 func (e *Engine) applyShadow(seq uint64, ev events.Event, fleetRules bool) ([]Transition, error) {
-	evVars, err := EventVars(ev)
+	evVars, err := e.eventVars(ev)
 	if err != nil {
 		return nil, &PoisonError{Err: err}
 	}
@@ -261,11 +277,11 @@ func (e *Engine) applyShadow(seq uint64, ev events.Event, fleetRules bool) ([]Tr
 	now := ev.Time
 	e.seen(now)
 	c := e.newEvalCtx(evVars, now)
+	c.ev, c.lazy = ev, !e.eventData
 	defer c.done()
 	var out []Transition
 	if len(e.devRules) > 0 {
-		dev := *d
-		e.evalDevice(c, e.devRules, &dev, &out)
+		e.evalDevice(c, e.devRules, d, &out)
 	}
 	if fleetRules {
 		e.evalFleet(c, e.fleetRules, &out)
@@ -287,11 +303,12 @@ func (e *Engine) ApplyRollout(seq uint64, ev events.Event) ([]Transition, error)
 		return nil, nil
 	}
 	e.seen(ev.Time)
-	evVars, err := EventVars(ev)
+	evVars, err := e.eventVars(ev)
 	if err != nil {
 		return nil, &PoisonError{Err: err}
 	}
 	c := e.newEvalCtx(evVars, ev.Time)
+	c.ev, c.lazy = ev, !e.eventData
 	defer c.done()
 	var out []Transition
 	e.evalFleet(c, e.fleetRules, &out)
@@ -330,7 +347,9 @@ func (e *Engine) Stale(now time.Time) []events.Event {
 const echoKeep = time.Hour
 
 // Tick evaluates the tick rules at time now: device tick rules for every
-// known device (sorted), then fleet tick rules.
+// known device, then fleet tick rules. Devices are visited in no
+// particular order (each alert key's lifecycle is its own); the
+// transitions come sorted by key.
 func (e *Engine) Tick(now time.Time) []Transition {
 	e.seen(now)
 	for id, t := range e.echo {
@@ -341,17 +360,16 @@ func (e *Engine) Tick(now time.Time) []Transition {
 	evVars := map[string]any{"kind": rules.KindTick, "time": now}
 	var out []Transition
 	if len(e.devTickRules) > 0 {
-		devs := make([]fleet.Device, 0, e.fleet.Len())
-		e.fleet.Devices(func(d *fleet.Device) { devs = append(devs, *d) })
-		sort.Slice(devs, func(i, j int) bool {
-			return devs[i].TypeID < devs[j].TypeID || devs[i].TypeID == devs[j].TypeID && devs[i].DeviceID < devs[j].DeviceID
-		})
 		c := e.newEvalCtx(evVars, now)
-		for i := range devs {
-			c.refresh()
-			e.evalDevice(c, e.devTickRules, &devs[i], &out)
-		}
+		n := 0
+		e.fleet.Devices(func(d *fleet.Device) {
+			if n++; n%256 == 0 {
+				c.refresh()
+			}
+			e.evalDevice(c, e.devTickRules, d, &out)
+		})
 		c.done()
+		sort.SliceStable(out, func(i, j int) bool { return out[i].Alert.Key < out[j].Alert.Key })
 	}
 	c := e.newEvalCtx(evVars, now)
 	e.evalFleet(c, e.fleetTickRules, &out)
@@ -366,7 +384,8 @@ func (e *Engine) seen(t time.Time) {
 }
 
 // evalCtx is what the evaluations of one event or tick share: the event
-// map, the fleet map and the rollout maps, each built once.
+// map, the fleet map, the rollout maps and the prepared input, each built
+// once; the device variable is swapped per device without building a map.
 type evalCtx struct {
 	e        *Engine
 	ctx      context.Context
@@ -375,6 +394,16 @@ type evalCtx struct {
 	now      time.Time
 	fleetMap map[string]any
 	rollouts map[string]map[string]any
+
+	// ev is the event; lazy means event holds its envelope only and
+	// fullEvent decodes the rest for a message.
+	ev   events.Event
+	lazy bool
+
+	devIn    rules.Input // for device rules
+	devReady bool
+	devJob   string // the job whose rollout map devIn holds
+	dev      deviceObject
 }
 
 func (e *Engine) newEvalCtx(event map[string]any, now time.Time) *evalCtx {
@@ -395,6 +424,17 @@ func (c *evalCtx) refresh() {
 
 func (c *evalCtx) done() { c.cancel() }
 
+// fullEvent is the event variable with the data decoded, for templates.
+func (c *evalCtx) fullEvent() map[string]any {
+	if c.lazy {
+		if m, err := EventVars(c.ev); err == nil && m != nil {
+			c.event = m
+		}
+		c.lazy = false
+	}
+	return c.event
+}
+
 func (c *evalCtx) fleetVars() map[string]any {
 	if c.fleetMap == nil {
 		c.fleetMap = FleetVars(c.e.fleet.Metrics())
@@ -414,6 +454,20 @@ func (c *evalCtx) rolloutVars(j Job) map[string]any {
 	return m
 }
 
+// deviceInput is the input for d's rules.
+func (c *evalCtx) deviceInput(d *fleet.Device, job Job) *rules.Input {
+	if !c.devReady {
+		c.devIn = rules.Vars{Event: c.event, Fleet: c.fleetVars(), Rollout: c.rolloutVars(job), Now: c.now}.Input()
+		c.devReady, c.devJob = true, job.ID
+	} else if job.ID != c.devJob {
+		c.devIn.SetRollout(c.rolloutVars(job))
+		c.devJob = job.ID
+	}
+	c.dev.d = d
+	c.devIn.SetDevice(&c.dev)
+	return &c.devIn
+}
+
 // deviceJob is the `rollout` of a device rule: the device's job, else the
 // current job.
 func (e *Engine) deviceJob(d *fleet.Device) Job {
@@ -425,8 +479,10 @@ func (e *Engine) deviceJob(d *fleet.Device) Job {
 
 func (e *Engine) evalDevice(c *evalCtx, rs []*rules.Rule, d *fleet.Device, out *[]Transition) {
 	job := e.deviceJob(d)
-	vars := rules.Vars{Event: c.event, Device: DeviceVars(*d), Fleet: c.fleetVars(), Rollout: c.rolloutVars(job), Now: c.now}
-	in := vars.Input()
+	in := c.deviceInput(d, job)
+	vars := func() rules.Vars {
+		return rules.Vars{Event: c.fullEvent(), Device: DeviceVars(*d), Fleet: c.fleetVars(), Rollout: c.rolloutVars(job), Now: c.now}
+	}
 	for _, r := range rs {
 		key := r.Key(d.TypeID, d.DeviceID)
 		e.evalRule(c, r, key, meta{typeID: d.TypeID, deviceID: d.DeviceID, jobID: job.ID, wave: d.Wave}, vars, in, out)
@@ -438,10 +494,14 @@ func (e *Engine) evalFleet(c *evalCtx, rs []*rules.Rule, out *[]Transition) {
 		return
 	}
 	job := e.jobs.Current()
-	vars := rules.Vars{Event: c.event, Device: map[string]any{}, Fleet: c.fleetVars(), Rollout: c.rolloutVars(job), Now: c.now}
-	in := vars.Input()
+	v := rules.Vars{Event: c.event, Device: map[string]any{}, Fleet: c.fleetVars(), Rollout: c.rolloutVars(job), Now: c.now}
+	in := v.Input()
+	vars := func() rules.Vars {
+		v.Event = c.fullEvent()
+		return v
+	}
 	for _, r := range rs {
-		e.evalRule(c, r, r.Key("", ""), meta{jobID: job.ID, wave: job.Wave}, vars, in, out)
+		e.evalRule(c, r, r.Key("", ""), meta{jobID: job.ID, wave: job.Wave}, vars, &in, out)
 	}
 }
 
@@ -461,13 +521,14 @@ func (e *Engine) stat(id string) *RuleStats {
 
 // evalRule evaluates a rule's levels and steps its alert's lifecycle. An
 // evaluation error leaves the alert as it was: an unknown condition is
-// neither a reason to page nor a reason to stop paging.
-func (e *Engine) evalRule(c *evalCtx, r *rules.Rule, key string, m meta, vars rules.Vars, in rules.Input, out *[]Transition) {
+// neither a reason to page nor a reason to stop paging. vars builds the
+// variables as maps, for the message, only when an alert is raised.
+func (e *Engine) evalRule(c *evalCtx, r *rules.Rule, key string, m meta, vars func() rules.Vars, in *rules.Input, out *[]Transition) {
 	st := e.stat(r.ID)
 	st.Evaluations++
 	level := ""
 	for _, l := range r.Levels {
-		ok, err := l.Condition.EvalInput(c.ctx, in)
+		ok, err := l.Condition.EvalInput(c.ctx, *in)
 		if err != nil {
 			st.Errors++
 			st.LastError = err.Error()
@@ -516,7 +577,7 @@ func (e *Engine) evalRule(c *evalCtx, r *rules.Rule, key string, m meta, vars ru
 		Labels: maps.Clone(r.Labels), StartsAt: a.PendingSince,
 	}
 	if r.Value != nil {
-		if v, err := r.Value.Eval(c.ctx, in); err == nil {
+		if v, err := r.Value.Eval(c.ctx, *in); err == nil {
 			data.Value = &v
 		} else {
 			st.Errors++
@@ -526,7 +587,7 @@ func (e *Engine) evalRule(c *evalCtx, r *rules.Rule, key string, m meta, vars ru
 			}
 		}
 	}
-	data.Message = render(r, vars, level, data.Value)
+	data.Message = render(r, vars(), level, data.Value)
 	a.Active = &data
 	a.PendingSeverity, a.PendingSince = "", time.Time{}
 	*out = append(*out, Transition{Alert: data, At: now})

@@ -357,3 +357,20 @@ func TestVarsMatchFields(t *testing.T) {
 		}
 	}
 }
+
+// TestMessageReadsTheWholeEvent: a rule whose condition reads no event
+// data still renders event data in its message.
+func TestMessageReadsTheWholeEvent(t *testing.T) {
+	const rule = "id: failed\nseverity: critical\ncondition: device.status == \"failed\"\nmessage: '{{.event.kind}} {{.event.errorCode}} {{.event.version}}'\n"
+	e := New(ruleSet(t, rule), Options{})
+	if e.eventData {
+		t.Fatal("the rule reads no event data, but the engine decodes it")
+	}
+	code := "E_DISK"
+	fw := events.Firmware{Version: "7", Status: "failed", Timestamp: mins(0), ErrorCode: &code}
+	ev, _ := events.New("x", events.SourceBridge, events.TypeShadowReported, "", mins(0), events.ShadowReportedData{TypeID: "t", DeviceID: "d", Firmware: fw})
+	trs, err := e.ApplyShadow(1, ev)
+	if err != nil || len(trs) != 1 || trs[0].Alert.Message != "reported E_DISK 7" {
+		t.Fatalf("got %+v, %v", trs, err)
+	}
+}

@@ -96,18 +96,42 @@ func RolloutVars(j Job, w fleet.WaveCounts) map[string]any {
 	}
 }
 
+// EnvelopeVars is the part of the `event` variable known without decoding
+// the event's data (rules.EnvelopeFields), or nil for a type rules do not
+// see.
+func EnvelopeVars(e events.Event) map[string]any {
+	m := map[string]any{"time": e.Time, "id": e.ID, "type": e.Type, "source": e.Source}
+	switch e.Type {
+	case events.TypeShadowReported:
+		m["kind"] = rules.KindReported
+	case events.TypeShadowDesired:
+		m["kind"] = rules.KindDesired
+	case events.TypeDevicePresence:
+		m["kind"] = rules.KindPresence
+	default:
+		name := events.RolloutEventName(e.Type)
+		if name == "" {
+			return nil
+		}
+		m["kind"], m["name"] = rules.KindRollout, name
+	}
+	return m
+}
+
 // EventVars is the `event` variable of an event: the keys of rules.Fields
 // with Var "event" that its kind has. It is nil (and no error) for a type
 // rules do not see, and an error for data that does not decode.
 func EventVars(e events.Event) (map[string]any, error) {
-	m := map[string]any{"time": e.Time, "id": e.ID, "type": e.Type, "source": e.Source}
+	m := EnvelopeVars(e)
+	if m == nil {
+		return nil, nil
+	}
 	switch e.Type {
 	case events.TypeShadowReported:
 		var d events.ShadowReportedData
 		if err := e.DecodeData(&d); err != nil {
 			return nil, err
 		}
-		m["kind"] = rules.KindReported
 		m["typeId"], m["deviceId"], m["topic"] = d.TypeID, d.DeviceID, d.Topic
 		fw := d.Firmware
 		m["version"], m["status"], m["checksum"], m["previousVersion"] = fw.Version, fw.Status, fw.Checksum, fw.PreviousVersion
@@ -120,7 +144,6 @@ func EventVars(e events.Event) (map[string]any, error) {
 		if err := e.DecodeData(&d); err != nil {
 			return nil, err
 		}
-		m["kind"] = rules.KindDesired
 		m["typeId"], m["deviceId"] = d.TypeID, d.DeviceID
 		m["jobId"], m["wave"], m["targetVersion"] = d.JobID, float64(d.Wave), d.Firmware.Version
 	case events.TypeDevicePresence:
@@ -128,23 +151,87 @@ func EventVars(e events.Event) (map[string]any, error) {
 		if err := e.DecodeData(&d); err != nil {
 			return nil, err
 		}
-		m["kind"] = rules.KindPresence
 		m["typeId"], m["deviceId"] = d.TypeID, d.DeviceID
 		m["state"], m["lastSeen"] = d.State, d.LastSeen
 	default:
-		name := events.RolloutEventName(e.Type)
-		if name == "" {
-			return nil, nil
-		}
 		var d events.RolloutData
 		if err := e.DecodeData(&d); err != nil {
 			return nil, err
 		}
-		m["kind"] = rules.KindRollout
-		m["name"], m["jobId"], m["wave"], m["reason"] = name, d.JobID, float64(d.Wave), d.Reason
+		m["jobId"], m["wave"], m["reason"] = d.JobID, float64(d.Wave), d.Reason
 		if d.Target != nil {
 			m["targetVersion"] = d.Target.Version
 		}
 	}
 	return m, nil
+}
+
+// deviceObject is a device as the `device` variable, read field by field
+// (rules.Object): the tick evaluates every device without building a map
+// for each. Its keys and values are DeviceVars'.
+type deviceObject struct{ d *fleet.Device }
+
+var deviceKeys = rules.FieldNames(rules.VarDevice)
+
+func (o *deviceObject) Keys() []string { return deviceKeys }
+
+func (o *deviceObject) Get(key string) (any, bool) {
+	d := o.d
+	switch key {
+	case "typeId":
+		return d.TypeID, true
+	case "deviceId":
+		return d.DeviceID, true
+	case "version":
+		return d.Version, true
+	case "status":
+		return d.Status, true
+	case "previousVersion":
+		return d.PreviousVersion, true
+	case "checksum":
+		return d.Checksum, true
+	case "duration":
+		return d.Duration, true
+	case "errorCode":
+		return d.ErrorCode, true
+	case "reports":
+		return float64(d.Reports), true
+	case "lastSeen":
+		return d.LastSeen, true
+	case "deviceTime":
+		return d.DeviceTime, true
+	case "online":
+		return d.Online, true
+	case "targeted":
+		return d.Target != nil, true
+	case "targetVersion":
+		if d.Target != nil {
+			return d.Target.Version, true
+		}
+		return "", true
+	case "jobId":
+		return d.JobID, true
+	case "wave":
+		return float64(d.Wave), true
+	case "desiredAt":
+		return d.DesiredAt, true
+	case "jobStatus":
+		return d.JobStatus, true
+	case "quietSince":
+		if d.DesiredAt.After(d.LastSeen) {
+			return d.DesiredAt, true
+		}
+		return d.LastSeen, true
+	}
+	return nil, false
+}
+
+func (o *deviceObject) Bounded() bool {
+	d := o.d
+	for _, s := range []string{d.TypeID, d.DeviceID, d.Version, d.Status, d.PreviousVersion, d.Checksum, d.ErrorCode, d.JobID, d.JobStatus} {
+		if len(s) > rules.MaxStringLen {
+			return false
+		}
+	}
+	return d.Target == nil || len(d.Target.Version) <= rules.MaxStringLen
 }
