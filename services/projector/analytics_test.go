@@ -17,11 +17,11 @@ import (
 	"github.com/otawatch/otawatch/events"
 )
 
-// docQueries reads the analytics queries of docs/analytics.md: each SQL
+// docQueries reads the analytics queries of README.md: each SQL
 // block after a <!-- query: NAME --> marker.
 func docQueries(t *testing.T) map[string]string {
 	t.Helper()
-	b, err := os.ReadFile("../../docs/analytics.md")
+	b, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +31,7 @@ func docQueries(t *testing.T) map[string]string {
 		out[m[1]] = m[2]
 	}
 	if len(out) == 0 {
-		t.Fatal("no queries found in docs/analytics.md")
+		t.Fatal("no queries found in README.md")
 	}
 	return out
 }
@@ -124,7 +124,7 @@ func historyOf(t *testing.T, evs []published, typeID, deviceID string) []string 
 	return out
 }
 
-// TestAnalyticsQueries runs every query of docs/analytics.md on the fixture
+// TestAnalyticsQueries runs every query of README.md on the fixture
 // and checks its answer; then replays the log into the same database (every
 // row written twice) and checks the answers did not change.
 func TestAnalyticsQueries(t *testing.T) {
@@ -174,7 +174,7 @@ func TestAnalyticsQueries(t *testing.T) {
 	}
 	sort.Strings(names)
 	if len(names) != len(tests) {
-		t.Errorf("docs/analytics.md has queries %v; this test checks %d", names, len(tests))
+		t.Errorf("README.md has queries %v; this test checks %d", names, len(tests))
 	}
 	if got := len(historyOf(t, evs, "gateway", "dev-02")); got != 3 {
 		t.Fatalf("fixture: dev-02 has %d reports, want 3", got)
@@ -184,7 +184,7 @@ func TestAnalyticsQueries(t *testing.T) {
 			t.Run(tt.name, func(t *testing.T) {
 				q, ok := queries[tt.name]
 				if !ok {
-					t.Fatalf("docs/analytics.md has no query %q", tt.name)
+					t.Fatalf("README.md has no query %q", tt.name)
 				}
 				got := runQuery(t, c, q)
 				if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {

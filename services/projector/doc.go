@@ -1,5 +1,5 @@
 // Package projector writes the event log into ClickHouse, the read model
-// analysts query (see docs/analytics.md for the tables and the SQL).
+// analysts query (see README.md for the tables and the SQL).
 //
 // # Flow
 //
