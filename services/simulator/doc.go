@@ -1,0 +1,53 @@
+// Package simulator is a device fleet that speaks otawatch's device contract
+// (DESIGN.md, "Device contract"), for demos, load tests and other services'
+// integration tests. It runs in two modes:
+//
+//   - Standalone (ModeStandalone): every device loops through firmware
+//     updates on its own (in_progress, then completed or failed after a
+//     log-normal install duration, each time to the next patch version) and
+//     the fleet as a whole publishes at a chosen rate (reports/s), forever or
+//     for a fixed count. This is load with realistic payloads; nothing steers it.
+//   - Fleet (ModeFleet): every device is a stateful device. It subscribes QoS 1
+//     to its desired-state topic (events.DeltaTopic) on a persistent session,
+//     and when a desired firmware it does not run arrives it reports
+//     in_progress, "downloads and installs" for a drawn duration, and reports
+//     completed (installing the version) or failed. A report whose publish
+//     fails is retried after 5 s, 15 s and 45 s before the device gives the
+//     update up locally. A share of the fleet goes offline for a while and
+//     reconciles when it comes back, over MQTT and, when an API URL is set,
+//     with GET .../shadow/delta.
+//
+// # Time and randomness
+//
+// Every duration a device waits (install, backoff, offline) is in device time
+// and divided by TimeScale, so a six-hour rollout runs in minutes. Report
+// timestamps are the clock's time; updateDuration is in device time, so
+// analytics see realistic values under any time scale. The clock is
+// injectable (FleetConfig.Clock) and every device draws from its own RNG
+// seeded from (Seed, device index), so the outcome of each device's n-th
+// update does not depend on goroutine scheduling: a seeded run is
+// reproducible.
+//
+// # Connections
+//
+// By default each device has its own MQTT connection with client id
+// "{prefix}-{type}-{id}", as real devices do; connections are opened
+// concurrently, ConnectConcurrency at a time. Mosquitto and the NATS MQTT
+// listener take a few thousand connections on one machine without trouble.
+// For larger fleets, Connections multiplexes the devices over that many
+// connections, each subscribing to its devices' delta topics one by one. The
+// tradeoff: the persistent session then belongs to the connection, not to
+// the device. A device that goes offline unsubscribes and misses what is
+// published meanwhile, and gets the retained desired state when it
+// subscribes again; messages that were published but not retained are not
+// queued for it, as they would be in its own session, and a failing
+// connection takes all of its devices offline at once.
+//
+// # Counting what devices received
+//
+// Stats and DeltasReceived count the desired-state messages a device was
+// sent: every delivery, less redeliveries of content the device already had
+// (a retained replay after it subscribed again, a QoS 1 resend flagged DUP).
+// A rollout that publishes the same desired state twice to an online device
+// is counted twice.
+package simulator
