@@ -39,6 +39,8 @@ type Service struct {
 	// crashOnStop skips the final snapshot: tests use it to stop the
 	// service the way a crash would.
 	crashOnStop bool
+	// snapReq asks the loop for a snapshot now (tests).
+	snapReq chan chan error
 
 	mu     sync.Mutex
 	status Status
@@ -102,7 +104,7 @@ func New(cfg Config, deps svc.Deps) (*Service, error) {
 	}
 	return &Service{
 		cfg: cfg, deps: deps, log: log.With("component", component), now: now,
-		reloadReq: make(chan struct{}, 1), tickReq: make(chan tickReq),
+		reloadReq: make(chan struct{}, 1), tickReq: make(chan tickReq), snapReq: make(chan chan error),
 		evalLogged: map[string]*evalLog{},
 	}, nil
 }
@@ -213,13 +215,13 @@ func (s *Service) Run(ctx context.Context) error {
 		r.published = nil
 		s.deps.Health.Set(component, nil)
 		s.log.Info("caught up", "shadow_seq", r.eng.ShadowSeq, "rollout_seq", r.eng.RolloutSeq,
-			"devices", r.eng.Fleet().Len(), "active_alerts", len(r.eng.Active()))
+			"devices", r.eng.Fleet().Len(), "active_alerts", r.eng.ActiveCount())
 	}
 	updateStatus := func() {
 		checkCaughtUp()
 		s.setStatus(func(st *Status) {
 			st.ShadowSeq, st.RolloutSeq, st.AlertsSeq = r.eng.ShadowSeq, r.eng.RolloutSeq, r.pub.alertsSeq
-			st.CaughtUp, st.Devices = caughtUp, r.eng.Fleet().Len()
+			st.CaughtUp, st.Devices, st.Active = caughtUp, r.eng.Fleet().Len(), r.eng.ActiveCount()
 		})
 	}
 	updateStatus()
@@ -262,20 +264,31 @@ func (s *Service) Run(ctx context.Context) error {
 			req.done <- s.tick(ctx, r, req.at)
 		case l := <-reloads:
 			s.reloaded(r, l)
+		case done := <-s.snapReq:
+			if snapping {
+				snapping = false
+				s.snapshotted(r, <-snapDone)
+			}
+			r.dirty = false
+			done <- s.saveSnapshot(ctx, r).err
 		case <-snapT.C:
 			if r.dirty && caughtUp && !snapping {
-				snapping = true
-				state, m, err := s.prepareSnapshot(r)
+				// Copy here, serialise and write there: the loop goes on.
+				snap, m, err := s.prepareSnapshot(r)
 				if err != nil {
 					s.log.Warn("snapshot failed", "err", err)
-					snapping = false
 					break
 				}
-				r.dirty = false
+				snapping, r.dirty = true, false
+				prev := r.manifest
 				go func() {
 					sctx, cancel := context.WithTimeout(ctx, time.Minute)
 					defer cancel()
-					snapDone <- snapResult{m: m, err: saveSnapshot(sctx, r.kv, m, state, r.manifest)}
+					state, err := snap.MarshalJSON()
+					if err == nil {
+						err = saveSnapshot(sctx, r.kv, m, state, prev)
+					}
+					snapDone <- snapResult{m: m, err: err}
 				}()
 			}
 		case res := <-snapDone:
@@ -355,7 +368,7 @@ func (s *Service) restore(ctx context.Context, set *rules.Set) (*run, error) {
 		n++
 	}
 	if n > 0 {
-		s.log.Info("alerts folded", "events", n, "active_alerts", len(r.eng.Active()))
+		s.log.Info("alerts folded", "events", n, "active_alerts", r.eng.ActiveCount())
 	}
 	return r, nil
 }
@@ -491,8 +504,6 @@ func (s *Service) queue(r *run, trs []ruleeval.Transition) {
 		s.log.Info("alert "+tr.Alert.State, "key", tr.Alert.Key, "severity", tr.Alert.Severity,
 			"rule", tr.Alert.RuleID, "reason", tr.Alert.Reason, "at", tr.At)
 	}
-	n := len(r.eng.Active())
-	s.setStatus(func(st *Status) { st.Active = n })
 }
 
 // tick runs one tick at time at: presence events for stale devices
@@ -544,24 +555,28 @@ type snapResult struct {
 	err error
 }
 
-// prepareSnapshot serialises the engine on the loop, after every publish
-// it caused was acknowledged (the loop flushes before it gets here).
-func (s *Service) prepareSnapshot(r *run) ([]byte, manifest, error) {
-	state, err := r.eng.MarshalJSON()
+// prepareSnapshot copies the engine on the loop, after every publish it
+// caused was acknowledged (the loop flushes before it gets here), so the
+// copy and its sequences agree with ALERTS.
+func (s *Service) prepareSnapshot(r *run) (*ruleeval.Snapshot, manifest, error) {
+	snap, err := r.eng.Snapshot()
 	if err != nil {
-		return nil, manifest{}, fmt.Errorf("encode snapshot: %w", err)
+		return nil, manifest{}, fmt.Errorf("copy state for a snapshot: %w", err)
 	}
 	m := manifest{Gen: 1, ShadowSeq: r.eng.ShadowSeq, RolloutSeq: r.eng.RolloutSeq, AlertsSeq: r.pub.alertsSeq, SavedAt: s.now().UTC()}
 	if r.manifest != nil {
 		m.Gen = r.manifest.Gen + 1
 	}
-	return state, m, nil
+	return snap, m, nil
 }
 
 func (s *Service) saveSnapshot(ctx context.Context, r *run) snapResult {
-	state, m, err := s.prepareSnapshot(r)
+	snap, m, err := s.prepareSnapshot(r)
 	if err == nil {
-		err = saveSnapshot(ctx, r.kv, m, state, r.manifest)
+		var state []byte
+		if state, err = snap.MarshalJSON(); err == nil {
+			err = saveSnapshot(ctx, r.kv, m, state, r.manifest)
+		}
 	}
 	res := snapResult{m: m, err: err}
 	s.snapshotted(r, res)

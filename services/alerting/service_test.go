@@ -1,6 +1,7 @@
 package alerting
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -227,27 +228,42 @@ func TestReloadOnRequest(t *testing.T) {
 func TestRestartNeitherRepeatsNorForgetsAlerts(t *testing.T) {
 	tests := []struct {
 		name  string
-		crash bool // stop without the final snapshot: restart rebuilds from the log
+		crash bool // stop without the final snapshot
+		// periodic: wait for a periodic snapshot, then crash: the restart
+		// reads the snapshot and the alerts after it.
+		periodic bool
+		restored bool
 	}{
-		{name: "clean stop resumes from the snapshot"},
-		{name: "crash rebuilds from the log", crash: true},
+		{name: "clean stop resumes from the snapshot", restored: true},
+		{name: "crash without a snapshot rebuilds from the log", crash: true},
+		{name: "crash after a periodic snapshot", crash: true, periodic: true, restored: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t)
-			r := h.startWith(Config{}, func(s *Service) { s.crashOnStop = tt.crash })
+			cfg := Config{}
+			if tt.periodic {
+				cfg.SnapshotInterval = time.Second
+			}
+			r := h.startWith(cfg, func(s *Service) { s.crashOnStop = tt.crash })
 			h.report("d1", "2", events.StatusFailed, 10, at(0))
-			h.report("d2", "2", events.StatusFailed, 10, at(0))
+			h.waitAlerts("device-failed", 1)
+			if tt.periodic {
+				testutil.Eventually(t, 10*time.Second, func() bool { return r.svc.Status().Snapshots >= 1 }, "no periodic snapshot")
+			}
+			// After the snapshot: a raise the restart must learn from ALERTS.
+			seq := h.report("d2", "2", events.StatusFailed, 10, at(0))
 			h.waitAlerts("device-failed", 2)
+			r.waitShadow(t, seq)
 			r.stop(t)
 
 			// While it is down: d1 recovers, d3 fails.
 			h.report("d1", "2", events.StatusCompleted, 60, at(time.Minute))
-			seq := h.report("d3", "2", events.StatusFailed, 10, at(2*time.Minute))
+			seq = h.report("d3", "2", events.StatusFailed, 10, at(2*time.Minute))
 			r2 := h.start(Config{})
 			r2.waitShadow(t, seq)
-			if got := r2.svc.Status().Restored; got == tt.crash {
-				t.Errorf("restored from a snapshot = %v, want %v", got, !tt.crash)
+			if got := r2.svc.Status().Restored; got != tt.restored {
+				t.Errorf("restored from a snapshot = %v, want %v", got, tt.restored)
 			}
 			got := h.waitAlerts("device-failed", 4)
 			want := "raised critical device-failed/t/d1 @0s; raised critical device-failed/t/d2 @0s; " +
@@ -306,4 +322,44 @@ func TestPoisonGoesToRejected(t *testing.T) {
 	seq := h.report("d1", "2", events.StatusFailed, 1, at(0))
 	r.waitShadow(t, seq)
 	h.waitAlerts("device-failed", 1)
+}
+
+// TestRestartResolvesATickAlertAfterTheSnapshot: a tick raised stale-shadow
+// for a device that never reported (so no presence event records it) after
+// the last snapshot, then the service crashed. Replaying SHADOW cannot
+// bring that alert back; folding ALERTS does, so the device's first report
+// resolves it.
+func TestRestartResolvesATickAlertAfterTheSnapshot(t *testing.T) {
+	h := newHarness(t)
+	r := h.startWith(Config{SnapshotInterval: time.Hour}, func(s *Service) { s.crashOnStop = true })
+	h.rollout("j1", "job_started", 0, "", at(0))
+	rseq := h.rollout("j1", "wave_started", 1, "", at(0))
+	seq := h.desired("d1", "j1", 1, "4.2.1", at(0))
+	r.waitShadow(t, seq)
+	r.waitRollout(t, rseq)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	select {
+	case r.svc.snapReq <- done:
+	case <-ctx.Done():
+		t.Fatal("snapshot request not taken")
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	r.tick(t, at(10*time.Minute+30*time.Second))
+	h.waitAlerts("stale-shadow", 1)
+	r.stop(t)
+
+	r2 := h.start(Config{})
+	if !r2.svc.Status().Restored || r2.svc.Status().Active != 1 {
+		t.Fatalf("after restart: %+v, want restored with 1 active alert", r2.svc.Status())
+	}
+	seq = h.report("d1", "4.2.1", events.StatusInProgress, 0, at(12*time.Minute))
+	r2.waitShadow(t, seq)
+	got := h.waitAlerts("stale-shadow", 2)
+	if len(got) != 2 || got[1].State != events.AlertResolved || got[1].Key != "stale-shadow/t/d1" {
+		t.Errorf("stale-shadow = %s, want raised then resolved", describe(got))
+	}
 }

@@ -44,6 +44,8 @@ type Engine struct {
 	eventData bool
 
 	alerts map[string]*alertState
+	// activeN counts alerts with Active set.
+	activeN int
 	// echo holds ids of events this engine applied before they were in
 	// the log (presence events of Stale); the copy from the log is skipped.
 	echo map[string]time.Time
@@ -147,6 +149,9 @@ func (e *Engine) Stats() map[string]RuleStats {
 	}
 	return out
 }
+
+// ActiveCount is the number of raised alerts.
+func (e *Engine) ActiveCount() int { return e.activeN }
 
 // Active returns the raised alerts, sorted by key.
 func (e *Engine) Active() []events.AlertData {
@@ -589,6 +594,7 @@ func (e *Engine) evalRule(c *evalCtx, r *rules.Rule, key string, m meta, vars fu
 	}
 	data.Message = render(r, vars(), level, data.Value)
 	a.Active = &data
+	e.activeN++
 	a.PendingSeverity, a.PendingSince = "", time.Time{}
 	*out = append(*out, Transition{Alert: data, At: now})
 }
@@ -600,6 +606,7 @@ func (e *Engine) resolve(a *alertState, now time.Time, reason string) Transition
 	data.EndsAt = &end
 	data.Reason = reason
 	a.Active = nil
+	e.activeN--
 	return Transition{Alert: data, At: now}
 }
 
@@ -634,11 +641,15 @@ func (e *Engine) Restore(a events.AlertData) {
 			e.alerts[a.Key] = st
 		}
 		cp := a
+		if st.Active == nil {
+			e.activeN++
+		}
 		st.Active = &cp
 		st.PendingSeverity, st.PendingSince = "", time.Time{}
 	case events.AlertResolved:
 		if st != nil && st.Active != nil && st.Active.Severity == a.Severity && st.Active.StartsAt.Equal(a.StartsAt) {
 			st.Active = nil
+			e.activeN--
 			if st.PendingSeverity == "" {
 				delete(e.alerts, a.Key)
 			}
@@ -657,13 +668,75 @@ type snapshot struct {
 	Echo       map[string]time.Time `json:"echo,omitempty"`
 }
 
+// Snapshot is a copy of the engine's state, taken on the engine's
+// goroutine in a few milliseconds and serialised anywhere (MarshalJSON),
+// so a large fleet's snapshot does not stall event handling.
+type Snapshot struct {
+	shadowSeq, rolloutSeq uint64
+	now                   time.Time
+	fleetSeq              uint64
+	devices               []fleet.Device
+	jobs                  []byte
+	alerts                []alertState
+	echo                  map[string]time.Time
+}
+
+// Snapshot copies the state. Devices and alerts are copied by value; what
+// they point to (a device's target, an alert's data) is replaced, never
+// changed in place, by the engine, so sharing it is safe.
+func (e *Engine) Snapshot() (*Snapshot, error) {
+	jobs, err := e.jobs.MarshalJSON()
+	if err != nil {
+		return nil, err
+	}
+	s := &Snapshot{shadowSeq: e.ShadowSeq, rolloutSeq: e.RolloutSeq, now: e.now, fleetSeq: e.fleet.LastSeq, jobs: jobs,
+		devices: make([]fleet.Device, 0, e.fleet.Len()), alerts: make([]alertState, 0, len(e.alerts)), echo: maps.Clone(e.echo)}
+	e.fleet.Devices(func(d *fleet.Device) { s.devices = append(s.devices, *d) })
+	for _, a := range e.alerts {
+		s.alerts = append(s.alerts, *a)
+	}
+	return s, nil
+}
+
+// fleetSnapshot has the JSON form of fleet.State's MarshalJSON.
+type fleetSnapshot struct {
+	LastSeq uint64         `json:"lastSeq"`
+	Devices []fleet.Device `json:"devices"`
+}
+
+// MarshalJSON serialises the copy in the form Engine.UnmarshalJSON reads.
+func (s *Snapshot) MarshalJSON() ([]byte, error) {
+	sort.Slice(s.devices, func(i, j int) bool {
+		a, b := &s.devices[i], &s.devices[j]
+		return a.TypeID < b.TypeID || a.TypeID == b.TypeID && a.DeviceID < b.DeviceID
+	})
+	sort.Slice(s.alerts, func(i, j int) bool { return s.alerts[i].Key < s.alerts[j].Key })
+	fb, err := json.Marshal(fleetSnapshot{LastSeq: s.fleetSeq, Devices: s.devices})
+	if err != nil {
+		return nil, err
+	}
+	alerts := make([]*alertState, len(s.alerts))
+	for i := range s.alerts {
+		alerts[i] = &s.alerts[i]
+	}
+	return json.Marshal(struct {
+		ShadowSeq  uint64               `json:"shadowSeq"`
+		RolloutSeq uint64               `json:"rolloutSeq"`
+		Now        time.Time            `json:"now"`
+		Fleet      json.RawMessage      `json:"fleet"`
+		Jobs       json.RawMessage      `json:"jobs"`
+		Alerts     []*alertState        `json:"alerts"`
+		Echo       map[string]time.Time `json:"echo,omitempty"`
+	}{s.shadowSeq, s.rolloutSeq, s.now, fb, s.jobs, alerts, s.echo})
+}
+
 // MarshalJSON serialises the engine's state (not its rules).
 func (e *Engine) MarshalJSON() ([]byte, error) {
-	s := snapshot{ShadowSeq: e.ShadowSeq, RolloutSeq: e.RolloutSeq, Now: e.now, Fleet: e.fleet, Jobs: e.jobs, Echo: e.echo}
-	for _, k := range e.sortedKeys() {
-		s.Alerts = append(s.Alerts, e.alerts[k])
+	s, err := e.Snapshot()
+	if err != nil {
+		return nil, err
 	}
-	return json.Marshal(s)
+	return s.MarshalJSON()
 }
 
 // UnmarshalJSON restores the state written by MarshalJSON, keeping the
@@ -677,8 +750,12 @@ func (e *Engine) UnmarshalJSON(b []byte) error {
 	e.fleet, e.jobs = s.Fleet, s.Jobs
 	e.ShadowSeq, e.RolloutSeq, e.now = s.ShadowSeq, s.RolloutSeq, s.Now
 	e.alerts = make(map[string]*alertState, len(s.Alerts))
+	e.activeN = 0
 	for _, a := range s.Alerts {
 		e.alerts[a.Key] = a
+		if a.Active != nil {
+			e.activeN++
+		}
 	}
 	e.echo = s.Echo
 	if e.echo == nil {

@@ -145,8 +145,8 @@ func TestSetRulesResolvesRemovedRules(t *testing.T) {
 	if len(trs) != 1 || trs[0].Alert.Reason != events.ResolvedRuleRemoved || !trs[0].At.Equal(mins(2)) {
 		t.Errorf("removing the rule: %s", summary(trs))
 	}
-	if len(e.Active()) != 0 {
-		t.Errorf("active after removal: %v", e.Active())
+	if len(e.Active()) != 0 || e.ActiveCount() != 0 {
+		t.Errorf("active after removal: %v (count %d)", e.Active(), e.ActiveCount())
 	}
 }
 
@@ -213,7 +213,9 @@ func TestSnapshotResumes(t *testing.T) {
 	if err := second.UnmarshalJSON(b); err != nil {
 		t.Fatal(err)
 	}
-	if second.ShadowSeq != 20 || second.Fleet().Len() != first.Fleet().Len() || len(second.Active()) != len(first.Active()) {
+	if second.ShadowSeq != 20 || second.Fleet().Len() != first.Fleet().Len() || len(second.Active()) != len(first.Active()) ||
+		second.ActiveCount() != first.ActiveCount() || first.ActiveCount() != len(first.Active()) ||
+		second.Fleet().Metrics() != first.Fleet().Metrics() || second.Jobs().Current() != first.Jobs().Current() {
 		t.Fatalf("restored seq %d devices %d active %d", second.ShadowSeq, second.Fleet().Len(), len(second.Active()))
 	}
 	got = append(got, run(second, 20, len(evs))...)
@@ -248,7 +250,7 @@ func TestRestoreFromAlerts(t *testing.T) {
 	}
 	other.StartsAt = mins(1)
 	e.Restore(other)
-	if len(e.Active()) != 0 {
+	if len(e.Active()) != 0 || e.ActiveCount() != 0 {
 		t.Fatalf("the resolve did not clear the alert")
 	}
 }
