@@ -99,6 +99,10 @@ func TestDeviceRetryStoredOnce(t *testing.T) {
 // TestCrashWithReportsInFlight: the bridge dies (connection cut, no more
 // acks) with reports in flight and more arrive while it is away; a new
 // bridge with the same client id stores every report, none twice.
+//
+// Mosquitto resends the unacknowledged reports as soon as the session is
+// resumed. The NATS MQTT listener resends them only after its ack wait (30 s
+// by default), so that case takes about 30 s.
 func TestCrashWithReportsInFlight(t *testing.T) {
 	const (
 		first     = 800 // published around the crash
