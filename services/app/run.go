@@ -62,7 +62,12 @@ func cmdRun(ctx context.Context, env *Env, args []string) error {
 	// still stop cleanly instead of killing the process.
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return Run(ctx, cfg, names, log)
+	// SIGHUP too: services that can reload (alert rules) do; until the
+	// group runs, a SIGHUP waits in the channel instead of killing us.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	return Run(ctx, cfg, names, log, hup)
 }
 
 // selectServices resolves the command line's service names: all by default,
@@ -183,8 +188,9 @@ var errStopped = errors.New("stop requested")
 
 // Run opens the infrastructure, runs the named services in one oklog/run
 // group until ctx ends or a service fails, and closes everything in reverse
-// order. The end of ctx is a clean stop (nil).
-func Run(ctx context.Context, cfg *Config, names []string, log *slog.Logger) error {
+// order. The end of ctx is a clean stop (nil). Each value on reload (SIGHUP,
+// in the command) makes the services that can reload do so.
+func Run(ctx context.Context, cfg *Config, names []string, log *slog.Logger, reload <-chan os.Signal) error {
 	inf, err := OpenInfra(ctx, cfg, log, "otawatch")
 	if err != nil {
 		if ctx.Err() != nil {
@@ -234,18 +240,15 @@ func Run(ctx context.Context, cfg *Config, names []string, log *slog.Logger) err
 			return nil
 		}, func(error) { cancel() })
 	}
-	if len(reloaders) > 0 {
-		// SIGHUP: services that reload their configuration (alert rules)
-		// do it now.
-		hup := make(chan os.Signal, 1)
-		signal.Notify(hup, syscall.SIGHUP)
+	if len(reloaders) > 0 && reload != nil {
+		// Reload: services that reload their configuration (alert rules)
+		// do it on each request.
 		done := make(chan struct{})
 		g.Add(func() error {
-			defer signal.Stop(hup)
 			for {
 				select {
-				case <-hup:
-					log.Info("reloading on SIGHUP")
+				case <-reload:
+					log.Info("reloading on request")
 					for _, r := range reloaders {
 						r.Reload()
 					}
