@@ -33,6 +33,14 @@ func (c *Config) SetDefaults() {
 	if c.DataDir == "" {
 		c.DataDir = "./data"
 	}
+	// The rollout service publishes desired state to the broker the bridge
+	// reads unless told otherwise (the sections' own defaults ran first).
+	if c.Rollout.Broker == "" {
+		c.Rollout.Broker = c.MQTT.Broker
+		if c.Rollout.Username == "" && c.Rollout.PasswordFile == "" {
+			c.Rollout.Username, c.Rollout.PasswordFile = c.MQTT.Username, c.MQTT.PasswordFile
+		}
+	}
 }
 
 // LogConfig is the "log" section.

@@ -14,9 +14,9 @@ import (
 // written into each job's spec when it is created, so a running job never
 // changes behaviour with the configuration.
 type Config struct {
-	// Broker is the MQTT broker the desired state goes to (tcp://host:port);
-	// the same broker the bridge reads (mqtt.broker) unless the fleet splits
-	// them.
+	// Broker is the MQTT broker the desired state goes to (tcp://host:port).
+	// Empty in the file means the bridge's (mqtt.broker, with its username
+	// and password_file); built directly, DefaultBroker.
 	Broker string `yaml:"broker"`
 	// ClientID is the MQTT client id; empty makes a unique one per instance
 	// ("otawatch-rollout-<random>"), since two instances with one id would
@@ -78,9 +78,6 @@ const (
 
 // SetDefaults fills in unset keys.
 func (c *Config) SetDefaults() {
-	if c.Broker == "" {
-		c.Broker = DefaultBroker
-	}
 	if c.Waves == 0 {
 		c.Waves = DefaultWaves
 	}
@@ -127,10 +124,13 @@ func (c *Config) SetDefaults() {
 
 // Validate reports every problem of the section.
 func (c *Config) Validate(p conf.Problems) {
-	if u, err := url.Parse(c.Broker); err != nil {
-		p.Addf("broker", "%v", err)
-	} else if !map[string]bool{"tcp": true, "mqtt": true, "ssl": true, "tls": true, "mqtts": true, "ws": true, "wss": true}[u.Scheme] || u.Host == "" {
-		p.Addf("broker", "%q is not an MQTT broker URL (tcp://host:port, ssl://, ws://)", c.Broker)
+	// An empty broker is filled in from mqtt.broker by the app, or by New.
+	if c.Broker != "" {
+		if u, err := url.Parse(c.Broker); err != nil {
+			p.Addf("broker", "%v", err)
+		} else if !map[string]bool{"tcp": true, "mqtt": true, "ssl": true, "tls": true, "mqtts": true, "ws": true, "wss": true}[u.Scheme] || u.Host == "" {
+			p.Addf("broker", "%q is not an MQTT broker URL (tcp://host:port, ssl://, ws://)", c.Broker)
+		}
 	}
 	if strings.ContainsAny(c.ClientID, "+#/ ") {
 		p.Addf("client_id", "%q has one of + # / or a space", c.ClientID)

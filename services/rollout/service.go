@@ -81,6 +81,9 @@ func WithInstance(id string) Option { return func(s *Service) { s.instance = id 
 // New builds the service; it does no I/O.
 func New(cfg Config, deps svc.Deps, opts ...Option) (*Service, error) {
 	cfg.SetDefaults()
+	if cfg.Broker == "" {
+		cfg.Broker = DefaultBroker
+	}
 	p := conf.NewProblems()
 	cfg.Validate(p)
 	if list := p.List(); len(list) > 0 {
