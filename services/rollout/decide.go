@@ -167,6 +167,9 @@ func Decide(j *Job, fv FleetView, now time.Time, extra ExtraGate) []Pending {
 		return []Pending{{events.TypeRolloutWaveStarted, data(1)}}
 	}
 	w := j.Wave
+	if w > len(j.Waves) {
+		return nil // the fold refuses such a wave; never index past the plan
+	}
 	ws := j.Waves[w-1]
 	next := func() Pending {
 		if w == len(j.Plan) {

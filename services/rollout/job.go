@@ -97,6 +97,9 @@ func Apply(j *Job, seq uint64, e events.Event) (*Job, error) {
 		if d.Plan == nil {
 			return j, fmt.Errorf("job %s: job_started without a plan", j.ID)
 		}
+		if j.Plan != nil {
+			return j, fmt.Errorf("job %s: started twice (seq %d)", j.ID, seq)
+		}
 		j.Status, j.StartedAt = events.RolloutRunning, e.Time
 		j.Plan = d.Plan.Waves
 		j.Waves = make([]WaveState, len(j.Plan))
@@ -197,7 +200,7 @@ type Send struct {
 // is still to be sent, in plan order.
 func (j *Job) Due(limit int) []Send {
 	var out []Send
-	for w := 1; w <= j.Wave && len(out) < limit; w++ {
+	for w := 1; w <= min(j.Wave, len(j.Waves)) && len(out) < limit; w++ {
 		if j.Waves[w-1].due == 0 {
 			continue
 		}
