@@ -369,8 +369,11 @@ func (d *device) attempt(p []byte, status string, n int, ok, giveUp func()) {
 			ok()
 			return
 		}
+		if d.f.stopped.Load() {
+			return // the connection closed under it at shutdown
+		}
 		c.publishErrors.Add(1)
-		if n >= len(d.f.cfg.Backoff) || d.f.stopped.Load() {
+		if n >= len(d.f.cfg.Backoff) {
 			giveUp()
 			return
 		}

@@ -41,7 +41,15 @@
 // published meanwhile, and gets the retained desired state when it
 // subscribes again; messages that were published but not retained are not
 // queued for it, as they would be in its own session, and a failing
-// connection takes all of its devices offline at once.
+// connection takes all of its devices offline at once. Brokers may cap a
+// session's subscriptions (the NATS MQTT listener takes 63 QoS 1
+// subscriptions per session at its default max_ack_pending); Wildcard
+// subscribes one filter per device type per connection instead, at the cost
+// of every connection receiving every device's desired state.
+//
+// In standalone mode the rate is a ceiling: once every device is busy the
+// fleet sends about 2 x Devices x TimeScale / DurationMean reports per
+// second, whatever the rate asks.
 //
 // # Counting what devices received
 //

@@ -124,6 +124,11 @@ func (f *Fleet) Run(ctx context.Context) error {
 	close(f.ready)
 
 	if f.cfg.Mode == ModeStandalone {
+		if most := f.sustainableRate(); f.cfg.Rate == 0 || f.cfg.Rate > most {
+			f.log.Info("standalone rate is bounded by install times once every device is busy",
+				"rate", f.cfg.Rate, "sustainable_rate", math.Round(most), "devices", len(f.devs),
+				"duration_mean", f.cfg.DurationMean, "time_scale", f.cfg.TimeScale)
+		}
 		return f.emit(ctx)
 	}
 	for _, d := range f.devs {
@@ -134,6 +139,13 @@ func (f *Fleet) Run(ctx context.Context) error {
 	}
 	<-ctx.Done()
 	return nil
+}
+
+// sustainableRate is about the most reports per second a standalone fleet
+// keeps up once every device is busy: each device sends two reports per
+// install, and an install takes DurationMean/TimeScale.
+func (f *Fleet) sustainableRate() float64 {
+	return 2 * float64(len(f.devs)) / f.scale(f.cfg.DurationMean).Seconds()
 }
 
 // buildConns gives every device its link.

@@ -129,6 +129,39 @@ func (r *rollout) send(t *testing.T, typeID, deviceID string, payload []byte) {
 	}
 }
 
+// waitRetained waits until a new subscription to the delta topics of ids
+// gets a retained message for each.
+func waitRetained(t *testing.T, url string, ids []string) {
+	t.Helper()
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		got := make(chan string, len(ids))
+		cl := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(url).SetClientID("test-retained").SetCleanSession(true))
+		if tok := cl.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			return false
+		}
+		defer cl.Disconnect(0)
+		topics := map[string]byte{}
+		for _, id := range ids {
+			topics[events.DeltaTopic(DefaultType, id)] = 1
+		}
+		cl.SubscribeMultiple(topics, func(_ mqtt.Client, m mqtt.Message) {
+			if m.Retained() {
+				got <- m.Topic()
+			}
+		})
+		seen := map[string]bool{}
+		for deadline := time.After(time.Second); len(seen) < len(ids); {
+			select {
+			case tp := <-got:
+				seen[tp] = true
+			case <-deadline:
+				return false
+			}
+		}
+		return true
+	}, "retained desired states not all stored")
+}
+
 // runFleet starts f.Run and waits until the fleet is connected; the fleet
 // stops at the end of the test (its error checked then).
 func runFleet(t *testing.T, f *Fleet) {
@@ -272,15 +305,26 @@ func TestStandaloneReadmeFleet(t *testing.T) {
 	checkSequences(t, byDev, DefaultFromVersion)
 }
 
-// finished reports whether every device in ids has ended an update.
-func finished(f *Fleet, ids []string) func() bool {
-	return func() bool {
+// waitFinished waits until every device in ids has ended an update; on
+// timeout it fails with the fleet's stats and the state of every device
+// that has not.
+func waitFinished(t *testing.T, f *Fleet, ids []string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		var open []DeviceState
 		for _, id := range ids {
 			if st, _ := f.Device(id); st.LastStatus == "" {
-				return false
+				open = append(open, st)
 			}
 		}
-		return true
+		if len(open) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s, %d of %d devices have not finished an update: %s\nfirst: %+v", timeout, len(open), len(ids), f.Stats(), open[0])
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -341,12 +385,16 @@ func TestFleetDesiredState(t *testing.T) {
 				for _, id := range early {
 					ro.send(t, DefaultType, id, delta)
 				}
+				// The NATS MQTT listener indexes retained messages
+				// asynchronously after the PUBACK: wait until a subscriber
+				// is sure to get them.
+				waitRetained(t, url, early)
 				runFleet(t, f)
 				for _, id := range late {
 					ro.send(t, DefaultType, id, delta)
 				}
 				targeted := ids[:20]
-				testutil.Eventually(t, 30*time.Second, finished(f, targeted), "devices did not finish: %s", f.Stats())
+				waitFinished(t, f, targeted, 30*time.Second)
 				testutil.Eventually(t, 10*time.Second, func() bool { return col.count() >= 40 }, "collector got %d of 40 reports", col.count())
 				failed := checkInstalledOnce(t, f, col, targeted, "4.2.0")
 				if failed == 0 || failed == len(targeted) {
@@ -447,7 +495,7 @@ func TestFleetOfflineDevices(t *testing.T) {
 				for _, id := range ids {
 					ro.send(t, DefaultType, id, delta)
 				}
-				testutil.Eventually(t, 30*time.Second, finished(f, here), "online devices did not finish: %s", f.Stats())
+				waitFinished(t, f, here, 30*time.Second)
 				for _, id := range away {
 					if st, _ := f.Device(id); st.DeltaDeliveries != 0 || st.Installs != 0 {
 						t.Errorf("offline %s: %d deliveries, %d installs", id, st.DeltaDeliveries, st.Installs)
@@ -458,7 +506,7 @@ func TestFleetOfflineDevices(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				testutil.Eventually(t, 30*time.Second, finished(f, ids), "reconnected devices did not finish: %s", f.Stats())
+				waitFinished(t, f, ids, 30*time.Second)
 				testutil.Eventually(t, 10*time.Second, func() bool { return col.count() >= 40 }, "collector got %d of 40 reports", col.count())
 				checkInstalledOnce(t, f, col, ids, "4.2.0")
 				for _, id := range away {
@@ -531,7 +579,7 @@ func TestReportRetryAcrossBrokerRestart(t *testing.T) {
 	mosq.Stop(t)
 	testutil.Eventually(t, 20*time.Second, func() bool { return f.Stats().PublishErrors > 0 }, "no publish failed while the broker was down: %s", f.Stats())
 	mosq.Restart(t)
-	testutil.Eventually(t, 60*time.Second, finished(f, ids), "devices did not finish: %s", f.Stats())
+	waitFinished(t, f, ids, 60*time.Second)
 	s := f.Stats()
 	if s.Retries == 0 || s.LocalFailures != 0 || s.Completed+s.Failed != 10 {
 		t.Errorf("want retries, no local failures, 10 outcomes: %s", s)

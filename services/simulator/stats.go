@@ -61,8 +61,8 @@ func (s Stats) Sent() int64 { return s.SentProgress + s.SentCompleted + s.SentFa
 
 // String is the one-line summary the CLI prints.
 func (s Stats) String() string {
-	return fmt.Sprintf("devices=%d connected=%d offline=%d sent=%d (in_progress=%d completed=%d failed=%d) errors=%d retries=%d deltas=%d installs=%d completed=%d failed=%d local_failures=%d reconnects=%d",
-		s.Devices, s.Connected, s.Offline, s.Sent(), s.SentProgress, s.SentCompleted, s.SentFailed,
+	return fmt.Sprintf("devices=%d connected=%d offline=%d published=%d sent=%d (in_progress=%d completed=%d failed=%d) errors=%d retries=%d deltas=%d installs=%d completed=%d failed=%d local_failures=%d reconnects=%d",
+		s.Devices, s.Connected, s.Offline, s.Published, s.Sent(), s.SentProgress, s.SentCompleted, s.SentFailed,
 		s.PublishErrors, s.Retries, s.DeltasReceived, s.Installs, s.Completed, s.Failed, s.LocalFailures, s.Reconnects)
 }
 
