@@ -134,12 +134,15 @@ func BenchmarkFleetUpdate(b *testing.B) {
 			return "tcp://" + testutil.StartJetStream(b, testutil.JetStreamOptions{MQTT: true, NoStreams: true}).Server.MQTTAddr()
 		}},
 	} {
-		for _, sz := range []struct{ devices, conns int }{{1500, 0}, {5000, 0}, {20000, 16}, {20000, 400}} {
-			b.Run(fmt.Sprintf("%s/devices=%d/connections=%d", br.name, sz.devices, sz.conns), func(b *testing.B) {
+		for _, sz := range []struct {
+			devices, conns int
+			wildcard       bool
+		}{{1500, 0, false}, {5000, 0, false}, {20000, 400, false}, {20000, 16, true}} {
+			b.Run(fmt.Sprintf("%s/devices=%d/connections=%d/wildcard=%v", br.name, sz.devices, sz.conns, sz.wildcard), func(b *testing.B) {
 				url := br.start(b)
 				for i := 0; i < b.N; i++ {
 					f, err := NewFleet(FleetConfig{
-						Broker: url, Mode: ModeFleet, Devices: sz.devices, Connections: sz.conns,
+						Broker: url, Mode: ModeFleet, Devices: sz.devices, Connections: sz.conns, Wildcard: sz.wildcard,
 						TimeScale: 1000, DurationMean: 10 * time.Second, FailureRate: 0.05, Seed: 1,
 						ClientIDPrefix: "bench" + strconv.Itoa(i),
 					}, nil)
@@ -170,7 +173,7 @@ func BenchmarkFleetUpdate(b *testing.B) {
 					}
 					last.Wait()
 					want := int64(2 * sz.devices)
-					deadline := time.Now().Add(5 * time.Minute)
+					deadline := time.Now().Add(2 * time.Minute)
 					for f.Stats().Sent() < want && time.Now().Before(deadline) {
 						time.Sleep(5 * time.Millisecond)
 					}
@@ -179,8 +182,14 @@ func BenchmarkFleetUpdate(b *testing.B) {
 					pub.Disconnect(100)
 					cancel()
 					<-done
-					if s.Sent() != want || s.Installs != int64(sz.devices) {
-						b.Fatalf("%d of %d reports, %d installs: %s", s.Sent(), want, s.Installs, s)
+					if s.Sent() < want {
+						// A broker past its limit: say so, with what it did.
+						b.Logf("%s: NOT DONE after %s: %d of %d reports; %s", b.Name(), took.Round(time.Second), s.Sent(), want, s)
+						b.ReportMetric(float64(s.Sent())/float64(want), "done")
+						continue
+					}
+					if s.Installs != int64(sz.devices) {
+						b.Fatalf("%d installs for %d devices: %s", s.Installs, sz.devices, s)
 					}
 					b.ReportMetric(setup.Seconds(), "setup-s")
 					b.ReportMetric(float64(want)/took.Seconds(), "reports/s")

@@ -120,7 +120,8 @@ type FleetConfig struct {
 	// scaled); a publish not acknowledged by then counts as failed.
 	AckTimeout time.Duration
 	// Backoff is the pause before each retry of a failed report publish, in
-	// device time; its length is the number of retries.
+	// device time (at least 100 ms of clock time once scaled); its length is
+	// the number of retries.
 	Backoff []time.Duration
 
 	// Seed seeds every device's RNG.

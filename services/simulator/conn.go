@@ -21,13 +21,16 @@ const subscribeChunk = 500
 // conn is one MQTT connection, serving one device (the default) or many
 // (Connections > 0). Reconnection is ours, not paho's: after a lost
 // connection we must know whether the broker kept the session, to
-// subscribe again only when it did not (a needless SUBSCRIBE replays the
-// retained desired state).
+// subscribe again only what it does not have (a needless SUBSCRIBE replays
+// the retained desired state, and on the NATS MQTT listener costs a
+// JetStream consumer update, which is what an overloaded broker can least
+// afford).
 type conn struct {
 	f         *Fleet
 	clientID  string
 	devs      []*device
 	byTopic   map[string]*device
+	own       bool // one device, whose outage is the connection's
 	subscribe bool // fleet mode: devices listen to their delta topics
 	// filters are the wildcard filters of a Wildcard connection, one per
 	// device type; nil subscribes each device's topic.
@@ -39,12 +42,22 @@ type conn struct {
 	up           bool
 	reconnecting bool
 	connects     int
+	lastUp       time.Time // when the connection last came up
+	losses       int       // connections lost soon after coming up, in a row
+	// subscribed are the devices of a multiplexed connection whose topic
+	// the broker's session holds, as far as we know.
+	subscribed map[*device]bool
 }
 
-func newConn(f *Fleet, clientID string, devs []*device) *conn {
+// quickLoss is how soon after connecting a lost connection counts toward
+// the reconnect backoff: a broker that drops connections under load must
+// not be hammered by every client reconnecting at once, again and again.
+const quickLoss = 30 * time.Second
+
+func newConn(f *Fleet, clientID string, devs []*device, own bool) *conn {
 	c := &conn{
-		f: f, clientID: clientID, devs: devs, subscribe: f.cfg.Mode == ModeFleet,
-		byTopic: make(map[string]*device, len(devs)), wantUp: true,
+		f: f, clientID: clientID, devs: devs, own: own, subscribe: f.cfg.Mode == ModeFleet,
+		byTopic: make(map[string]*device, len(devs)), wantUp: true, subscribed: map[*device]bool{},
 	}
 	types := map[string]bool{}
 	for _, d := range devs {
@@ -92,29 +105,41 @@ func (c *conn) connectOnce(ctx context.Context) error {
 	c.mu.Lock()
 	first := c.connects == 0
 	c.mu.Unlock()
-	present := tok.(*mqtt.ConnectToken).SessionPresent()
-	// A multiplexed connection subscribes every time: its devices come and
-	// go by subscription, so its session's list is not theirs. A wildcard
-	// does not change, and subscribing it again would replay every retained
-	// desired state of the type.
-	if c.subscribe && (first || !present || (len(c.devs) > 1 && c.filters == nil)) {
-		if err := c.subscribeAll(ctx); err != nil {
+	// The first connection subscribes whatever the broker kept: a session
+	// left by an earlier run need not hold these topics.
+	fresh := first || !tok.(*mqtt.ConnectToken).SessionPresent()
+	if c.subscribe {
+		if err := c.subscribeAll(ctx, fresh); err != nil {
 			c.client.Disconnect(0)
 			return err
 		}
 	}
 	c.mu.Lock()
+	if !c.wantUp || c.f.stopped.Load() {
+		// Shut down (or taken offline) while this attempt was under way.
+		c.mu.Unlock()
+		c.client.Disconnect(0)
+		return errStopped
+	}
 	c.connects++
 	c.up = true
+	c.lastUp = time.Now()
 	c.mu.Unlock()
 	c.f.counters.connected.Add(int64(len(c.devs)))
 	return nil
 }
 
-// subscribeAll subscribes the delta topics of the connection's online
-// devices, or its wildcard filters.
-func (c *conn) subscribeAll(ctx context.Context) error {
-	if c.filters != nil {
+// subscribeAll makes the broker's session hold what the connection's
+// devices need: its wildcard filters, or the topic of every online device
+// (and not of an offline one). fresh says the session holds nothing; a kept
+// session is only corrected where outages changed while the connection was
+// down.
+func (c *conn) subscribeAll(ctx context.Context, fresh bool) error {
+	switch {
+	case c.filters != nil:
+		if !fresh {
+			return nil
+		}
 		topics := make(map[string]byte, len(c.filters))
 		for _, f := range c.filters {
 			topics[f] = 1
@@ -123,34 +148,66 @@ func (c *conn) subscribeAll(ctx context.Context) error {
 			return fmt.Errorf("subscribe %v on %s: %w", c.filters, c.clientID, err)
 		}
 		return nil
-	}
-	topics := make(map[string]byte, min(len(c.devs), subscribeChunk))
-	flush := func() error {
-		if len(topics) == 0 {
+	case c.own:
+		if !fresh {
 			return nil
 		}
-		tok := c.client.SubscribeMultiple(topics, nil)
-		if err := subscribed(ctx, tok); err != nil {
-			return fmt.Errorf("subscribe %d delta topics on %s: %w", len(topics), c.clientID, err)
+		if err := subscribed(ctx, c.client.Subscribe(c.devs[0].deltaTopic, 1, nil)); err != nil {
+			return fmt.Errorf("subscribe on %s: %w", c.clientID, err)
 		}
-		clear(topics)
 		return nil
+	}
+	var sub, unsub []*device
+	c.mu.Lock()
+	if fresh {
+		clear(c.subscribed)
 	}
 	for _, d := range c.devs {
 		d.mu.Lock()
 		on := d.online
 		d.mu.Unlock()
-		if !on {
-			continue
-		}
-		topics[d.deltaTopic] = 1
-		if len(topics) == subscribeChunk {
-			if err := flush(); err != nil {
-				return err
-			}
+		switch {
+		case on && !c.subscribed[d]:
+			sub = append(sub, d)
+		case !on && c.subscribed[d]:
+			unsub = append(unsub, d)
 		}
 	}
-	return flush()
+	c.mu.Unlock()
+	for len(sub) > 0 {
+		chunk := sub[:min(len(sub), subscribeChunk)]
+		sub = sub[len(chunk):]
+		topics := make(map[string]byte, len(chunk))
+		for _, d := range chunk {
+			topics[d.deltaTopic] = 1
+		}
+		if err := subscribed(ctx, c.client.SubscribeMultiple(topics, nil)); err != nil {
+			return fmt.Errorf("subscribe %d delta topics on %s: %w", len(topics), c.clientID, err)
+		}
+		c.mark(chunk, true)
+	}
+	for len(unsub) > 0 {
+		chunk := unsub[:min(len(unsub), subscribeChunk)]
+		unsub = unsub[len(chunk):]
+		topics := make([]string, len(chunk))
+		for i, d := range chunk {
+			topics[i] = d.deltaTopic
+		}
+		if err := wait(ctx, c.client.Unsubscribe(topics...), 30*time.Second); err != nil {
+			return fmt.Errorf("unsubscribe %d delta topics on %s: %w", len(topics), c.clientID, err)
+		}
+		c.mark(chunk, false)
+	}
+	return nil
+}
+
+// mark records whether the session holds the topics of devs.
+func (c *conn) mark(devs []*device, on bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, d := range devs {
+		c.subscribed[d] = on
+	}
 }
 
 // connectLoop connects, retrying with a jittered backoff until it works or
@@ -171,6 +228,9 @@ func (c *conn) connectLoop(ctx context.Context) error {
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if errors.Is(err, errStopped) {
+			return err
 		}
 		// A refusal can be a broker under load (NATS MQTT creates a
 		// JetStream consumer per subscription), but three in a row are a
@@ -201,6 +261,12 @@ func (c *conn) onLost(_ mqtt.Client, err error) {
 	if again {
 		c.reconnecting = true
 	}
+	if time.Since(c.lastUp) < quickLoss {
+		c.losses++
+	} else {
+		c.losses = 0
+	}
+	losses := c.losses
 	c.mu.Unlock()
 	if wasUp {
 		c.f.counters.connected.Add(-int64(len(c.devs)))
@@ -210,7 +276,19 @@ func (c *conn) onLost(_ mqtt.Client, err error) {
 	}
 	c.f.log.Debug("connection lost", "client_id", c.clientID, "err", err)
 	go func() {
-		err := c.connectLoop(c.f.ctx())
+		ctx := c.f.ctx()
+		if losses > 0 {
+			// Lost again soon after connecting: wait before trying, longer
+			// each time, so an overloaded broker gets air.
+			pause := min(10*time.Second, time.Duration(1<<min(losses-1, 5))*500*time.Millisecond)
+			if sleep(ctx, c.f.clock, time.Duration(float64(pause)*(0.5+rand.Float64()))) != nil {
+				c.mu.Lock()
+				c.reconnecting = false
+				c.mu.Unlock()
+				return
+			}
+		}
+		err := c.connectLoop(ctx)
 		c.mu.Lock()
 		c.reconnecting = false
 		c.mu.Unlock()
@@ -316,12 +394,17 @@ func (l muxLink) setOnline(ctx context.Context, on bool) error {
 		} else {
 			err = wait(ctx, l.client.Unsubscribe(l.d.deltaTopic), 30*time.Second)
 		}
-		if err == nil || !on {
-			// An unsubscribe that fails leaves messages coming; the
-			// device drops them while offline.
+		if err == nil {
+			l.mark([]*device{l.d}, on)
+			return nil
+		}
+		if !on {
+			// Down: the reconnect unsubscribes what an offline device
+			// holds; until then the device drops what comes.
 			return err
 		}
-		// Down: the connection's reconnect subscribes every online device.
+		// Down: the connection's reconnect subscribes every online device
+		// the session does not hold.
 		if err := sleep(ctx, l.f.clock, time.Second); err != nil {
 			return err
 		}

@@ -39,6 +39,11 @@ type update struct {
 	reported bool   // the broker acknowledged the final report
 }
 
+// minBackoff is the shortest pause before a retry, whatever the time
+// scale: sooner, a lost connection has not even begun to come back, and a
+// fleet at time scale 1000 would spend its retries in milliseconds.
+const minBackoff = 100 * time.Millisecond
+
 // maxSeen bounds the desired-state hashes a device remembers.
 const maxSeen = 32
 
@@ -377,7 +382,7 @@ func (d *device) attempt(p []byte, status string, n int, ok, giveUp func()) {
 			giveUp()
 			return
 		}
-		d.f.clock.AfterFunc(d.f.scale(d.f.cfg.Backoff[n]), func() { d.attempt(p, status, n+1, ok, giveUp) })
+		d.f.clock.AfterFunc(max(minBackoff, d.f.scale(d.f.cfg.Backoff[n])), func() { d.attempt(p, status, n+1, ok, giveUp) })
 	})
 }
 

@@ -168,6 +168,15 @@ func TestReportRetryBackoff(t *testing.T) {
 			wantRetries:  3,
 		},
 		{
+			name: "time scale 1000: retries no sooner than 100 ms", timeScale: 1000,
+			fail:         func(s string, n int) bool { return s == statusInProgress },
+			wantAttempts: []time.Duration{0, 100 * time.Millisecond, 200 * time.Millisecond, 300 * time.Millisecond},
+			wantLocal:    1,
+			wantStatus:   statusFailed,
+			wantCode:     ErrCodeReportUndelivered,
+			wantRetries:  3,
+		},
+		{
 			name: "final report delivered on the last retry", timeScale: 1,
 			fail:         func(s string, n int) bool { return s == statusCompleted && n < 3 },
 			wantAttempts: []time.Duration{0},

@@ -154,7 +154,7 @@ func (f *Fleet) buildConns() {
 	if f.cfg.Connections == 0 {
 		f.conns = make([]*conn, len(f.devs))
 		for i, d := range f.devs {
-			c := newConn(f, prefix+"-"+d.typeID+"-"+d.id, []*device{d})
+			c := newConn(f, prefix+"-"+d.typeID+"-"+d.id, []*device{d}, true)
 			d.link = ownLink{c}
 			f.conns[i] = c
 		}
@@ -167,7 +167,7 @@ func (f *Fleet) buildConns() {
 	}
 	f.conns = make([]*conn, k)
 	for i, g := range groups {
-		c := newConn(f, prefix+"-conn-"+strconv.Itoa(i+1), g)
+		c := newConn(f, prefix+"-conn-"+strconv.Itoa(i+1), g, false)
 		for _, d := range g {
 			d.link = muxLink{conn: c, d: d}
 		}
