@@ -71,8 +71,9 @@ func newBareRigOn(t testing.TB, url string) *rig {
 	// The bridge, on its own connection.
 	nc := r.connect()
 	jsb, _ := jetstream.New(nc)
+	health := svc.NewHealth()
 	b, err := bridge.New(bridge.Config{Broker: r.broker, ClientID: "bridge-" + strings.ReplaceAll(t.Name(), "/", "-")},
-		svc.Deps{Log: testLog(), NC: nc, JS: jsb, Streams: events.StreamOptions{Replicas: 1}})
+		svc.Deps{Log: testLog(), NC: nc, JS: jsb, Streams: events.StreamOptions{Replicas: 1}, Health: health})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,6 +81,11 @@ func newBareRigOn(t testing.TB, url string) *rig {
 	done := make(chan error, 1)
 	go func() { done <- b.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
+	// Devices may report only once the bridge's subscription exists: a
+	// broker keeps QoS 1 messages for a session's subscriptions, not for
+	// subscriptions still to come.
+	testutil.Eventually(t, 30*time.Second, func() bool { return len(health.Status()) > 0 && health.Ready() },
+		"the bridge never subscribed: %v", health.Status())
 	return r
 }
 
