@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"net/url"
 	"strings"
 	"time"
 
@@ -83,14 +82,8 @@ func (c *Config) SetDefaults() {
 
 // Validate reports every problem of the section.
 func (c *Config) Validate(p conf.Problems) {
-	if u, err := url.Parse(c.Broker); err != nil {
-		p.Addf("broker", "%v", err)
-	} else if !map[string]bool{"tcp": true, "mqtt": true, "ssl": true, "tls": true, "mqtts": true, "ws": true, "wss": true}[u.Scheme] || u.Host == "" {
-		p.Addf("broker", "%q is not an MQTT broker URL (tcp://host:port, ssl://, ws://)", c.Broker)
-	}
-	if strings.ContainsAny(c.ClientID, "+#/ ") {
-		p.Addf("client_id", "%q has one of + # / or a space", c.ClientID)
-	}
+	conf.CheckMQTTBroker(p, "broker", c.Broker)
+	conf.CheckMQTTClientID(p, "client_id", c.ClientID)
 	if c.Topic == "" || strings.Count(c.Topic, "/") < 5 {
 		p.Addf("topic", "%q does not look like iot-2/type/{typeId}/id/{deviceId}/update/shadow", c.Topic)
 	}

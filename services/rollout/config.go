@@ -1,8 +1,6 @@
 package rollout
 
 import (
-	"net/url"
-	"strings"
 	"time"
 
 	"github.com/otawatch/otawatch/events"
@@ -126,15 +124,9 @@ func (c *Config) SetDefaults() {
 func (c *Config) Validate(p conf.Problems) {
 	// An empty broker is filled in from mqtt.broker by the app, or by New.
 	if c.Broker != "" {
-		if u, err := url.Parse(c.Broker); err != nil {
-			p.Addf("broker", "%v", err)
-		} else if !map[string]bool{"tcp": true, "mqtt": true, "ssl": true, "tls": true, "mqtts": true, "ws": true, "wss": true}[u.Scheme] || u.Host == "" {
-			p.Addf("broker", "%q is not an MQTT broker URL (tcp://host:port, ssl://, ws://)", c.Broker)
-		}
+		conf.CheckMQTTBroker(p, "broker", c.Broker)
 	}
-	if strings.ContainsAny(c.ClientID, "+#/ ") {
-		p.Addf("client_id", "%q has one of + # / or a space", c.ClientID)
-	}
+	conf.CheckMQTTClientID(p, "client_id", c.ClientID)
 	if c.Waves < 1 {
 		p.Addf("waves", "%d must be at least 1", c.Waves)
 	}
