@@ -94,25 +94,34 @@ func (d *Decoder) Decode(topic string, payload []byte, maxPayload int) (events.S
 		}
 		return events.ShadowReportedData{}, reject("topic: %v", err)
 	}
+	fw, ok := decodeFast(payload)
+	if !ok {
+		if fw, err = d.decodeSchema(payload); err != nil {
+			return events.ShadowReportedData{}, err
+		}
+	}
+	return events.ShadowReportedData{TypeID: typeID, DeviceID: deviceID, Topic: topic, Firmware: fw}, nil
+}
+
+// decodeSchema reads the firmware of a payload the fast path declined: it
+// parses the JSON, validates it against the schema and gives the reason for
+// a refusal.
+func (d *Decoder) decodeSchema(payload []byte) (events.Firmware, error) {
 	if len(bytes.TrimSpace(payload)) == 0 {
-		return events.ShadowReportedData{}, reject("payload is empty")
+		return events.Firmware{}, reject("payload is empty")
 	}
 	doc, err := parseJSON(payload)
 	if err != nil {
-		return events.ShadowReportedData{}, reject("payload is not JSON: %s", jsonErrorText(err, payload))
+		return events.Firmware{}, reject("payload is not JSON: %s", jsonErrorText(err, payload))
 	}
 	if err := d.schema.Validate(doc); err != nil {
 		var verr *jsonschema.ValidationError
 		if errors.As(err, &verr) {
-			return events.ShadowReportedData{}, reject("%s", schemaReason(verr, doc))
+			return events.Firmware{}, reject("%s", schemaReason(verr, doc))
 		}
-		return events.ShadowReportedData{}, reject("payload: %v", err)
+		return events.Firmware{}, reject("payload: %v", err)
 	}
-	fw, err := firmwareFrom(doc)
-	if err != nil {
-		return events.ShadowReportedData{}, err
-	}
-	return events.ShadowReportedData{TypeID: typeID, DeviceID: deviceID, Topic: topic, Firmware: fw}, nil
+	return firmwareFrom(doc)
 }
 
 // firmwareFrom reads the firmware of a document that passed the schema. It
