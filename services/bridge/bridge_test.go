@@ -2,6 +2,8 @@ package bridge
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -373,4 +375,94 @@ func TestPasswordFileUnreadable(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "mqtt password") || !strings.Contains(err.Error(), "missing") {
 		t.Fatalf("Run: %v, want an error about the password file", err)
 	}
+}
+
+// TestStallWithEverySlotTaken: JetStream stops storing while reports keep
+// coming, so every in-flight slot is taken and the rest queue; then the
+// MQTT connection drops. The bridge notices and reconnects while JetStream
+// is still stalled (paho is never blocked by a full pipeline), and once
+// JetStream is back every report, queued, in flight or resent by the
+// broker, is stored exactly once.
+func TestStallWithEverySlotTaken(t *testing.T) {
+	const n, slots = 200, 8
+	e := brokerKinds[0].start(t) // Mosquitto: it resends at once on reconnect
+	var (
+		mu      sync.Mutex
+		conns   []*droppable
+		stalled atomic.Bool
+	)
+	stalled.Store(true)
+	h := hooks{
+		openConn: func(c net.Conn) net.Conn {
+			mu.Lock()
+			defer mu.Unlock()
+			d := &droppable{Conn: c}
+			conns = append(conns, d)
+			return d
+		},
+		beforePublish: func() error {
+			if stalled.Load() {
+				return errors.New("test: jetstream stalled")
+			}
+			return nil
+		},
+	}
+	b := e.startBridge(t, Config{MaxInFlight: slots, ClientID: "otawatch-bridge-stall"}, h)
+	msgs := make([]msg, n)
+	for i := range msgs {
+		_, msgs[i] = report(i)
+	}
+	publishAll(t, e.publisher(t, "fleet"), msgs)
+	testutil.Eventually(t, 20*time.Second, func() bool { return b.s.Stats().InFlight == n },
+		"in flight %d, want all %d reports held (%d storing, the rest queued)", b.s.Stats().InFlight, n, slots)
+
+	mu.Lock()
+	for _, c := range conns {
+		c.drop()
+	}
+	mu.Unlock()
+	opened := func() int { mu.Lock(); defer mu.Unlock(); return len(conns) }
+	testutil.Eventually(t, 20*time.Second, func() bool { return opened() > 1 },
+		"bridge did not reconnect after its connection dropped, with JetStream stalled: %v", b.health.Status())
+	if got := e.js.Count(t, events.StreamShadow); got != 0 {
+		t.Fatalf("SHADOW holds %d events while JetStream was stalled", got)
+	}
+
+	stalled.Store(false)
+	testutil.Eventually(t, 60*time.Second, func() bool { return e.js.Count(t, events.StreamShadow) == n },
+		"SHADOW holds %d events, want %d (stats %+v)", e.js.Count(t, events.StreamShadow), n, b.s.Stats())
+	testutil.Eventually(t, 30*time.Second, b.ready, "bridge did not reconnect: %v", b.health.Status())
+	b.settle(t, n)
+	ids := map[string]bool{}
+	for _, se := range readEvents(t, e, events.StreamShadow) {
+		ids[se.ev.ID] = true
+	}
+	if len(ids) != n {
+		t.Fatalf("SHADOW holds %d distinct reports, want %d", len(ids), n)
+	}
+	if st := b.s.Stats(); st.PublishRetries == 0 {
+		t.Errorf("stats %+v: no publish was retried, the stall did not happen", st)
+	}
+}
+
+// droppable is a broker connection a test can drop as a broker or network
+// would: reads after drop fail with io.ErrUnexpectedEOF. (Closing the
+// connection alone looks to paho like its own disconnect, which it does
+// not report.)
+type droppable struct {
+	net.Conn
+	dropped atomic.Bool
+}
+
+func (c *droppable) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil && c.dropped.Load() {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+func (c *droppable) drop() {
+	c.dropped.Store(true)
+	c.Conn.Close()
 }

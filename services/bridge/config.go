@@ -19,7 +19,10 @@ type Config struct {
 	PasswordFile string `yaml:"password_file"`
 	// Topic is the subscription filter for device reports.
 	Topic string `yaml:"topic"`
-	// MaxInFlight bounds reports received but not yet stored and acked.
+	// MaxInFlight bounds the reports being stored at once (JetStream
+	// publishes awaiting their PubAck). Reports received beyond it wait
+	// in memory, as many as the broker's in-flight window lets it send
+	// unacknowledged (Mosquitto's max_inflight_messages).
 	MaxInFlight int `yaml:"max_in_flight"`
 	// MaxPayload is the largest report accepted, in bytes.
 	MaxPayload int `yaml:"max_payload"`

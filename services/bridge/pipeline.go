@@ -16,14 +16,21 @@ import (
 	"github.com/otawatch/otawatch/events"
 )
 
-// The path of one report: paho's goroutine takes a slot of the in-flight
-// semaphore and queues the message (handle); a worker decodes it and
+// The path of one report: paho's inbound goroutine hands it to handle,
+// which starts it if fewer than MaxInFlight reports are being stored and
+// otherwise queues it, never blocking paho; a worker decodes it and
 // publishes its event asynchronously (start); the acker waits for PubAcks
 // in publish order and acknowledges the MQTT messages (await, finish). A
 // failed publish leaves the line for its own retry loop (retry), so one
 // failure does not hold up the reports behind it for longer than its
-// first PubAck timeout. The slot is given back when the report is
-// acknowledged, or abandoned at shutdown.
+// first PubAck timeout. When a report is acknowledged (or abandoned at
+// shutdown) its slot goes to the oldest queued report (release).
+//
+// The queue needs no bound of its own: the broker hands out at most its
+// in-flight window of unacknowledged QoS 1 messages (Mosquitto's
+// max_inflight_messages, the NATS listener's max_ack_pending) and keeps the
+// rest in the session. Not blocking paho keeps it reading, so a dropped
+// connection is noticed (and reported) even while JetStream is stalled.
 //
 // Workers and the acker are long-lived so that decoding does not grow a
 // fresh goroutine stack per report, and no goroutine waits per report.
@@ -32,13 +39,17 @@ import (
 type runner struct {
 	s    *Service
 	js   jetstream.JetStream
-	sem  chan struct{}
 	work chan mqtt.Message
 	acks chan *pending
 
 	mu      sync.Mutex
 	stopped bool
-	// wg counts reports holding a slot.
+	// active is the number of reports being stored (at most MaxInFlight);
+	// queue holds the reports received beyond that, oldest first.
+	active int
+	queue  []mqtt.Message
+	// wg counts reports received and not yet acknowledged or abandoned,
+	// queued or active.
 	wg sync.WaitGroup
 	// loops counts the worker and acker goroutines.
 	loops sync.WaitGroup
@@ -68,7 +79,6 @@ func newRunner(s *Service, js jetstream.JetStream) *runner {
 	r := &runner{
 		s:          s,
 		js:         js,
-		sem:        make(chan struct{}, s.cfg.MaxInFlight),
 		work:       make(chan mqtt.Message, s.cfg.MaxInFlight),
 		acks:       make(chan *pending, s.cfg.MaxInFlight),
 		stop:       make(chan struct{}),
@@ -120,13 +130,20 @@ func (r *runner) onConnect(c mqtt.Client) {
 	s.log.Info("mqtt connected", "broker", s.cfg.Broker, "topic", s.cfg.Topic)
 }
 
-// shutdown stops taking reports, waits up to drain for those in flight,
-// then abandons the rest (unacknowledged) and stops the loops.
+// shutdown stops taking reports, drops the queued ones (unacknowledged:
+// the broker resends them to the next session), waits up to drain for
+// those being stored, then abandons the rest and stops the loops.
 func (r *runner) shutdown(drain time.Duration) {
 	r.mu.Lock()
 	r.stopped = true
 	close(r.stop)
+	queued := len(r.queue)
+	r.queue = nil
 	r.mu.Unlock()
+	for range queued {
+		r.s.inFlight.Add(-1)
+		r.wg.Done()
+	}
 	done := make(chan struct{})
 	go func() { r.wg.Wait(); close(done) }()
 	select {
@@ -143,29 +160,41 @@ func (r *runner) shutdown(drain time.Duration) {
 	r.loops.Wait()
 }
 
-// handle is paho's handler for every message, each in its own goroutine.
+// handle is paho's handler for every message, called on paho's inbound
+// goroutine (OrderMatters): it starts or queues the report and returns.
 func (r *runner) handle(_ mqtt.Client, m mqtt.Message) {
-	select {
-	case r.sem <- struct{}{}:
-	case <-r.stop:
-		return // not acknowledged: the broker keeps it for the next session
-	}
 	r.mu.Lock()
 	if r.stopped {
 		r.mu.Unlock()
-		<-r.sem
-		return
+		return // not acknowledged: the broker keeps it for the next session
 	}
 	r.wg.Add(1)
-	r.mu.Unlock()
 	r.s.inFlight.Add(1)
+	if r.active == r.s.cfg.MaxInFlight {
+		r.queue = append(r.queue, m)
+		r.mu.Unlock()
+		return
+	}
+	r.active++
+	r.mu.Unlock()
 	r.work <- m // never blocks: it has room for every slot
 }
 
-// release gives a report's slot back.
+// release ends a report (acknowledged or abandoned) and gives its slot to
+// the oldest queued report.
 func (r *runner) release() {
+	r.mu.Lock()
+	if len(r.queue) > 0 {
+		next := r.queue[0]
+		r.queue[0] = nil
+		r.queue = r.queue[1:]
+		r.mu.Unlock()
+		r.work <- next // the slot passes on; work has room for it
+	} else {
+		r.active--
+		r.mu.Unlock()
+	}
 	r.s.inFlight.Add(-1)
-	<-r.sem
 	r.wg.Done()
 }
 
@@ -202,6 +231,11 @@ func (r *runner) start(m mqtt.Message) {
 }
 
 func (r *runner) publishAsync(p *pending) error {
+	if h := r.s.hooks.beforePublish; h != nil {
+		if err := h(); err != nil {
+			return err
+		}
+	}
 	msg := &nats.Msg{Subject: p.subject, Data: p.body}
 	fut, err := r.js.PublishMsgAsync(msg, jetstream.WithMsgID(p.msgID), jetstream.WithExpectStream(p.stream))
 	p.fut = fut

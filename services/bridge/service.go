@@ -53,6 +53,9 @@ type hooks struct {
 	beforeAck func(mqtt.Message) bool
 	// openConn wraps the connection paho opens, so a test can cut it.
 	openConn func(net.Conn) net.Conn
+	// beforePublish runs before each JetStream publish; an error fails
+	// that publish, as an unavailable JetStream would.
+	beforePublish func() error
 }
 
 // Stats are the bridge's counters since New.
@@ -147,10 +150,17 @@ func (s *Service) Run(ctx context.Context) error {
 		SetCleanSession(false).
 		// Ack only after the JetStream PubAck (runner.finish).
 		SetAutoAckDisabled(true).
-		// paho calls the handler in a goroutine per message, which only
-		// queues it (bounded by r.sem); with order kept, one slow report
-		// would hold up paho's whole inbound path.
-		SetOrderMatters(false).
+		// paho calls the handler on its inbound goroutine, which only
+		// queues the report for the workers. When max_in_flight reports
+		// are waiting for JetStream the handler blocks, and so does
+		// paho's reading from the broker: back-pressure on the broker,
+		// which holds the rest in the session. That never deadlocks: the
+		// acks that free a slot go out through paho's outbound goroutine,
+		// not the inbound one, and shutdown unblocks the handler. With
+		// order off, paho would start a goroutine per report and keep
+		// reading; that cost 5 us of CPU per report and left the number
+		// of waiting goroutines unbounded.
+		SetOrderMatters(true).
 		// Redelivered reports arrive before Subscribe registers a route;
 		// the default handler is the one path for every message.
 		SetDefaultPublishHandler(r.handle).
