@@ -10,8 +10,6 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/otawatch/otawatch/events"
 )
@@ -19,11 +17,10 @@ import (
 // The path of one report: paho's inbound goroutine hands it to handle,
 // which starts it if fewer than MaxInFlight reports are being stored and
 // otherwise queues it, never blocking paho; a worker decodes it and
-// publishes its event asynchronously (start); the acker waits for PubAcks
-// in publish order and acknowledges the MQTT messages (await, finish). A
-// failed publish leaves the line for its own retry loop (retry), so one
-// failure does not hold up the reports behind it for longer than its
-// first PubAck timeout. When a report is acknowledged (or abandoned at
+// publishes its event (start, send); its PubAck, on the publisher's reply
+// goroutine, acknowledges the MQTT message (outcome, finish). A failed
+// publish is sent again after a backoff (retry), without holding up the
+// reports behind it. When a report is acknowledged (or abandoned at
 // shutdown) its slot goes to the oldest queued report (release).
 //
 // The queue needs no bound of its own: the broker hands out at most its
@@ -32,15 +29,14 @@ import (
 // rest in the session. Not blocking paho keeps it reading, so a dropped
 // connection is noticed (and reported) even while JetStream is stalled.
 //
-// Workers and the acker are long-lived so that decoding does not grow a
-// fresh goroutine stack per report, and no goroutine waits per report.
+// Workers are long-lived so that decoding does not grow a fresh goroutine
+// stack per report, and no goroutine waits per report.
 
 // runner is one Run's state.
 type runner struct {
 	s    *Service
-	js   jetstream.JetStream
+	pb   *publisher
 	work chan mqtt.Message
-	acks chan *pending
 
 	mu      sync.Mutex
 	stopped bool
@@ -51,7 +47,7 @@ type runner struct {
 	// wg counts reports received and not yet acknowledged or abandoned,
 	// queued or active.
 	wg sync.WaitGroup
-	// loops counts the worker and acker goroutines.
+	// loops counts the worker goroutines.
 	loops sync.WaitGroup
 	// stop closes when Run's context ends: no new report is taken.
 	stop chan struct{}
@@ -71,22 +67,33 @@ type pending struct {
 	body    []byte
 	// reason is set for a refused report (published to REJECTED).
 	reason string
-	fut    jetstream.PubAckFuture
+	// token and sent are the publisher's: the publish's reply id and
+	// when it went out.
+	token uint64
+	sent  time.Time
+	// attempt counts failed publishes; backoff is the wait before the
+	// next one.
+	attempt int
+	backoff time.Duration
 }
 
-func newRunner(s *Service, js jetstream.JetStream) *runner {
+func newRunner(s *Service) (*runner, error) {
 	hard, cancel := context.WithCancel(context.Background())
 	r := &runner{
 		s:          s,
-		js:         js,
 		work:       make(chan mqtt.Message, s.cfg.MaxInFlight),
-		acks:       make(chan *pending, s.cfg.MaxInFlight),
 		stop:       make(chan struct{}),
 		hard:       hard,
 		cancelHard: cancel,
 	}
+	pb, err := newPublisher(s.deps.NC, s.cfg.PublishTimeout, r.outcome)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	r.pb = pb
 	workers := max(4, runtime.GOMAXPROCS(0))
-	r.loops.Add(workers + 1)
+	r.loops.Add(workers)
 	for range workers {
 		go func() {
 			defer r.loops.Done()
@@ -95,13 +102,7 @@ func newRunner(s *Service, js jetstream.JetStream) *runner {
 			}
 		}()
 	}
-	go func() {
-		defer r.loops.Done()
-		for p := range r.acks {
-			r.await(p)
-		}
-	}()
-	return r
+	return r, nil
 }
 
 func (r *runner) onConnect(c mqtt.Client) {
@@ -153,10 +154,14 @@ func (r *runner) shutdown(drain time.Duration) {
 			"in_flight", r.s.inFlight.Load(), "drain_timeout", drain)
 	}
 	r.cancelHard()
+	// Reports still waiting for their PubAck give up; if the event did
+	// land, the redelivered report is a duplicate.
+	for range r.pb.close() {
+		r.abandon()
+	}
 	<-done
 	// Every report has given its slot back, so nothing sends any more.
 	close(r.work)
-	close(r.acks)
 	r.loops.Wait()
 }
 
@@ -211,80 +216,55 @@ func (r *runner) start(m mqtt.Message) {
 		r.abandon()
 		return
 	}
-	for {
-		err := r.publishAsync(p)
-		if err == nil {
-			r.acks <- p // never blocks: it has room for every slot
-			return
-		}
-		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
-			go r.retry(p, err)
-			return
-		}
-		// PublishAsync already waited for room; try again at once.
-		r.s.retries.Add(1)
-		if r.hard.Err() != nil {
-			r.abandon()
-			return
-		}
-	}
+	r.send(p)
 }
 
-func (r *runner) publishAsync(p *pending) error {
-	if h := r.s.hooks.beforePublish; h != nil {
-		if err := h(); err != nil {
-			return err
-		}
-	}
-	msg := &nats.Msg{Subject: p.subject, Data: p.body}
-	fut, err := r.js.PublishMsgAsync(msg, jetstream.WithMsgID(p.msgID), jetstream.WithExpectStream(p.stream))
-	p.fut = fut
-	return err
-}
-
-// await waits for one PubAck, in publish order.
-func (r *runner) await(p *pending) {
-	select {
-	case ack := <-p.fut.Ok():
-		r.finish(p, ack)
-	case err := <-p.fut.Err():
-		go r.retry(p, err)
-	case <-r.hard.Done():
+// send publishes p's event; its outcome comes to outcome, or to retry if
+// it could not be sent.
+func (r *runner) send(p *pending) {
+	if r.hard.Err() != nil {
 		r.abandon()
+		return
+	}
+	err := error(nil)
+	if h := r.s.hooks.beforePublish; h != nil {
+		err = h()
+	}
+	if err == nil {
+		err = r.pb.publish(p)
+	}
+	if err != nil {
+		r.retry(p, err)
 	}
 }
 
-// retry publishes p again with backoff until it is stored or the drain
-// time is over. Nothing is acknowledged that is not stored; the
-// Nats-Msg-Id makes a retry of a publish that did land harmless.
-func (r *runner) retry(p *pending, err error) {
-	s := r.s
-	backoff := 50 * time.Millisecond
-	const maxBackoff = 5 * time.Second
-	for attempt := 1; ; attempt++ {
-		s.log.Warn("jetstream publish failed, retrying", "subject", p.subject, "event_id", p.msgID,
-			"attempt", attempt, "backoff", backoff, "err", err)
-		select {
-		case <-time.After(backoff):
-		case <-r.hard.Done():
-			r.abandon()
-			return
-		}
-		backoff = min(2*backoff, maxBackoff)
-		s.retries.Add(1)
-		if err = r.publishAsync(p); err != nil {
-			continue
-		}
-		select {
-		case ack := <-p.fut.Ok():
-			r.finish(p, ack)
-			return
-		case err = <-p.fut.Err():
-		case <-r.hard.Done():
-			r.abandon()
-			return
-		}
+// outcome is the publisher's callback with a publish's PubAck or error.
+func (r *runner) outcome(p *pending, ack pubAck, err error) {
+	if err != nil {
+		r.retry(p, err)
+		return
 	}
+	r.finish(p, ack)
+}
+
+// retry sends p again after a backoff, unless the drain time ends first.
+// Nothing is acknowledged that is not stored; the Nats-Msg-Id makes a
+// retry of a publish that did land harmless.
+func (r *runner) retry(p *pending, err error) {
+	const firstBackoff, maxBackoff = 50 * time.Millisecond, 5 * time.Second
+	p.attempt++
+	p.backoff = min(max(2*p.backoff, firstBackoff), maxBackoff)
+	r.s.log.Warn("jetstream publish failed, retrying", "subject", p.subject, "event_id", p.msgID,
+		"attempt", p.attempt, "backoff", p.backoff, "err", err)
+	go func() {
+		select {
+		case <-time.After(p.backoff):
+			r.s.retries.Add(1)
+			r.send(p)
+		case <-r.hard.Done():
+			r.abandon()
+		}
+	}()
 }
 
 func (r *runner) abandon() {
@@ -293,7 +273,7 @@ func (r *runner) abandon() {
 }
 
 // finish counts a stored report and acknowledges it on MQTT.
-func (r *runner) finish(p *pending, ack *jetstream.PubAck) {
+func (r *runner) finish(p *pending, ack pubAck) {
 	s := r.s
 	switch {
 	case p.reason != "":

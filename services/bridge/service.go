@@ -11,7 +11,6 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/otawatch/otawatch/services/internal/conf"
 	"github.com/otawatch/otawatch/services/internal/svc"
@@ -126,16 +125,10 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("mqtt password: %w", err)
 	}
-	// The bridge's own JetStream context on the shared connection: its
-	// async window and PubAck timeout are tuned to MaxInFlight.
-	js, err := jetstream.New(s.deps.NC,
-		jetstream.WithPublishAsyncMaxPending(s.cfg.MaxInFlight+64),
-		jetstream.WithPublishAsyncTimeout(s.cfg.PublishTimeout),
-	)
+	r, err := newRunner(s)
 	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
+		return err
 	}
-	r := newRunner(s, js)
 	defer r.cancelHard()
 	health := s.deps.Health
 	health.Set(HealthComponent, errors.New("mqtt not connected yet"))
