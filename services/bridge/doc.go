@@ -19,15 +19,20 @@
 // reason a person can read, under an id derived from topic and bytes, and
 // then acknowledged: the bridge moves on.
 //
-// At most mqtt.max_in_flight reports are between receipt and
-// acknowledgement at a time; messages are handled concurrently
-// (SetOrderMatters(false)), because keeping MQTT order would cost one
-// JetStream round trip per report and the log's order per device comes
-// from the device's own timestamps anyway. A publish that fails is tried
-// again with backoff for as long as the bridge runs; nothing is acknowledged
-// that is not stored.
+// At most mqtt.max_in_flight reports are being stored at a time, the rest
+// wait in arrival order; reports are decoded and published concurrently and
+// acknowledged as their PubAcks come, because keeping MQTT order would cost
+// one JetStream round trip per report and the log's order per device comes
+// from the device's own timestamps anyway. paho's inbound goroutine only
+// hands reports over and never blocks. A publish that fails, or gets no
+// PubAck within mqtt.publish_timeout, is tried again with backoff for as
+// long as the bridge runs; nothing is acknowledged that is not stored.
 //
 // DecodeReport is the pure part (size, topic, JSON, schema) and is fuzzed.
+// Plain reports (printable ASCII strings, a canonical RFC 3339 timestamp)
+// are checked and decoded in one pass; everything else, and every refusal,
+// goes through the JSON Schema, and FuzzDecodeFast holds the one-pass path
+// to the schema's verdict.
 //
 // A broker in front of the bridge needs limits that do not drop QoS 1
 // messages for a subscriber that falls behind: see deploy/mosquitto.
