@@ -18,7 +18,14 @@ import (
 // that the bytes are the same.
 func encodeReportEvent(id, subject string, t time.Time, d *events.ShadowReportedData) ([]byte, error) {
 	fw := &d.Firmware
-	b := make([]byte, 0, 1024)
+	// The fixed text, two times and a duration are under 480 bytes; the
+	// rest is the strings. One allocation of about the event's size.
+	size := 480 + len(id) + len(subject) + len(d.TypeID) + len(d.DeviceID) + len(d.Topic) +
+		len(fw.Version) + len(fw.Checksum) + len(fw.PreviousVersion)
+	if fw.ErrorCode != nil {
+		size += len(*fw.ErrorCode)
+	}
+	b := make([]byte, 0, size)
 	b = append(b, `{"specversion":`...)
 	b = appendString(b, events.SpecVersion)
 	b = append(b, `,"id":`...)
