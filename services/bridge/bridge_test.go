@@ -178,6 +178,11 @@ func TestCrashWithReportsInFlight(t *testing.T) {
 			total := uint64(first + whileDown)
 			testutil.Eventually(t, 90*time.Second, func() bool { return e.js.Count(t, events.StreamShadow) >= total },
 				"SHADOW holds %d events, want %d (stats %+v)", e.js.Count(t, events.StreamShadow), total, b.s.Stats())
+			// The reports stored but not acknowledged before the crash come
+			// back from the broker (the NATS listener after its ack wait)
+			// and are stored again as duplicates, not as new events.
+			testutil.Eventually(t, 90*time.Second, func() bool { return b.s.Stats().Duplicates > 0 },
+				"no report was redelivered after the crash: the stored-but-unacknowledged path was not exercised (stats %+v)", b.s.Stats())
 			b.settle(t, total-stored)
 			got := readEvents(t, e, events.StreamShadow)
 			ids := map[string]bool{}
@@ -187,11 +192,7 @@ func TestCrashWithReportsInFlight(t *testing.T) {
 			if uint64(len(got)) != total || uint64(len(ids)) != total {
 				t.Fatalf("SHADOW holds %d events with %d ids, want %d", len(got), len(ids), total)
 			}
-			st := b.s.Stats()
-			t.Logf("restarted bridge stats %+v", st)
-			if st.Duplicates == 0 {
-				t.Errorf("no report was redelivered after the crash: the stored-but-unacknowledged path was not exercised")
-			}
+			t.Logf("restarted bridge stats %+v", b.s.Stats())
 		})
 	}
 }
