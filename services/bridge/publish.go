@@ -23,8 +23,9 @@ import (
 // goroutine to wait on the futures. Those were about 5 us of CPU per
 // report, a tenth of the bridge's. Every reply goes to one subscription on
 // a private inbox; a publish whose reply does not come within the timeout
-// fails (the Nats-Msg-Id makes a retry of a publish that did land
-// harmless).
+// fails, and so do those waiting when the connection comes back after a
+// reconnect, whose replies were lost with the old connection (the
+// Nats-Msg-Id makes a retry of a publish that did land harmless).
 type publisher struct {
 	nc      *nats.Conn
 	sub     *nats.Subscription
@@ -39,6 +40,7 @@ type publisher struct {
 	waiting map[uint64]*pending
 	stop    chan struct{}
 	swept   chan struct{}
+	status  chan nats.Status
 }
 
 // pubAck is the part of a JetStream PubAck the bridge uses.
@@ -51,6 +53,10 @@ type pubAck struct {
 // errPubAckTimeout is a publish with no PubAck within the timeout.
 var errPubAckTimeout = errors.New("no PubAck from JetStream in time")
 
+// errReconnected is a publish sent before the connection to NATS was
+// lost: its PubAck, if any, went with the old connection.
+var errReconnected = errors.New("connection to NATS lost before the PubAck came")
+
 func newPublisher(nc *nats.Conn, timeout time.Duration, outcome func(*pending, pubAck, error)) (*publisher, error) {
 	pb := &publisher{
 		nc:      nc,
@@ -60,14 +66,17 @@ func newPublisher(nc *nats.Conn, timeout time.Duration, outcome func(*pending, p
 		waiting: make(map[uint64]*pending),
 		stop:    make(chan struct{}),
 		swept:   make(chan struct{}),
+		status:  nc.StatusChanged(nats.CONNECTED),
 	}
 	sub, err := nc.Subscribe(pb.prefix+"*", pb.reply)
 	if err != nil {
+		nc.RemoveStatusListener(pb.status)
 		return nil, fmt.Errorf("subscribe to PubAcks: %w", err)
 	}
 	// Replies are bounded by max_in_flight; never drop one as a slow
 	// consumer.
 	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		nc.RemoveStatusListener(pb.status)
 		sub.Unsubscribe()
 		return nil, err
 	}
@@ -130,30 +139,40 @@ func (pb *publisher) reply(m *nats.Msg) {
 	pb.outcome(p, ack, err)
 }
 
-// sweep fails the publishes whose PubAck is overdue.
+// sweep fails the publishes whose PubAck is overdue, and after a
+// reconnect those sent before it.
 func (pb *publisher) sweep() {
 	defer close(pb.swept)
 	tick := time.NewTicker(max(pb.timeout/4, 10*time.Millisecond))
 	defer tick.Stop()
-	var overdue []*pending
+	var failed []*pending
+	fail := func(sentBefore time.Time, err error) {
+		pb.mu.Lock()
+		for id, p := range pb.waiting {
+			if p.sent.Before(sentBefore) {
+				failed = append(failed, p)
+				delete(pb.waiting, id)
+			}
+		}
+		pb.mu.Unlock()
+		for i, p := range failed {
+			pb.outcome(p, pubAck{}, err)
+			failed[i] = nil
+		}
+		failed = failed[:0]
+	}
 	for {
 		select {
 		case <-pb.stop:
 			return
 		case now := <-tick.C:
-			pb.mu.Lock()
-			for id, p := range pb.waiting {
-				if now.Sub(p.sent) >= pb.timeout {
-					overdue = append(overdue, p)
-					delete(pb.waiting, id)
-				}
-			}
-			pb.mu.Unlock()
-			for i, p := range overdue {
-				pb.outcome(p, pubAck{}, errPubAckTimeout)
-				overdue[i] = nil
-			}
-			overdue = overdue[:0]
+			fail(now.Add(-pb.timeout+1), errPubAckTimeout)
+		case <-pb.status:
+			// Connected again. What was sent before the connection was
+			// lost has no PubAck coming; what nats.go buffered while
+			// reconnecting goes out now and may have, but cannot be told
+			// apart, and a retry of it is a harmless duplicate.
+			fail(time.Now(), errReconnected)
 		}
 	}
 }
@@ -175,6 +194,7 @@ func (pb *publisher) close() []*pending {
 	pb.mu.Unlock()
 	close(pb.stop)
 	<-pb.swept
+	pb.nc.RemoveStatusListener(pb.status)
 	pb.sub.Unsubscribe()
 	return left
 }
