@@ -19,6 +19,11 @@ func ReportTopic(typeID, deviceID string) string {
 
 // DeltaTopic is where otawatch publishes a device's desired firmware (QoS 1,
 // retained), so a device that was offline receives it when it reconnects.
+// When a job is aborted, otawatch clears the retained message with a
+// zero-length retained publish (MQTT's way to delete one). A subscribed
+// device receives that empty message (after its queued copy of the delta,
+// if it was offline with a persistent session) and should take it as
+// "nothing desired": drop a desired state it has not started installing.
 func DeltaTopic(typeID, deviceID string) string {
 	return "iot-2/type/" + typeID + "/id/" + deviceID + "/shadow/delta"
 }

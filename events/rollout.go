@@ -37,6 +37,7 @@ const (
 //	wave_completed    Wave, Progress
 //	devices_sent      Devices, Attempt
 //	devices_retried   Devices, Attempt
+//	devices_retracted Devices
 type RolloutData struct {
 	JobID string `json:"jobId"`
 	// Wave is the 1-based wave of wave_* events; 0 otherwise.
@@ -55,7 +56,8 @@ type RolloutData struct {
 	// Progress is the wave's devices by state when it was gated or
 	// completed (reports after that still count in the live view).
 	Progress *WaveProgress `json:"progress,omitempty"`
-	// Devices are the devices of devices_sent and devices_retried.
+	// Devices are the devices of devices_sent, devices_retried and
+	// devices_retracted.
 	Devices []DeviceRef `json:"devices,omitempty"`
 	// Attempt is the send round of devices_sent and devices_retried (0 is
 	// the waves' first send, n the n-th retry-failed).
@@ -86,6 +88,13 @@ const (
 	// TypeRolloutDevicesRetried is a retry-failed command: the devices listed
 	// get the desired state again, as attempt Attempt.
 	TypeRolloutDevicesRetried = "io.otawatch.rollout.devices_retried.v1"
+	// TypeRolloutDevicesRetracted marks devices of an aborted job whose
+	// retained desired state was cleared: the broker acknowledged a
+	// zero-length retained publish to their delta topic (MQTT PUBACK), so a
+	// device that connects later receives nothing. A restarted orchestrator
+	// clears only the devices not marked yet; clearing one twice is
+	// harmless.
+	TypeRolloutDevicesRetracted = "io.otawatch.rollout.devices_retracted.v1"
 )
 
 // RolloutEventName is the last subject token of a rollout event type
@@ -276,6 +285,12 @@ type RolloutJob struct {
 	Attempts  int           `json:"attempts,omitempty"`
 	Total     WaveProgress  `json:"total"`
 	Waves     []RolloutWave `json:"waves,omitempty"`
+
+	// Retracted and RetractPending count, for an aborted job, the devices
+	// whose retained desired state was cleared and those still to clear
+	// (sent a delta, no completed or failed report since).
+	Retracted      int `json:"retracted,omitempty"`
+	RetractPending int `json:"retractPending,omitempty"`
 }
 
 // Wave statuses of RolloutWave.
