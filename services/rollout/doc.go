@@ -52,6 +52,29 @@
 // answers slower than rollout.retained_wait) makes a device receive its
 // desired state twice, and the retained, identical delta is harmless to it.
 //
+// # Abort
+//
+// An aborted job (by command, or by the failure policy) sends nothing more,
+// and the driver takes back what it sent: every device that was sent the
+// job's delta (marked sent, or its desired event recorded) and has reported
+// neither completed nor failed since gets a zero-length retained message on
+// its delta topic, which deletes the retained delta, under the job's rate
+// limit; devices_retracted records the clears the broker acknowledged.
+// Clearing is idempotent, so nothing is recorded before it: a restarted
+// driver clears the unrecorded ones again (Retractions lists them from the
+// fold and the fleet). A device that a later job has sent its own desired
+// state is left alone. The shadow delta (the delta command, and GET
+// .../shadow/delta in the api service) is empty for a device whose job is
+// aborted, and show counts the clears done and pending.
+//
+// An abort cannot stop a device that is already installing: it has the
+// delta, and finishing (or failing) the update is up to the device; it
+// reports as usual and counts in show. A device subscribed with a
+// persistent session that was offline gets its queued copy of the delta
+// too (MQTT 3.1.1 cannot recall a queued message), followed by the empty
+// message: a device should drop a desired state it has not started when an
+// empty message follows, or confirm with the HTTP delta before installing.
+//
 // # One driver
 //
 // Every instance folds both streams and answers commands (a queue group on

@@ -37,7 +37,8 @@ func (b *bucket) take(now time.Time, rate float64, tick time.Duration) int {
 }
 
 // drive is one tick of the driver: decide each running job, then send each
-// one's next batch of desired state. Only the lease holder drives.
+// one's next batch of desired state, then clear the next batch of each
+// aborted job's retained desired state. Only the lease holder drives.
 func (s *Service) drive(ctx context.Context) {
 	now := s.clock.Now()
 	s.mu.Lock()
@@ -45,7 +46,7 @@ func (s *Service) drive(ctx context.Context) {
 		s.mu.Unlock()
 		return
 	}
-	var running []string
+	var running, aborted []string
 	for id, j := range s.jobs {
 		if j.Status == events.RolloutRunning {
 			running = append(running, id)
@@ -70,6 +71,15 @@ func (s *Service) drive(ctx context.Context) {
 			s.log.Info("rollout decision", "job_id", id, "event", events.RolloutEventName(p.Type), "wave", p.Data.Wave, "reason", p.Data.Reason)
 		}
 	}
+	// Aborted jobs (by command, or by the policy just now) whose retained
+	// desired state may still need clearing; settled ones are skipped
+	// without a scan.
+	for id, j := range s.jobs {
+		if seq, ok := s.settled[id]; j.Status == events.RolloutAborted && (!ok || seq != j.LastSeq) {
+			aborted = append(aborted, id)
+		}
+	}
+	sort.Strings(aborted)
 	s.mu.Unlock()
 	for _, id := range running {
 		if ctx.Err() != nil {
@@ -77,6 +87,14 @@ func (s *Service) drive(ctx context.Context) {
 		}
 		if err := s.sendBatch(ctx, id, now); err != nil {
 			s.log.Warn("send desired state", "job_id", id, "err", err)
+		}
+	}
+	for _, id := range aborted {
+		if ctx.Err() != nil {
+			return
+		}
+		if err := s.retractBatch(ctx, id, now); err != nil {
+			s.log.Warn("clear desired state of an aborted job", "job_id", id, "err", err)
 		}
 	}
 }
@@ -355,9 +373,8 @@ func sortItems(items []item) {
 	sort.Slice(items, func(a, b int) bool { return items[a].Ref.String() < items[b].Ref.String() })
 }
 
-// markSent appends devices_sent for items, one event per attempt. It is a
-// fact, valid in any job state, so a conflict only means waiting for the
-// fold and trying again.
+// markSent appends devices_sent for items, one event per attempt (facts:
+// see appendFact).
 func (s *Service) markSent(ctx context.Context, job string, items []item) error {
 	byAttempt := map[int][]events.DeviceRef{}
 	for _, it := range items {
@@ -369,19 +386,9 @@ func (s *Service) markSent(ctx context.Context, job string, items []item) error 
 	}
 	sort.Ints(attempts)
 	for _, a := range attempts {
-		p := []Pending{{events.TypeRolloutDevicesSent, events.RolloutData{JobID: job, Devices: byAttempt[a], Attempt: a}}}
-		for try := 0; ; try++ {
-			s.mu.Lock()
-			before := lastSeq(s.jobs[job])
-			_, err := s.appendLocked(ctx, job, p, s.clock.Now())
-			s.mu.Unlock()
-			if err == nil {
-				break
-			}
-			if !errors.Is(err, errConflict) || try == 5 {
-				return fmt.Errorf("record devices sent: %w", err)
-			}
-			s.waitFolded(ctx, job, before)
+		p := Pending{events.TypeRolloutDevicesSent, events.RolloutData{JobID: job, Devices: byAttempt[a], Attempt: a}}
+		if err := s.appendFact(ctx, job, p); err != nil {
+			return fmt.Errorf("record devices sent: %w", err)
 		}
 	}
 	return nil

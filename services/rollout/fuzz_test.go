@@ -19,6 +19,7 @@ func FuzzApply(f *testing.F) {
 		events.TypeRolloutJobResumed, events.TypeRolloutJobAborted, events.TypeRolloutJobCompleted,
 		events.TypeRolloutWaveStarted, events.TypeRolloutWaveGated, events.TypeRolloutWaveCompleted,
 		events.TypeRolloutDevicesSent, events.TypeRolloutDevicesRetried, "io.otawatch.rollout.future.v1",
+		events.TypeRolloutDevicesRetracted,
 	}
 	f.Add(uint8(6), `{"jobId":"j","wave":1}`)
 	f.Add(uint8(6), `{"jobId":"j","wave":9}`)
@@ -28,6 +29,7 @@ func FuzzApply(f *testing.F) {
 	f.Add(uint8(7), `{"jobId":"j","wave":1,"gate":{"passed":true}}`)
 	f.Add(uint8(0), `{"jobId":"j"}`)
 	f.Add(uint8(3), `not json`)
+	f.Add(uint8(12), `{"jobId":"j","devices":[{"typeId":"t","deviceId":"a"},{"typeId":"t","deviceId":"nope"}]}`)
 	f.Fuzz(func(t *testing.T, ti uint8, data string) {
 		spec := events.RolloutSpec{ID: "j", Target: events.DesiredFirmware{Version: "2"}, Devices: []string{"t/a", "t/b", "t/c"},
 			WaveSize: 2, Gate: 0.9, MaxFailure: 0.1, MinFinished: 1, OnFailure: "pause", DeviceTimeout: events.Duration(time.Minute), Rate: 10}
@@ -58,6 +60,7 @@ func FuzzApply(f *testing.F) {
 		fl := fleet.New()
 		Decide(j2, fl, t0.Add(time.Hour), nil)
 		j2.Due(10)
+		Retractions(j2, fl, 10)
 		v := View(j2, fl, t0, nil, true)
 		if strings.Contains(data, `"wave":1`) && v.WaveCount != len(j2.Plan) {
 			t.Fatalf("view has %d waves, plan %d", v.WaveCount, len(j2.Plan))

@@ -41,6 +41,9 @@ type Job struct {
 	want   map[events.DeviceRef]int
 	sent   map[events.DeviceRef]int
 	waveOf map[events.DeviceRef]int
+	// retracted holds the devices of the plan whose retained desired state
+	// was cleared after the job was aborted (devices_retracted).
+	retracted map[events.DeviceRef]bool
 }
 
 // WaveState is what the events say about one wave.
@@ -76,7 +79,8 @@ func Apply(j *Job, seq uint64, e events.Event) (*Job, error) {
 			return nil, fmt.Errorf("job %s: job_created without a spec", d.JobID)
 		}
 		j = &Job{ID: d.JobID, Spec: *d.Spec, Status: events.RolloutCreated, CreatedAt: e.Time,
-			want: map[events.DeviceRef]int{}, sent: map[events.DeviceRef]int{}, waveOf: map[events.DeviceRef]int{}}
+			want: map[events.DeviceRef]int{}, sent: map[events.DeviceRef]int{}, waveOf: map[events.DeviceRef]int{},
+			retracted: map[events.DeviceRef]bool{}}
 		j.UpdatedAt, j.LastSeq = e.Time, seq
 		return j, nil
 	}
@@ -150,6 +154,12 @@ func Apply(j *Job, seq uint64, e events.Event) (*Job, error) {
 					j.want[ref] = d.Attempt
 				}
 			})
+		}
+	case events.TypeRolloutDevicesRetracted:
+		for _, ref := range d.Devices {
+			if j.waveOf[ref] > 0 {
+				j.retracted[ref] = true
+			}
 		}
 	case events.TypeRolloutJobPaused:
 		j.Status, j.Reason, j.By, j.pausedWave = events.RolloutPaused, d.Reason, d.By, d.Wave

@@ -42,6 +42,11 @@ type Service struct {
 	desired map[string]map[events.DeviceRef]desiredRec // job -> device -> latest recorded desired event
 	buckets map[string]*bucket
 	gates   map[string]*celGate
+	// settled maps an aborted job with nothing left to clear to its
+	// LastSeq then; a later event of the job, or a SHADOW event of one of
+	// its devices, unsettles it (see retractBatch).
+	settled       map[string]uint64
+	retractLogged map[string]bool
 	// shadowSeq and rolloutSeq are the stream sequences applied so far;
 	// catchUp* the streams' last sequences at start.
 	shadowSeq, rolloutSeq         uint64
@@ -61,6 +66,9 @@ type hooks struct {
 	// the broker and before they are marked sent; true makes the driver
 	// stop there, as a process killed at that point would.
 	crashAfterPublish func(acked int) bool
+	// crashAfterRetract runs after a batch of clears was acknowledged by
+	// the broker and before it is recorded; true stops the driver there.
+	crashAfterRetract func(acked int) bool
 }
 
 // desiredRec is a recorded desired event of a job's device.
@@ -105,6 +113,9 @@ func New(cfg Config, deps svc.Deps, opts ...Option) (*Service, error) {
 		buckets: map[string]*bucket{},
 		gates:   map[string]*celGate{},
 		readyCh: make(chan struct{}),
+
+		settled:       map[string]uint64{},
+		retractLogged: map[string]bool{},
 	}
 	for _, o := range opts {
 		o(s)
@@ -133,6 +144,9 @@ type Stats struct {
 	Resent int64
 	// EventsAppended is ROLLOUT events this instance appended.
 	EventsAppended int64
+	// DeltasRetracted is clears of an aborted job's retained desired state
+	// (zero-length retained publishes) the broker acknowledged.
+	DeltasRetracted int64
 }
 
 // Stats returns a copy of the counters.
@@ -270,13 +284,21 @@ func (s *Service) onShadow(seq uint64, e events.Event, _ string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e.Type != "" {
-		if _, err := s.fleet.Apply(seq, e); err != nil {
+		dev, err := s.fleet.Apply(seq, e)
+		switch {
+		case err != nil:
 			s.log.Warn("shadow event not applied", "stream_seq", seq, "event_id", e.ID, "err", err)
-		} else if e.Type == events.TypeShadowDesired {
+		case e.Type == events.TypeShadowDesired:
 			var d events.ShadowDesiredData
 			if e.DecodeData(&d) == nil && d.JobID != "" {
 				s.noteDesired(d.JobID, events.DeviceRef{TypeID: d.TypeID, DeviceID: d.DeviceID}, d.Attempt, e.Time)
 			}
+		}
+		if err == nil && dev != nil && dev.JobID != "" {
+			// The device's state changed: its job, if aborted, may have a
+			// clear to do again (a late desired event, a failed device
+			// that started over).
+			delete(s.settled, dev.JobID)
 		}
 	}
 	if seq > s.shadowSeq {
@@ -611,12 +633,19 @@ func (s *Service) delta(req events.RolloutRequest) events.RolloutReply {
 	if !ok {
 		return replyErr(&CommandError{Code: events.RolloutErrNotFound, Msg: fmt.Sprintf("device %s/%s is unknown", req.TypeID, req.DeviceID)})
 	}
-	return events.RolloutReply{Delta: DeltaOf(d)}
+	delta := DeltaOf(d)
+	if j := s.jobs[d.JobID]; j != nil && j.Status == events.RolloutAborted {
+		// An aborted job asks nothing of its devices any more.
+		delta.State.Firmware = nil
+	}
+	return events.RolloutReply{Delta: delta}
 }
 
 // DeltaOf is a device's shadow delta: its desired firmware when the device
 // has not reported completing it, nothing when in sync. The timestamp is
-// the newest event the answer rests on (as the HTTP API answers it).
+// the newest event the answer rests on (as the HTTP API answers it). It
+// does not know the job's status: the caller leaves out the firmware of an
+// aborted job.
 func DeltaOf(d fleet.Device) *events.ShadowDelta {
 	out := &events.ShadowDelta{Timestamp: d.LastSeen}
 	if d.DesiredAt.After(out.Timestamp) {

@@ -7,14 +7,16 @@ import (
 )
 
 // View is a job as show and list print it: its folded state plus each
-// wave's live progress from the fleet at now, and the open wave's live gate
-// decision. withWaves adds the per-wave detail.
+// wave's live progress from the fleet at now, the open wave's live gate
+// decision, and for an aborted job the retained desired state cleared and
+// still to clear. withWaves adds the per-wave detail.
 func View(j *Job, fv FleetView, now time.Time, extra ExtraGate, withWaves bool) events.RolloutJob {
 	v := events.RolloutJob{
 		ID: j.ID, Status: j.Status, Spec: j.Spec, CreatedAt: j.CreatedAt, StartedAt: j.StartedAt,
 		FinishedAt: j.FinishedAt, UpdatedAt: j.UpdatedAt, Reason: j.Reason, By: j.By,
 		Wave: j.Wave, WaveCount: len(j.Plan), Attempts: j.Attempt,
 	}
+	v.Retracted, v.RetractPending = RetractCounts(j, fv)
 	for i := range j.Plan {
 		w := i + 1
 		ws := j.Waves[i]
