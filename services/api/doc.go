@@ -17,7 +17,8 @@
 //	GET  /api/v0002/device/types/{typeId}/devices/{deviceId}/events/shadow
 //	                                    Server-Sent Events of the device's SHADOW events
 //	GET  /api/v0002/device/types/{typeId}/devices/{deviceId}/shadow/delta
-//	                                    desired firmware vs reported (events.ShadowDelta)
+//	                                    desired firmware vs reported (events.ShadowDelta);
+//	                                    none once the device's job is aborted
 //	GET  /api/v1/devices                ?limit= ?after=typeId/deviceId ?type= ?status= ?job=
 //	GET  /api/v1/devices/{typeId}/{deviceId}
 //	GET  /api/v1/fleet                  fleet.Metrics

@@ -198,8 +198,10 @@ func writeSSE(b *bytes.Buffer, seq uint64, data []byte) {
 // GET /api/v0002/device/types/{typeId}/devices/{deviceId}/shadow/delta: the
 // difference between the device's desired firmware (the latest rollout's
 // target) and what it reported. A device that reported the target as
-// completed, or that no rollout targets, is in sync: {"state":{}}. The
-// timestamp is the time of the newest event the answer rests on.
+// completed, or that no rollout targets, is in sync: {"state":{}}; so is
+// one whose latest rollout was aborted (the rollout service clears its
+// retained delta too). The timestamp is the time of the newest event the
+// answer rests on.
 func (s *Service) handleShadowDelta(w http.ResponseWriter, r *http.Request) {
 	typeID, deviceID, ok := deviceIDs(w, r)
 	if !ok {
@@ -207,6 +209,10 @@ func (s *Service) handleShadowDelta(w http.ResponseWriter, r *http.Request) {
 	}
 	s.model.mu.RLock()
 	d, found := s.model.fleet.Device(typeID, deviceID)
+	aborted := false
+	if j := s.model.jobs[d.JobID]; found && j != nil {
+		aborted = j.Status == events.RolloutAborted
+	}
 	s.model.mu.RUnlock()
 	if !found {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("device %s/%s is unknown", typeID, deviceID))
@@ -216,7 +222,7 @@ func (s *Service) handleShadowDelta(w http.ResponseWriter, r *http.Request) {
 	if d.DesiredAt.After(delta.Timestamp) {
 		delta.Timestamp = d.DesiredAt
 	}
-	if d.Target != nil && (d.Version != d.Target.Version || d.Status != events.StatusCompleted) {
+	if d.Target != nil && !aborted && (d.Version != d.Target.Version || d.Status != events.StatusCompleted) {
 		delta.State.Firmware = &events.DeltaFirmware{
 			Version: d.Target.Version, Checksum: d.Target.Checksum, URL: d.Target.URL, JobID: d.JobID,
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/services/internal/testutil"
 )
 
 const sseBase = "/api/v0002/device/types/sensor/devices/d1/events/shadow"
@@ -223,6 +224,38 @@ func TestShadowDelta(t *testing.T) {
 		want := events.DeltaFirmware{Version: "3.0", Checksum: "sha256:3.0", URL: "https://fw.example/3.0", JobID: "job2"}
 		if got.State.Firmware == nil || *got.State.Firmware != want {
 			t.Fatalf("delta %+v, want %+v", got.State.Firmware, want)
+		}
+	})
+
+	t.Run("an aborted job asks for nothing", func(t *testing.T) {
+		rollout := func(typ string, at time.Time, d events.RolloutData) uint64 {
+			t.Helper()
+			e, err := events.New(events.IdentityID("ro", d.JobID, typ), events.SourceRollout, typ, d.JobID, at, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return h.publish(t, events.RolloutSubject(d.JobID, events.RolloutEventName(typ)), e)
+		}
+		waitRollout := func(seq uint64) {
+			t.Helper()
+			f := h.svc.folds[1]
+			testutil.Eventually(t, 10*time.Second, func() bool { return f.applied.Load() >= seq },
+				"the read model did not apply ROLLOUT up to %d", seq)
+		}
+		spec := &events.RolloutSpec{ID: "job3", Target: events.DesiredFirmware{Version: "4.0"}}
+		waitRollout(rollout(events.TypeRolloutJobCreated, min(20), events.RolloutData{JobID: "job3", Spec: spec, Target: &spec.Target}))
+		h.report(t, "sensor", "d-aborted", "1.0", events.StatusCompleted, 10, min(20))
+		h.waitShadow(t, h.desire(t, "sensor", "d-aborted", "job3", 1, "4.0", min(21)))
+		var got events.ShadowDelta
+		h.getJSON(t, path("d-aborted"), http.StatusOK, &got)
+		if got.State.Firmware == nil || got.State.Firmware.Version != "4.0" {
+			t.Fatalf("running job: delta %+v, want 4.0", got.State.Firmware)
+		}
+		waitRollout(rollout(events.TypeRolloutJobAborted, min(22), events.RolloutData{JobID: "job3", Reason: "bad build", By: events.ByOperator}))
+		var raw json.RawMessage
+		h.getJSON(t, path("d-aborted"), http.StatusOK, &raw)
+		if !strings.Contains(string(raw), `"state":{}`) {
+			t.Errorf("aborted job: body %s, want \"state\":{}", raw)
 		}
 	})
 }
