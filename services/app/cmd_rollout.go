@@ -298,6 +298,15 @@ func printRolloutJob(w io.Writer, j *events.RolloutJob) {
 	if j.Attempts > 0 {
 		fmt.Fprintf(w, "  retries:  %d round(s) of retry-failed\n", j.Attempts)
 	}
+	if j.Status == events.RolloutAborted {
+		// What the abort took back: retained deltas of devices that had
+		// not finished (one already installing is not stopped).
+		fmt.Fprintf(w, "  retracted: %d delta(s) cleared from the broker", j.Retracted)
+		if j.RetractPending > 0 {
+			fmt.Fprintf(w, ", %d pending", j.RetractPending)
+		}
+		fmt.Fprintln(w)
+	}
 	if len(j.Waves) == 0 {
 		return
 	}
