@@ -112,8 +112,8 @@ func (s *Service) retractBatch(ctx context.Context, id string, now time.Time) er
 	due := Retractions(j, s.fleet, n)
 	if len(due) == 0 {
 		s.settled[id] = j.LastSeq
-		if !s.retractLogged[id] {
-			s.retractLogged[id] = true
+		if s.retractedHere[id] {
+			delete(s.retractedHere, id)
 			s.log.Info("aborted job's retained desired state cleared", "job_id", id, "devices", len(j.retracted))
 		}
 		s.mu.Unlock()
@@ -149,6 +149,9 @@ func (s *Service) retractBatch(ctx context.Context, id string, now time.Time) er
 	if err != nil {
 		return fmt.Errorf("record devices retracted: %w", err)
 	}
+	s.mu.Lock()
+	s.retractedHere[id] = true
+	s.mu.Unlock()
 	return nil
 }
 

@@ -45,8 +45,10 @@ type Service struct {
 	// settled maps an aborted job with nothing left to clear to its
 	// LastSeq then; a later event of the job, or a SHADOW event of one of
 	// its devices, unsettles it (see retractBatch).
-	settled       map[string]uint64
-	retractLogged map[string]bool
+	settled map[string]uint64
+	// retractedHere marks aborted jobs this instance cleared deltas of,
+	// so it logs once when a job's clears are done.
+	retractedHere map[string]bool
 	// shadowSeq and rolloutSeq are the stream sequences applied so far;
 	// catchUp* the streams' last sequences at start.
 	shadowSeq, rolloutSeq         uint64
@@ -115,7 +117,7 @@ func New(cfg Config, deps svc.Deps, opts ...Option) (*Service, error) {
 		readyCh: make(chan struct{}),
 
 		settled:       map[string]uint64{},
-		retractLogged: map[string]bool{},
+		retractedHere: map[string]bool{},
 	}
 	for _, o := range opts {
 		o(s)
