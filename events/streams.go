@@ -136,3 +136,11 @@ func retryable(err error) bool {
 	}
 	return true
 }
+
+// IsWrongLastSequence reports whether err is JetStream refusing a write
+// whose expected last sequence (of the stream, a subject or a KV key) was
+// not the actual one: someone else wrote first.
+func IsWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/services/internal/conf"
+	"github.com/otawatch/otawatch/services/internal/lease"
 	"github.com/otawatch/otawatch/services/internal/fleet"
 	"github.com/otawatch/otawatch/services/internal/svc"
 )
@@ -56,7 +57,7 @@ type Service struct {
 	ready                         bool
 	readyCh                       chan struct{}
 
-	lease  *Lease
+	lease  *lease.Lease
 	client mqtt.Client
 	stats  Stats
 	hooks  hooks
@@ -81,6 +82,15 @@ type desiredRec struct {
 
 // Option changes how New builds the service (for tests).
 type Option func(*Service)
+
+// Clock is the time source of everything that is not an event handler:
+// the driver's tick and the lease's step-down timer. Tests inject their own.
+type Clock = lease.Clock
+
+// LeaseKey is the key the driver lease lives under. One lease covers the
+// whole orchestrator: jobs are light (their work is rate-limited sends), and
+// one driver keeps all jobs' sends under one view of the broker.
+const LeaseKey = "driver"
 
 // WithClock sets the clock of the driver and the lease.
 func WithClock(c Clock) Option { return func(s *Service) { s.clock = c } }
@@ -107,7 +117,7 @@ func New(cfg Config, deps svc.Deps, opts ...Option) (*Service, error) {
 		deps.Log = slog.Default()
 	}
 	s := &Service{
-		cfg: cfg, deps: deps, clock: wallClock{},
+		cfg: cfg, deps: deps, clock: lease.WallClock{},
 		log:     deps.Log.With("component", "rollout"),
 		fleet:   fleet.New(),
 		jobs:    map[string]*Job{},
@@ -171,7 +181,10 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	var err error
-	s.lease, err = OpenLease(ctx, s.deps.JS, s.cfg.LeaseBucket, s.instance, s.cfg.LeaseTTL, s.deps.Streams.Replicas, s.clock, s.log)
+	s.lease, err = lease.Open(ctx, s.deps.JS, lease.Config{
+		Bucket: s.cfg.LeaseBucket, Key: LeaseKey, Holder: s.instance, What: "rollout driver",
+		TTL: s.cfg.LeaseTTL, Replicas: s.deps.Streams.Replicas, Clock: s.clock, Log: s.log,
+	})
 	if err != nil {
 		return err
 	}
@@ -400,7 +413,7 @@ func (s *Service) appendLocked(ctx context.Context, id string, pend []Pending, n
 			return err
 		})
 		if err != nil {
-			if isWrongSeq(err) {
+			if events.IsWrongLastSequence(err) {
 				return j, errConflict
 			}
 			if errors.Is(err, nats.ErrMaxPayload) {

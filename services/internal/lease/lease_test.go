@@ -1,4 +1,4 @@
-package rollout
+package lease
 
 import (
 	"context"
@@ -39,7 +39,7 @@ func TestLeaseOneHolderAndTakeover(t *testing.T) {
 		}
 		t.Cleanup(nc.Close)
 		jsx, _ := jetstream.New(nc)
-		l, err := OpenLease(context.Background(), jsx, "lease_test", name, time.Second, 1, wallClock{}, testLog())
+		l, err := Open(context.Background(), jsx, Config{Bucket: "lease_test", Key: "k", Holder: name, What: "test", TTL: time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -102,13 +102,13 @@ func TestLeaseOneHolderAndTakeover(t *testing.T) {
 
 func TestLeaseReleasedOnCleanStop(t *testing.T) {
 	js := testutil.StartJetStream(t, testutil.JetStreamOptions{NoStreams: true})
-	clock := &fakeClock{now: t0}
+	clock := &fakeClock{now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
 	// A long TTL: a takeover within the test can only come from a release.
-	a, err := OpenLease(context.Background(), js.JS, "lease_test", "a", time.Hour, 1, clock, testLog())
+	a, err := Open(context.Background(), js.JS, Config{Bucket: "lease_test", Key: "k", Holder: "a", What: "test", TTL: time.Hour, Clock: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := OpenLease(context.Background(), js.JS, "lease_test", "b", time.Hour, 1, clock, testLog())
+	b, err := Open(context.Background(), js.JS, Config{Bucket: "lease_test", Key: "k", Holder: "b", What: "test", TTL: time.Hour, Clock: clock})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,175 @@
+// Package lease makes one instance of a service the active one: a key in a
+// JetStream KV bucket that one holder at a time creates and renews.
+package lease
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/otawatch/otawatch/events"
+)
+
+// Clock is the time source of the holder's step-down timer. Tests inject
+// their own.
+type Clock interface{ Now() time.Time }
+
+// WallClock is the clock of production.
+type WallClock struct{}
+
+// Now returns time.Now().
+func (WallClock) Now() time.Time { return time.Now() }
+
+// Config says which lease to open and for whom.
+type Config struct {
+	// Bucket is the KV bucket; its TTL is the lease's. Key is the lease in
+	// it: leases with different keys are independent.
+	Bucket, Key string
+	// Holder names this instance: the key's value, for operators.
+	Holder string
+	// What the lease is for, in log lines and the bucket's description
+	// ("rollout driver").
+	What string
+	// TTL is how long a lease lasts without a renewal.
+	TTL time.Duration
+	// Replicas of the bucket (at least 1).
+	Replicas int
+	// Clock is the holder's clock; nil is the wall clock.
+	Clock Clock
+	// Log gets the lease's changes; nil discards them.
+	Log *slog.Logger
+}
+
+// Lease makes one instance the active one. It is a JetStream KV key in a bucket
+// whose TTL (MaxAge) is the lease TTL: Create takes the key when it is
+// absent (never held, released, or expired), Update(rev) renews it and
+// fails when someone else took it. A per-key TTL is not used because Update
+// drops it. The holder steps down on its own clock after two thirds of the
+// TTL without a successful renewal, before the key can expire under it and
+// another instance take over.
+type Lease struct {
+	kv       jetstream.KeyValue
+	key      string
+	what     string
+	holder   string
+	ttl      time.Duration
+	stepDown time.Duration
+	clock    Clock
+	log      *slog.Logger
+
+	mu      sync.Mutex
+	held    bool
+	rev     uint64
+	renewed time.Time
+}
+
+// Open creates (or updates) the lease bucket and returns the lease. It does
+// not take the lease: Run does.
+func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Lease, error) {
+	if cfg.Clock == nil {
+		cfg.Clock = WallClock{}
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	var kv jetstream.KeyValue
+	err := events.Retry(ctx, 5, func(ctx context.Context) error {
+		var err error
+		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      cfg.Bucket,
+			Description: cfg.What + " lease",
+			TTL:         cfg.TTL,
+			History:     1,
+			Storage:     jetstream.FileStorage,
+			Replicas:    max(cfg.Replicas, 1),
+		})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open lease bucket %q: %w", cfg.Bucket, err)
+	}
+	return &Lease{kv: kv, key: cfg.Key, what: cfg.What, holder: cfg.Holder, ttl: cfg.TTL,
+		stepDown: cfg.TTL * 2 / 3, clock: cfg.Clock, log: cfg.Log}, nil
+}
+
+// Held reports whether this instance may act now: it holds the lease and
+// renewed it less than the step-down time ago.
+func (l *Lease) Held() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.held && l.clock.Now().Sub(l.renewed) < l.stepDown
+}
+
+// Run takes and renews the lease every TTL/4 until ctx ends, then releases
+// it (so a clean stop hands over at once, not after the TTL).
+func (l *Lease) Run(ctx context.Context) {
+	tick := time.NewTicker(l.ttl / 4)
+	defer tick.Stop()
+	for {
+		l.attempt(ctx)
+		select {
+		case <-ctx.Done():
+			l.release()
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (l *Lease) attempt(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, l.ttl/4)
+	defer cancel()
+	l.mu.Lock()
+	held, rev := l.held, l.rev
+	l.mu.Unlock()
+	start := l.clock.Now()
+	var err error
+	if held {
+		rev, err = l.kv.Update(cctx, l.key, []byte(l.holder), rev)
+	} else {
+		rev, err = l.kv.Create(cctx, l.key, []byte(l.holder))
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case err == nil:
+		if !l.held {
+			l.log.Info(l.what+" lease taken: this instance is active", "holder", l.holder, "key", l.key)
+		}
+		// Count from before the call: the server's TTL runs from its write,
+		// which is no earlier than start.
+		l.held, l.rev, l.renewed = true, rev, start
+	case held:
+		// Stay active until the step-down time unless the key is someone
+		// else's: a renewal can fail for a moment (leader change) and the
+		// next one succeed within the TTL.
+		if errors.Is(err, jetstream.ErrKeyExists) || events.IsWrongLastSequence(err) {
+			l.held = false
+			l.log.Warn(l.what+" lease lost to another instance", "holder", l.holder, "key", l.key)
+		} else if l.clock.Now().Sub(l.renewed) >= l.stepDown {
+			l.held = false
+			l.log.Warn(l.what+" lease not renewed in time: stepping down", "holder", l.holder, "key", l.key, "err", err)
+		}
+	}
+}
+
+// release deletes the key if this instance still holds it.
+func (l *Lease) release() {
+	l.mu.Lock()
+	held, rev := l.held, l.rev
+	l.held = false
+	l.mu.Unlock()
+	if !held {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := l.kv.Delete(ctx, l.key, jetstream.LastRevision(rev)); err != nil {
+		l.log.Debug("release "+l.what+" lease", "key", l.key, "err", err)
+	}
+}
