@@ -467,3 +467,84 @@ func (c *droppable) drop() {
 	c.dropped.Store(true)
 	c.Conn.Close()
 }
+
+// TestStandbyTakesOver: two bridges with one client id. One connects and
+// bridges; the other stands by (not ready, no connection: two connections
+// with one client id would take the session from each other in turn).
+// When the active one stops, the standby takes over the session and
+// bridges what follows; every report is stored once.
+func TestStandbyTakesOver(t *testing.T) {
+	const n = 300
+	e := brokerKinds[0].start(t)
+	cfg := Config{ClientID: "otawatch-bridge-ha", LeaseTTL: 2 * time.Second}
+	var aConns, bConns atomic.Int64
+	counting := func(c *atomic.Int64) hooks {
+		return hooks{openConn: func(conn net.Conn) net.Conn { c.Add(1); return conn }}
+	}
+	a := e.startBridge(t, cfg, counting(&aConns))
+	b := e.launchBridge(t, cfg, counting(&bConns))
+	standby := func() bool {
+		for _, st := range b.health.Status() {
+			if st.Name == HealthComponent && st.Err != nil && strings.HasPrefix(st.Err.Error(), "standby") {
+				return true
+			}
+		}
+		return false
+	}
+	testutil.Eventually(t, 10*time.Second, standby, "second bridge not standing by: %v", b.health.Status())
+
+	msgs := make([]msg, 2*n)
+	for i := range msgs {
+		_, msgs[i] = report(i)
+	}
+	publishAll(t, e.publisher(t, "fleet-1"), msgs[:n])
+	a.settle(t, n)
+	if st := b.s.Stats(); st.Accepted != 0 || bConns.Load() != 0 {
+		t.Fatalf("the standby bridged %+v over %d connections", st, bConns.Load())
+	}
+	if got := aConns.Load(); got != 1 {
+		t.Errorf("the active bridge opened %d connections, want 1 (no session tug-of-war)", got)
+	}
+
+	a.stop(t)
+	testutil.Eventually(t, 20*time.Second, b.ready, "standby did not take over: %v", b.health.Status())
+	publishAll(t, e.publisher(t, "fleet-2"), msgs[n:])
+	b.settle(t, n)
+	if got := e.js.Count(t, events.StreamShadow); got != 2*n {
+		t.Fatalf("SHADOW holds %d events, want %d", got, 2*n)
+	}
+	if st := b.s.Stats(); st.Accepted != n {
+		t.Errorf("the new active bridge stored %+v, want %d", st, n)
+	}
+}
+
+// TestLeaseLostStepsDown: another holder takes the active bridge's lease
+// (as after a partition); the bridge disconnects and stands by, and once
+// that lease expires takes it back and bridges again.
+func TestLeaseLostStepsDown(t *testing.T) {
+	e := brokerKinds[0].start(t)
+	cfg := Config{ClientID: "otawatch-bridge-steal", LeaseTTL: 2 * time.Second}
+	var conns atomic.Int64
+	a := e.startBridge(t, cfg, hooks{openConn: func(c net.Conn) net.Conn { conns.Add(1); return c }})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := e.js.JS.KeyValue(ctx, DefaultLeaseBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, leaseKey(cfg.ClientID), []byte("intruder")); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool { return !a.ready() }, "bridge still active after losing its lease")
+	testutil.Eventually(t, 20*time.Second, a.ready, "bridge did not take its lease back: %v", a.health.Status())
+	if got := conns.Load(); got != 2 {
+		t.Errorf("bridge opened %d connections, want 2 (one per time it held the lease)", got)
+	}
+	_, m := report(1)
+	publishAll(t, e.publisher(t, "after-steal"), []msg{m})
+	a.settle(t, 1)
+	if got := e.js.Count(t, events.StreamShadow); got != 1 {
+		t.Fatalf("SHADOW holds %d events, want 1", got)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/services/internal/conf"
 )
 
@@ -38,6 +39,13 @@ type Config struct {
 	// DrainTimeout bounds the wait at stop for reports in flight; what is
 	// not stored by then stays unacknowledged and comes back next session.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// LeaseBucket and LeaseTTL: the JetStream KV lease, keyed by client
+	// id, that lets one bridge instance per client id connect while
+	// others stand by (two connections with one client id would take the
+	// session from each other in turn). A standby takes over within
+	// LeaseTTL of the active one's end.
+	LeaseBucket string        `yaml:"lease_bucket"`
+	LeaseTTL    time.Duration `yaml:"lease_ttl"`
 }
 
 // Defaults of the bridge section.
@@ -47,6 +55,8 @@ const (
 	DefaultTopic       = "iot-2/type/+/id/+/update/shadow"
 	DefaultMaxInFlight = 1024
 	DefaultMaxPayload  = 16 << 10
+	DefaultLeaseBucket = "bridge_lease"
+	DefaultLeaseTTL    = 10 * time.Second
 )
 
 // SetDefaults fills in unset keys.
@@ -81,6 +91,12 @@ func (c *Config) SetDefaults() {
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = 10 * time.Second
 	}
+	if c.LeaseBucket == "" {
+		c.LeaseBucket = DefaultLeaseBucket
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = DefaultLeaseTTL
+	}
 }
 
 // Validate reports every problem of the section.
@@ -110,5 +126,11 @@ func (c *Config) Validate(p conf.Problems) {
 	}
 	if c.DrainTimeout < 0 {
 		p.Addf("drain_timeout", "must not be negative")
+	}
+	if err := events.ValidateID("lease bucket", c.LeaseBucket); err != nil {
+		p.Addf("lease_bucket", "%v", err)
+	}
+	if c.LeaseTTL < time.Second {
+		p.Addf("lease_ttl", "%s is shorter than 1s", c.LeaseTTL)
 	}
 }

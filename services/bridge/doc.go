@@ -34,6 +34,11 @@
 // goes through the JSON Schema, and FuzzDecodeFast holds the one-pass path
 // to the schema's verdict.
 //
+// One bridge per client id is active: instances with the same
+// mqtt.client_id share a lease in JetStream KV (package lease), and those
+// without it stand by, unconnected, until it is free. Two connected
+// instances would take the broker session from each other in turn.
+//
 // A broker in front of the bridge needs limits that do not drop QoS 1
 // messages for a subscriber that falls behind: see deploy/mosquitto.
 package bridge

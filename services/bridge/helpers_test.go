@@ -85,6 +85,14 @@ type running struct {
 // reconnect filled in) and waits until it is subscribed.
 func (e *env) startBridge(t *testing.T, cfg Config, h hooks) *running {
 	t.Helper()
+	r := e.launchBridge(t, cfg, h)
+	testutil.Eventually(t, 20*time.Second, r.ready, "bridge not ready: %v", r.health.Status())
+	return r
+}
+
+// launchBridge starts a bridge as startBridge does, without waiting.
+func (e *env) launchBridge(t *testing.T, cfg Config, h hooks) *running {
+	t.Helper()
 	cfg.Broker = e.mqttURL
 	if cfg.ClientID == "" {
 		cfg.ClientID = "otawatch-bridge-test"
@@ -102,7 +110,6 @@ func (e *env) startBridge(t *testing.T, cfg Config, h hooks) *running {
 	r := &running{s: s, health: health, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- s.Run(ctx) }()
 	t.Cleanup(func() { r.stop(t) })
-	testutil.Eventually(t, 20*time.Second, r.ready, "bridge not ready: %v", health.Status())
 	return r
 }
 

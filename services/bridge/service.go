@@ -2,17 +2,23 @@ package bridge
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"sync/atomic"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/services/internal/conf"
+	"github.com/otawatch/otawatch/services/internal/lease"
 	"github.com/otawatch/otawatch/services/internal/svc"
 )
 
@@ -34,6 +40,8 @@ type Service struct {
 	log  *slog.Logger
 	dec  *Decoder
 	now  func() time.Time
+	// holder names this instance in the bridge lease.
+	holder string
 
 	accepted   atomic.Uint64
 	duplicates atomic.Uint64
@@ -96,11 +104,12 @@ func New(cfg Config, deps svc.Deps) (*Service, error) {
 		return nil, err
 	}
 	return &Service{
-		cfg:  cfg,
-		deps: deps,
-		log:  log.With("component", "bridge"),
-		dec:  dec,
-		now:  time.Now,
+		cfg:    cfg,
+		deps:   deps,
+		log:    log.With("component", "bridge"),
+		dec:    dec,
+		now:    time.Now,
+		holder: instanceName(),
 	}, nil
 }
 
@@ -115,16 +124,109 @@ func (s *Service) Stats() Stats {
 	}
 }
 
-// Run connects to the broker and bridges reports until ctx ends. Then it
-// stops taking messages, waits up to cfg.DrainTimeout for the reports in
-// flight to be stored and acknowledged, and disconnects; whatever was not
-// acknowledged stays in the broker's persistent session for the next run.
-// It returns nil on a clean stop.
+// Run bridges reports until ctx ends, while this instance holds the
+// bridge lease of its client id; without it, it stands by (not ready) and
+// takes over when the lease is free. Then it stops taking messages, waits
+// up to cfg.DrainTimeout for the reports in flight to be stored and
+// acknowledged, and disconnects; whatever was not acknowledged stays in
+// the broker's persistent session for the next run. It returns nil on a
+// clean stop.
 func (s *Service) Run(ctx context.Context) error {
 	password, err := conf.ReadSecret(s.cfg.PasswordFile)
 	if err != nil {
 		return fmt.Errorf("mqtt password: %w", err)
 	}
+	js := s.deps.JS
+	if js == nil {
+		if js, err = jetstream.New(s.deps.NC); err != nil {
+			return fmt.Errorf("jetstream: %w", err)
+		}
+	}
+	l, err := lease.Open(ctx, js, lease.Config{
+		Bucket: s.cfg.LeaseBucket, Key: leaseKey(s.cfg.ClientID), Holder: s.holder,
+		What: "bridge", TTL: s.cfg.LeaseTTL, Replicas: s.deps.Streams.Replicas, Log: s.log,
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	// The lease outlives each session: it is released only after the
+	// session has disconnected, so a standby never connects alongside.
+	leaseCtx, stopLease := context.WithCancel(context.Background())
+	leaseDone := make(chan struct{})
+	go func() { l.Run(leaseCtx); close(leaseDone) }()
+	defer func() { stopLease(); <-leaseDone }()
+
+	health := s.deps.Health
+	for {
+		if !l.Held() {
+			health.Set(HealthComponent, fmt.Errorf("standby: another instance holds the bridge lease of client id %q", s.cfg.ClientID))
+			s.log.Info("bridge standing by: another instance holds the lease", "client_id", s.cfg.ClientID)
+			if !waitFor(ctx, l.Held, 50*time.Millisecond) {
+				health.Set(HealthComponent, errors.New("stopped"))
+				return nil
+			}
+		}
+		// Step down when the lease goes, in time to be disconnected
+		// before it can expire: the lease steps down after 2/3 of the TTL
+		// without a renewal, this notices within 1/8, and the drain takes
+		// at most 1/8.
+		active, stepDown := context.WithCancel(ctx)
+		var lost atomic.Bool
+		go func() {
+			if !waitFor(active, func() bool { return !l.Held() }, s.cfg.LeaseTTL/8) {
+				return
+			}
+			lost.Store(true)
+			stepDown()
+		}()
+		drain := func() time.Duration {
+			if lost.Load() {
+				return min(s.cfg.DrainTimeout, s.cfg.LeaseTTL/8)
+			}
+			return s.cfg.DrainTimeout
+		}
+		err := s.session(active, password, drain)
+		stepDown()
+		if err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.log.Warn("bridge lease lost: disconnected, standing by", "client_id", s.cfg.ClientID)
+	}
+}
+
+// waitFor polls cond every interval until it holds (true) or ctx ends
+// (false).
+func waitFor(ctx context.Context, cond func() bool, interval time.Duration) bool {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+	}
+	return ctx.Err() == nil
+}
+
+// leaseKey is the lease's KV key for an MQTT client id: the id itself when
+// it is a plain one, otherwise its hex form.
+func leaseKey(clientID string) string {
+	if events.ValidateID("client id", clientID) == nil {
+		return clientID
+	}
+	return "x" + hex.EncodeToString([]byte(clientID))
+}
+
+// session connects to the broker and bridges reports until ctx ends, then
+// stops taking messages, drains for up to drain() and disconnects.
+func (s *Service) session(ctx context.Context, password string, drain func() time.Duration) error {
 	r, err := newRunner(s)
 	if err != nil {
 		return err
@@ -202,11 +304,23 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 
 	<-ctx.Done()
-	r.shutdown(s.cfg.DrainTimeout)
+	r.shutdown(drain())
 	client.Disconnect(250)
 	health.Set(HealthComponent, errors.New("stopped"))
 	st := s.Stats()
 	s.log.Info("bridge stopped", "accepted", st.Accepted, "duplicates", st.Duplicates, "rejected", st.Rejected,
 		"abandoned", r.abandoned.Load())
 	return nil
+}
+
+// instanceName names this process for the lease: host name, process id
+// and a random part, so a restarted process is a new holder.
+func instanceName() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "host"
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
 }
