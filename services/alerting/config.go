@@ -4,6 +4,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/services/internal/conf"
 	"github.com/otawatch/otawatch/services/internal/fleet"
 )
@@ -30,6 +31,12 @@ type Config struct {
 	// SnapshotInterval is how often the state is written there, when it
 	// changed; a restart reads the log only after the snapshot.
 	SnapshotInterval time.Duration `yaml:"snapshot_interval"`
+	// LeaseBucket and LeaseTTL: the JetStream KV lease that makes one
+	// instance the active one; the others stand by (reading nothing) and
+	// one takes over, from the last snapshot, within LeaseTTL of the
+	// active one's end.
+	LeaseBucket string        `yaml:"lease_bucket"`
+	LeaseTTL    time.Duration `yaml:"lease_ttl"`
 
 	// Now is the wall clock ticks take their time from; nil is time.Now.
 	// Tests set it.
@@ -46,6 +53,8 @@ const (
 	DefaultSnapshotInterval = time.Minute
 	DefaultSnapshotBucket   = "otawatch_alerting"
 	DefaultEvalTimeout      = 100 * time.Millisecond
+	DefaultLeaseBucket      = "alerting_lease"
+	DefaultLeaseTTL         = 10 * time.Second
 )
 
 // SetDefaults fills in unset keys.
@@ -64,6 +73,12 @@ func (c *Config) SetDefaults() {
 	}
 	if c.SnapshotBucket == "" {
 		c.SnapshotBucket = DefaultSnapshotBucket
+	}
+	if c.LeaseBucket == "" {
+		c.LeaseBucket = DefaultLeaseBucket
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = DefaultLeaseTTL
 	}
 	if c.EvalTimeout == 0 {
 		c.EvalTimeout = DefaultEvalTimeout
@@ -93,6 +108,12 @@ func (c *Config) Validate(p conf.Problems) {
 	}
 	if c.EvalTimeout < time.Millisecond {
 		p.Addf("eval_timeout", "%s is shorter than 1ms", c.EvalTimeout)
+	}
+	if err := events.ValidateID("lease bucket", c.LeaseBucket); err != nil {
+		p.Addf("lease_bucket", "%v", err)
+	}
+	if c.LeaseTTL < time.Second {
+		p.Addf("lease_ttl", "%s is shorter than 1s", c.LeaseTTL)
 	}
 	for _, ch := range c.SnapshotBucket {
 		if !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '_' || ch == '-') {

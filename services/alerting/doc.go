@@ -34,6 +34,14 @@
 // set that does not load is refused with every problem logged (file, rule,
 // line:column) and the old rules keep running.
 //
+// # One active instance
+//
+// Instances share a lease in JetStream KV (lease_bucket). The holder runs
+// as described above; the others stand by (Status.Standby, not ready),
+// reading nothing, and the one that takes the lease next starts from the
+// last snapshot, as a restart does. An instance that loses the lease stops
+// at once and leaves the snapshot to the new holder.
+//
 // Messages the engine cannot use go to REJECTED (source "alerting"). A
 // poison message read again after a restart is recorded again once the
 // duplicate window has passed.

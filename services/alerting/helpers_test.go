@@ -64,11 +64,32 @@ func (h *harness) startWith(cfg Config, prepare func(*Service)) *running {
 	if prepare != nil {
 		prepare(s)
 	}
+	r := h.run(s)
+	testutil.Eventually(h.t, 10*time.Second, func() bool { return s.Status().CaughtUp }, "alerting did not catch up")
+	return r
+}
+
+// launch starts a service as start does, without waiting for it to catch
+// up.
+func (h *harness) launch(cfg Config) *running {
+	h.t.Helper()
+	cfg.ManualTicks = true
+	if cfg.Now == nil {
+		cfg.Now = func() time.Time { return t0 }
+	}
+	log := slog.New(slog.NewTextHandler(io.MultiWriter(h.log), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s, err := New(cfg, svc.Deps{Log: log, NC: h.js.NC, JS: h.js.JS, Streams: events.StreamOptions{Replicas: 1}})
+	if err != nil {
+		h.t.Fatalf("new alerting: %v", err)
+	}
+	return h.run(s)
+}
+
+func (h *harness) run(s *Service) *running {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{svc: s, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- s.Run(ctx) }()
 	h.t.Cleanup(func() { r.stop(h.t) })
-	testutil.Eventually(h.t, 10*time.Second, func() bool { return s.Status().CaughtUp }, "alerting did not catch up")
 	return r
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -14,6 +15,7 @@ import (
 	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/rules"
 	"github.com/otawatch/otawatch/services/internal/conf"
+	"github.com/otawatch/otawatch/services/internal/lease"
 	"github.com/otawatch/otawatch/services/internal/ruleeval"
 	"github.com/otawatch/otawatch/services/internal/svc"
 )
@@ -77,6 +79,8 @@ type Status struct {
 	// true when the state came from a snapshot.
 	Ticks, Snapshots, Rejected int
 	Restored                   bool
+	// Standby is true while another instance holds the alerting lease.
+	Standby bool
 }
 
 // New builds the service; it does no I/O.
@@ -164,9 +168,78 @@ type run struct {
 	dirty     bool
 }
 
-// Run runs the service until ctx ends: restore, catch up, then follow
-// SHADOW and ROLLOUT, tick, reload and snapshot.
+// Run runs the service until ctx ends. While this instance holds the
+// alerting lease it is active: restore, catch up, then follow SHADOW and
+// ROLLOUT, tick, reload and snapshot. Without it, it stands by, reading
+// nothing, and becomes active (from the last snapshot) when the lease is
+// free: one instance publishes alerts and presence events at a time.
 func (s *Service) Run(ctx context.Context) error {
+	l, err := lease.Open(ctx, s.deps.JS, lease.Config{
+		Bucket: s.cfg.LeaseBucket, Key: "alerting", Holder: lease.InstanceName(), What: "alerting",
+		TTL: s.cfg.LeaseTTL, Replicas: s.deps.Streams.Replicas, Log: s.log,
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	// Released only after the active run has stopped, so a standby never
+	// publishes alongside.
+	leaseCtx, stopLease := context.WithCancel(context.Background())
+	leaseDone := make(chan struct{})
+	go func() { l.Run(leaseCtx); close(leaseDone) }()
+	defer func() { stopLease(); <-leaseDone }()
+	for {
+		if !l.Held() {
+			s.deps.Health.Set(component, errors.New("standby: another instance holds the alerting lease"))
+			s.setStatus(func(st *Status) { st.Standby = true })
+			s.log.Info("alerting standing by: another instance holds the lease")
+			if !pollUntil(ctx, l.Held, 50*time.Millisecond) {
+				s.deps.Health.Set(component, errors.New("stopped"))
+				return nil
+			}
+		}
+		s.setStatus(func(st *Status) { st.Standby = false })
+		// Step down when the lease goes: the lease steps down after 2/3 of
+		// its TTL without a renewal and this notices within 1/8.
+		active, stepDown := context.WithCancel(ctx)
+		var lost atomic.Bool
+		go func() {
+			if pollUntil(active, func() bool { return !l.Held() }, s.cfg.LeaseTTL/8) {
+				lost.Store(true)
+				stepDown()
+			}
+		}()
+		err := s.runActive(active, &lost)
+		stepDown()
+		if err != nil || ctx.Err() != nil {
+			return err
+		}
+		s.log.Warn("alerting lease lost: stopped, standing by")
+	}
+}
+
+// pollUntil polls cond every interval until it holds (true) or ctx ends
+// (false).
+func pollUntil(ctx context.Context, cond func() bool, interval time.Duration) bool {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+	}
+	return ctx.Err() == nil
+}
+
+// runActive is the active instance: it restores the state, follows the
+// log, evaluates and publishes until ctx ends. When it ends because the
+// lease was lost (lost), it skips the final snapshot: the new active
+// instance owns the snapshot now.
+func (s *Service) runActive(ctx context.Context, lost *atomic.Bool) error {
 	s.deps.Health.Set(component, errors.New("starting"))
 	set, err := s.loadRules()
 	if err != nil {
@@ -232,7 +305,7 @@ func (s *Service) Run(ctx context.Context) error {
 			if snapping {
 				<-snapDone
 			}
-			if r.dirty && !s.crashOnStop {
+			if r.dirty && !s.crashOnStop && !lost.Load() {
 				sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				res := s.saveSnapshot(sctx, r)
 				cancel()

@@ -363,3 +363,37 @@ func TestRestartResolvesATickAlertAfterTheSnapshot(t *testing.T) {
 		t.Errorf("stale-shadow = %s, want raised then resolved", describe(got))
 	}
 }
+
+// TestStandbyTakesOver: two alerting instances on one log. One is active
+// and raises the alert of a failed report; the other stands by and reads
+// nothing. When the active one stops, the standby takes over from its
+// snapshot, raises the next alert and does not raise the first again.
+func TestStandbyTakesOver(t *testing.T) {
+	h := newHarness(t)
+	cfg := Config{LeaseTTL: 2 * time.Second}
+	a := h.start(cfg)
+
+	// The second instance: started without waiting for it to catch up,
+	// since a standby does not.
+	b := h.launch(cfg)
+	testutil.Eventually(t, 10*time.Second, func() bool { return b.svc.Status().Standby },
+		"second instance not standing by: %+v", b.svc.Status())
+
+	seq := h.report("dev-1", "2.0.0", events.StatusFailed, 30, at(time.Minute))
+	a.waitShadow(t, seq)
+	h.waitAlerts("device-failed", 1)
+	if st := b.svc.Status(); st.ShadowSeq != 0 || st.CaughtUp {
+		t.Fatalf("the standby read the log: %+v", st)
+	}
+
+	a.stop(t)
+	testutil.Eventually(t, 10*time.Second, func() bool { st := b.svc.Status(); return !st.Standby && st.CaughtUp },
+		"standby did not take over: %+v", b.svc.Status())
+	seq = h.report("dev-2", "2.0.0", events.StatusFailed, 30, at(2*time.Minute))
+	b.waitShadow(t, seq)
+	got := h.waitAlerts("device-failed", 2)
+	time.Sleep(200 * time.Millisecond) // a repeated first alert would be published by now
+	if got = h.alerts("device-failed"); len(got) != 2 {
+		t.Fatalf("ALERTS after the takeover: %s, want one alert per device", describe(got))
+	}
+}

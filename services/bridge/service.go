@@ -2,14 +2,12 @@ package bridge
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
-	"os"
 	"sync/atomic"
 	"time"
 
@@ -109,7 +107,7 @@ func New(cfg Config, deps svc.Deps) (*Service, error) {
 		log:    log.With("component", "bridge"),
 		dec:    dec,
 		now:    time.Now,
-		holder: instanceName(),
+		holder: lease.InstanceName(),
 	}, nil
 }
 
@@ -311,16 +309,4 @@ func (s *Service) session(ctx context.Context, password string, drain func() tim
 	s.log.Info("bridge stopped", "accepted", st.Accepted, "duplicates", st.Duplicates, "rejected", st.Rejected,
 		"abandoned", r.abandoned.Load())
 	return nil
-}
-
-// instanceName names this process for the lease: host name, process id
-// and a random part, so a restarted process is a new holder.
-func instanceName() string {
-	host, err := os.Hostname()
-	if err != nil || host == "" {
-		host = "host"
-	}
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
 }

@@ -19,8 +19,8 @@ import (
 
 	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/services/internal/conf"
-	"github.com/otawatch/otawatch/services/internal/lease"
 	"github.com/otawatch/otawatch/services/internal/fleet"
+	"github.com/otawatch/otawatch/services/internal/lease"
 	"github.com/otawatch/otawatch/services/internal/svc"
 )
 

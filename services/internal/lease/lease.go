@@ -4,9 +4,12 @@ package lease
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -172,4 +175,16 @@ func (l *Lease) release() {
 	if err := l.kv.Delete(ctx, l.key, jetstream.LastRevision(rev)); err != nil {
 		l.log.Debug("release "+l.what+" lease", "key", l.key, "err", err)
 	}
+}
+
+// InstanceName names this process as a lease holder: host name, process id
+// and a random part, so a restarted process is a new holder.
+func InstanceName() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "host"
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
 }
