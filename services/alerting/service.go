@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -184,62 +183,25 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		return err
 	}
-	// Released only after the active run has stopped, so a standby never
-	// publishes alongside.
-	leaseCtx, stopLease := context.WithCancel(context.Background())
-	leaseDone := make(chan struct{})
-	go func() { l.Run(leaseCtx); close(leaseDone) }()
-	defer func() { stopLease(); <-leaseDone }()
-	for {
-		if !l.Held() {
-			s.deps.Health.Set(component, errors.New("standby: another instance holds the alerting lease"))
-			s.setStatus(func(st *Status) { st.Standby = true })
-			s.log.Info("alerting standing by: another instance holds the lease")
-			if !pollUntil(ctx, l.Held, 50*time.Millisecond) {
-				s.deps.Health.Set(component, errors.New("stopped"))
-				return nil
-			}
-		}
+	err = l.Serve(ctx, func() {
+		s.deps.Health.Set(component, errors.New("standby: another instance holds the alerting lease"))
+		s.setStatus(func(st *Status) { st.Standby = true })
+		s.log.Info("alerting standing by: another instance holds the lease")
+	}, func(ctx context.Context, lost func() bool) error {
 		s.setStatus(func(st *Status) { st.Standby = false })
-		// Step down when the lease goes: the lease steps down after 2/3 of
-		// its TTL without a renewal and this notices within 1/8.
-		active, stepDown := context.WithCancel(ctx)
-		var lost atomic.Bool
-		go func() {
-			if pollUntil(active, func() bool { return !l.Held() }, s.cfg.LeaseTTL/8) {
-				lost.Store(true)
-				stepDown()
-			}
-		}()
-		err := s.runActive(active, &lost)
-		stepDown()
-		if err != nil || ctx.Err() != nil {
-			return err
-		}
-		s.log.Warn("alerting lease lost: stopped, standing by")
+		return s.runActive(ctx, lost)
+	})
+	if err == nil {
+		s.deps.Health.Set(component, errors.New("stopped"))
 	}
-}
-
-// pollUntil polls cond every interval until it holds (true) or ctx ends
-// (false).
-func pollUntil(ctx context.Context, cond func() bool, interval time.Duration) bool {
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			return false
-		case <-tick.C:
-		}
-	}
-	return ctx.Err() == nil
+	return err
 }
 
 // runActive is the active instance: it restores the state, follows the
 // log, evaluates and publishes until ctx ends. When it ends because the
 // lease was lost (lost), it skips the final snapshot: the new active
 // instance owns the snapshot now.
-func (s *Service) runActive(ctx context.Context, lost *atomic.Bool) error {
+func (s *Service) runActive(ctx context.Context, lost func() bool) error {
 	s.deps.Health.Set(component, errors.New("starting"))
 	set, err := s.loadRules()
 	if err != nil {
@@ -305,7 +267,7 @@ func (s *Service) runActive(ctx context.Context, lost *atomic.Bool) error {
 			if snapping {
 				<-snapDone
 			}
-			if r.dirty && !s.crashOnStop && !lost.Load() {
+			if r.dirty && !s.crashOnStop && !lost() {
 				sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				res := s.saveSnapshot(sctx, r)
 				cancel()

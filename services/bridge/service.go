@@ -150,67 +150,24 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		return err
 	}
-	// The lease outlives each session: it is released only after the
-	// session has disconnected, so a standby never connects alongside.
-	leaseCtx, stopLease := context.WithCancel(context.Background())
-	leaseDone := make(chan struct{})
-	go func() { l.Run(leaseCtx); close(leaseDone) }()
-	defer func() { stopLease(); <-leaseDone }()
-
 	health := s.deps.Health
-	for {
-		if !l.Held() {
-			health.Set(HealthComponent, fmt.Errorf("standby: another instance holds the bridge lease of client id %q", s.cfg.ClientID))
-			s.log.Info("bridge standing by: another instance holds the lease", "client_id", s.cfg.ClientID)
-			if !waitFor(ctx, l.Held, 50*time.Millisecond) {
-				health.Set(HealthComponent, errors.New("stopped"))
-				return nil
-			}
-		}
-		// Step down when the lease goes, in time to be disconnected
-		// before it can expire: the lease steps down after 2/3 of the TTL
-		// without a renewal, this notices within 1/8, and the drain takes
-		// at most 1/8.
-		active, stepDown := context.WithCancel(ctx)
-		var lost atomic.Bool
-		go func() {
-			if !waitFor(active, func() bool { return !l.Held() }, s.cfg.LeaseTTL/8) {
-				return
-			}
-			lost.Store(true)
-			stepDown()
-		}()
-		drain := func() time.Duration {
-			if lost.Load() {
+	err = l.Serve(ctx, func() {
+		health.Set(HealthComponent, fmt.Errorf("standby: another instance holds the bridge lease of client id %q", s.cfg.ClientID))
+		s.log.Info("bridge standing by: another instance holds the lease", "client_id", s.cfg.ClientID)
+	}, func(ctx context.Context, lost func() bool) error {
+		// After a lost lease, drain only briefly: the next holder may
+		// connect once the lease expires.
+		return s.session(ctx, password, func() time.Duration {
+			if lost() {
 				return min(s.cfg.DrainTimeout, s.cfg.LeaseTTL/8)
 			}
 			return s.cfg.DrainTimeout
-		}
-		err := s.session(active, password, drain)
-		stepDown()
-		if err != nil {
-			return err
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		s.log.Warn("bridge lease lost: disconnected, standing by", "client_id", s.cfg.ClientID)
+		})
+	})
+	if err == nil {
+		health.Set(HealthComponent, errors.New("stopped"))
 	}
-}
-
-// waitFor polls cond every interval until it holds (true) or ctx ends
-// (false).
-func waitFor(ctx context.Context, cond func() bool, interval time.Duration) bool {
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			return false
-		case <-tick.C:
-		}
-	}
-	return ctx.Err() == nil
+	return err
 }
 
 // leaseKey is the lease's KV key for an MQTT client id: the id itself when

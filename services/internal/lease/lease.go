@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -122,6 +123,58 @@ func (l *Lease) Run(ctx context.Context) {
 		case <-tick.C:
 		}
 	}
+}
+
+// Serve runs the lease (Run) and calls active each time this instance
+// holds it, until ctx ends. active's context ends when ctx does or when
+// the lease is lost; lost then reports true. Between turns, standby is
+// called and Serve waits for the lease. The lease is released only after
+// active has returned, so another instance never becomes active alongside.
+// A holder notices a lost lease within 1/8 of the TTL of its step-down
+// (2/3 of the TTL without a renewal): active has the rest of the TTL to
+// stop. Serve returns active's error, or nil once ctx has ended.
+func (l *Lease) Serve(ctx context.Context, standby func(), active func(ctx context.Context, lost func() bool) error) error {
+	runCtx, stopRun := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { l.Run(runCtx); close(ran) }()
+	defer func() { stopRun(); <-ran }()
+	for {
+		if !l.Held() {
+			standby()
+			if !l.wait(ctx, true, 50*time.Millisecond) {
+				return nil
+			}
+		}
+		actx, stepDown := context.WithCancel(ctx)
+		var lost atomic.Bool
+		go func() {
+			if l.wait(actx, false, l.ttl/8) {
+				lost.Store(true)
+				stepDown()
+			}
+		}()
+		err := active(actx, lost.Load)
+		stepDown()
+		if err != nil || ctx.Err() != nil {
+			return err
+		}
+		l.log.Warn(l.what+" lease lost: stopped, standing by", "holder", l.holder, "key", l.key)
+	}
+}
+
+// wait polls Held every interval until it is held (true) or ctx ends
+// (false).
+func (l *Lease) wait(ctx context.Context, held bool, interval time.Duration) bool {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for l.Held() != held {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+	}
+	return ctx.Err() == nil
 }
 
 func (l *Lease) attempt(ctx context.Context) {

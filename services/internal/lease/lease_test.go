@@ -3,6 +3,7 @@ package lease
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -134,5 +135,55 @@ func TestLeaseReleasedOnCleanStop(t *testing.T) {
 	b.attempt(context.Background())
 	if !b.Held() {
 		t.Fatal("b could not take the lease a released")
+	}
+}
+
+// TestServeOneActiveAtATime: two instances Serve one lease. One is active,
+// the other stands by; the active one's context ends when its lease is
+// taken, and never are both active. When the first stops, the second
+// becomes active at once (a clean stop releases).
+func TestServeOneActiveAtATime(t *testing.T) {
+	js := testutil.StartJetStream(t, testutil.JetStreamOptions{NoStreams: true})
+	var active atomic.Int32
+	var both atomic.Bool
+	serve := func(name string) (context.CancelFunc, *atomic.Int32, *atomic.Int32, func() error) {
+		l, err := Open(context.Background(), js.JS, Config{Bucket: "serve_test", Key: "k", Holder: name, What: "test", TTL: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var turns, standbys atomic.Int32
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		var serveErr error
+		go func() {
+			defer close(done)
+			serveErr = l.Serve(ctx, func() { standbys.Add(1) }, func(ctx context.Context, lost func() bool) error {
+				turns.Add(1)
+				if active.Add(1) > 1 {
+					both.Store(true)
+				}
+				<-ctx.Done()
+				active.Add(-1)
+				return nil
+			})
+		}()
+		t.Cleanup(func() { cancel(); <-done })
+		return cancel, &turns, &standbys, func() error { <-done; return serveErr }
+	}
+	stopA, aTurns, _, aDone := serve("a")
+	testutil.Eventually(t, 5*time.Second, func() bool { return aTurns.Load() == 1 }, "a never became active")
+	_, bTurns, bStandbys, _ := serve("b")
+	testutil.Eventually(t, 5*time.Second, func() bool { return bStandbys.Load() == 1 }, "b never stood by")
+	time.Sleep(2500 * time.Millisecond) // over a TTL: a renews, b stays standing by
+	if bTurns.Load() != 0 {
+		t.Fatal("b became active while a held the lease")
+	}
+	stopA()
+	if err := aDone(); err != nil {
+		t.Fatalf("a's Serve: %v", err)
+	}
+	testutil.Eventually(t, 5*time.Second, func() bool { return bTurns.Load() == 1 }, "b did not take over")
+	if both.Load() {
+		t.Fatal("a and b were active at the same time")
 	}
 }
