@@ -31,7 +31,7 @@ import (
 // a valid report; FuzzDecodeFast checks that whatever this path accepts,
 // the schema path accepts with the same firmware.
 func decodeFast(payload []byte) (events.Firmware, bool) {
-	p := fastParser{b: payload}
+	p := fastParser{jsonParser{b: payload}}
 	p.space()
 	fw, ok := p.report()
 	if !ok {
@@ -46,20 +46,10 @@ func decodeFast(payload []byte) (events.Firmware, bool) {
 // judged by the schema path.
 const fastMaxDepth = 64
 
+// fastParser is jsonParser's scanner (space, literal, scanNumber) with the
+// report's one-pass reading on top.
 type fastParser struct {
-	b []byte
-	i int
-}
-
-func (p *fastParser) space() {
-	for p.i < len(p.b) {
-		switch p.b[p.i] {
-		case ' ', '\t', '\n', '\r':
-			p.i++
-		default:
-			return
-		}
-	}
+	jsonParser
 }
 
 // next skips space and reports whether the next byte is c, consuming it
@@ -264,18 +254,10 @@ func (p *fastParser) plain() ([]byte, bool) {
 	return nil, false
 }
 
-func (p *fastParser) literal(s string) bool {
-	if len(p.b)-p.i >= len(s) && string(p.b[p.i:p.i+len(s)]) == s {
-		p.i += len(s)
-		return true
-	}
-	return false
-}
-
 // duration parses a non-negative JSON number that fits a float64.
 func (p *fastParser) duration() (float64, bool) {
 	start := p.i
-	if !p.number() || p.b[start] == '-' {
+	if !p.scanNumber() || p.b[start] == '-' {
 		return 0, false
 	}
 	f, err := strconv.ParseFloat(string(p.b[start:p.i]), 64)
@@ -283,46 +265,6 @@ func (p *fastParser) duration() (float64, bool) {
 		return 0, false
 	}
 	return f, true
-}
-
-// number checks the JSON number grammar.
-func (p *fastParser) number() bool {
-	if p.i < len(p.b) && p.b[p.i] == '-' {
-		p.i++
-	}
-	switch {
-	case p.i < len(p.b) && p.b[p.i] == '0':
-		p.i++
-	case p.i < len(p.b) && p.b[p.i] >= '1' && p.b[p.i] <= '9':
-		p.digits()
-	default:
-		return false
-	}
-	if p.i < len(p.b) && p.b[p.i] == '.' {
-		p.i++
-		if p.digits() == 0 {
-			return false
-		}
-	}
-	if p.i < len(p.b) && (p.b[p.i] == 'e' || p.b[p.i] == 'E') {
-		p.i++
-		if p.i < len(p.b) && (p.b[p.i] == '+' || p.b[p.i] == '-') {
-			p.i++
-		}
-		if p.digits() == 0 {
-			return false
-		}
-	}
-	return true
-}
-
-func (p *fastParser) digits() int {
-	n := 0
-	for p.i < len(p.b) && p.b[p.i] >= '0' && p.b[p.i] <= '9' {
-		p.i++
-		n++
-	}
-	return n
 }
 
 // skip checks and passes over one JSON value a report may carry besides its
@@ -358,7 +300,7 @@ func (p *fastParser) skip(depth int) bool {
 	case c == '"':
 		return p.skipString()
 	case c == '-' || c >= '0' && c <= '9':
-		return p.number()
+		return p.scanNumber()
 	case c == 't':
 		return p.literal("true")
 	case c == 'f':

@@ -197,7 +197,15 @@ func (p *jsonParser) str() (any, bool) {
 // number checks the JSON number grammar and keeps the text.
 func (p *jsonParser) number() (any, bool) {
 	start := p.i
-	if p.b[p.i] == '-' {
+	if !p.scanNumber() {
+		return nil, false
+	}
+	return json.Number(p.b[start:p.i]), true
+}
+
+// scanNumber passes over a number, checking the JSON number grammar.
+func (p *jsonParser) scanNumber() bool {
+	if p.i < len(p.b) && p.b[p.i] == '-' {
 		p.i++
 	}
 	switch {
@@ -206,12 +214,12 @@ func (p *jsonParser) number() (any, bool) {
 	case p.i < len(p.b) && p.b[p.i] >= '1' && p.b[p.i] <= '9':
 		p.digits()
 	default:
-		return nil, false
+		return false
 	}
 	if p.i < len(p.b) && p.b[p.i] == '.' {
 		p.i++
 		if p.digits() == 0 {
-			return nil, false
+			return false
 		}
 	}
 	if p.i < len(p.b) && (p.b[p.i] == 'e' || p.b[p.i] == 'E') {
@@ -220,10 +228,10 @@ func (p *jsonParser) number() (any, bool) {
 			p.i++
 		}
 		if p.digits() == 0 {
-			return nil, false
+			return false
 		}
 	}
-	return json.Number(p.b[start:p.i]), true
+	return true
 }
 
 func (p *jsonParser) digits() int {
