@@ -52,6 +52,20 @@ func (h *harness) start(cfg Config) *running {
 
 func (h *harness) startWith(cfg Config, prepare func(*Service)) *running {
 	h.t.Helper()
+	r := h.launchWith(cfg, prepare)
+	testutil.Eventually(h.t, 10*time.Second, func() bool { return r.svc.Status().CaughtUp }, "alerting did not catch up")
+	return r
+}
+
+// launch starts a service as start does, without waiting for it to catch
+// up.
+func (h *harness) launch(cfg Config) *running {
+	h.t.Helper()
+	return h.launchWith(cfg, nil)
+}
+
+func (h *harness) launchWith(cfg Config, prepare func(*Service)) *running {
+	h.t.Helper()
 	cfg.ManualTicks = true
 	if cfg.Now == nil {
 		cfg.Now = func() time.Time { return t0 }
@@ -63,24 +77,6 @@ func (h *harness) startWith(cfg Config, prepare func(*Service)) *running {
 	}
 	if prepare != nil {
 		prepare(s)
-	}
-	r := h.run(s)
-	testutil.Eventually(h.t, 10*time.Second, func() bool { return s.Status().CaughtUp }, "alerting did not catch up")
-	return r
-}
-
-// launch starts a service as start does, without waiting for it to catch
-// up.
-func (h *harness) launch(cfg Config) *running {
-	h.t.Helper()
-	cfg.ManualTicks = true
-	if cfg.Now == nil {
-		cfg.Now = func() time.Time { return t0 }
-	}
-	log := slog.New(slog.NewTextHandler(io.MultiWriter(h.log), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	s, err := New(cfg, svc.Deps{Log: log, NC: h.js.NC, JS: h.js.JS, Streams: events.StreamOptions{Replicas: 1}})
-	if err != nil {
-		h.t.Fatalf("new alerting: %v", err)
 	}
 	return h.run(s)
 }

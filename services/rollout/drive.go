@@ -105,6 +105,18 @@ type item struct {
 	at time.Time // the desired event's time; the delta's timestamp
 }
 
+// budget returns how many devices job id may send to (or clear) now, its
+// rate since the last take and at most MaxBatch, and its token bucket, to
+// take what was sent from. s.mu must be held.
+func (s *Service) budget(id string, j *Job, now time.Time) (int, *bucket) {
+	b := s.buckets[id]
+	if b == nil {
+		b = &bucket{}
+		s.buckets[id] = b
+	}
+	return min(b.take(now, j.Spec.Rate, s.cfg.Tick), s.cfg.MaxBatch), b
+}
+
 // sendBatch sends the job's next batch of desired state, under its rate
 // limit, in this order per device:
 //
@@ -129,12 +141,7 @@ func (s *Service) sendBatch(ctx context.Context, id string, now time.Time) error
 		s.mu.Unlock()
 		return nil
 	}
-	b := s.buckets[id]
-	if b == nil {
-		b = &bucket{}
-		s.buckets[id] = b
-	}
-	n := min(b.take(now, j.Spec.Rate, s.cfg.Tick), s.cfg.MaxBatch)
+	n, b := s.budget(id, j, now)
 	if n < 1 {
 		s.mu.Unlock()
 		return nil

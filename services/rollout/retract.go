@@ -99,12 +99,7 @@ func (s *Service) retractBatch(ctx context.Context, id string, now time.Time) er
 		s.mu.Unlock()
 		return nil
 	}
-	b := s.buckets[id]
-	if b == nil {
-		b = &bucket{}
-		s.buckets[id] = b
-	}
-	n := min(b.take(now, j.Spec.Rate, s.cfg.Tick), s.cfg.MaxBatch)
+	n, b := s.budget(id, j, now)
 	if n < 1 {
 		s.mu.Unlock()
 		return nil
