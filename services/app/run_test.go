@@ -125,17 +125,7 @@ func TestRunStopsCleanlyAndKeepsTheLog(t *testing.T) {
 		}
 		defer nc.Close()
 		js, _ := jetstream.New(nc)
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s, err := js.Stream(ctx, events.StreamShadow)
-		if err != nil {
-			return 0
-		}
-		info, err := s.Info(ctx)
-		if err != nil {
-			return 0
-		}
-		return info.State.Msgs
+		return testutil.StreamMsgs(js, events.StreamShadow)
 	}
 	testutil.Eventually(t, 30*time.Second, func() bool { return countShadow() == 1 }, "report never reached SHADOW\n%s", p.stderr)
 

@@ -53,17 +53,7 @@ func TestExternalNATSRestart(t *testing.T) {
 	if err := events.EnsureStreams(ctx, tjs, events.StreamOptions{Replicas: 1}); err != nil {
 		t.Fatal(err)
 	}
-	count := func() uint64 {
-		s, err := tjs.Stream(ctx, events.StreamShadow)
-		if err != nil {
-			return 0
-		}
-		info, err := s.Info(ctx)
-		if err != nil {
-			return 0
-		}
-		return info.State.Msgs
-	}
+	count := func() uint64 { return testutil.StreamMsgs(tjs, events.StreamShadow) }
 
 	// The bridge's connection, as otawatch run makes it for nats.url.
 	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))

@@ -124,3 +124,20 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() bool, msg strin
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// StreamMsgs returns the number of messages in stream, or 0 while the
+// stream cannot be read (a server restarting): for polling with
+// Eventually, against any server.
+func StreamMsgs(js jetstream.JetStream, stream string) uint64 {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return 0
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0
+	}
+	return info.State.Msgs
+}
