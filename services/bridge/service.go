@@ -209,7 +209,10 @@ func (s *Service) session(ctx context.Context, password string, drain func() tim
 		// not the inbound one, and shutdown unblocks the handler. With
 		// order off, paho would start a goroutine per report and keep
 		// reading; that cost 5 us of CPU per report and left the number
-		// of waiting goroutines unbounded.
+		// of waiting goroutines unbounded. (DESIGN.md's advice to turn
+		// order off is against a handler that waits for its PubAck, which
+		// would serialise the bridge on JetStream round trips; this one
+		// hands over and returns.)
 		SetOrderMatters(true).
 		// Redelivered reports arrive before Subscribe registers a route;
 		// the default handler is the one path for every message.
