@@ -200,19 +200,15 @@ func (s *Service) session(ctx context.Context, password string, drain func() tim
 		SetCleanSession(false).
 		// Ack only after the JetStream PubAck (runner.finish).
 		SetAutoAckDisabled(true).
-		// paho calls the handler on its inbound goroutine, which only
-		// queues the report for the workers. When max_in_flight reports
-		// are waiting for JetStream the handler blocks, and so does
-		// paho's reading from the broker: back-pressure on the broker,
-		// which holds the rest in the session. That never deadlocks: the
-		// acks that free a slot go out through paho's outbound goroutine,
-		// not the inbound one, and shutdown unblocks the handler. With
-		// order off, paho would start a goroutine per report and keep
-		// reading; that cost 5 us of CPU per report and left the number
-		// of waiting goroutines unbounded. (DESIGN.md's advice to turn
-		// order off is against a handler that waits for its PubAck, which
-		// would serialise the bridge on JetStream round trips; this one
-		// hands over and returns.)
+		// paho calls the handler on its inbound goroutine. It never
+		// blocks: it hands the report to a worker, or queues it when
+		// max_in_flight reports are being stored (runner.handle), so paho
+		// keeps reading and notices a dropped connection even while
+		// JetStream is stalled. With order off, paho would start a
+		// goroutine per report just to hand it over: 5 us of CPU per
+		// report. (DESIGN.md's advice to turn order off is against a
+		// handler that waits for its PubAck, which would serialise the
+		// bridge on JetStream round trips.)
 		SetOrderMatters(true).
 		// Redelivered reports arrive before Subscribe registers a route;
 		// the default handler is the one path for every message.
