@@ -32,7 +32,7 @@ import (
 // Workers are long-lived so that decoding does not grow a fresh goroutine
 // stack per report, and no goroutine waits per report.
 
-// runner is one Run's state.
+// runner is one session's state (Service.session).
 type runner struct {
 	s    *Service
 	pb   *publisher
@@ -49,7 +49,7 @@ type runner struct {
 	wg sync.WaitGroup
 	// loops counts the worker goroutines.
 	loops sync.WaitGroup
-	// stop closes when Run's context ends: no new report is taken.
+	// stop closes when the session ends: no new report is taken.
 	stop chan struct{}
 	// hard ends when the drain time is over: reports still in flight give
 	// up without an ack and come back in the next session.
