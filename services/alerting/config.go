@@ -4,9 +4,9 @@ import (
 	"os"
 	"time"
 
-	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/services/internal/conf"
 	"github.com/otawatch/otawatch/services/internal/fleet"
+	"github.com/otawatch/otawatch/services/internal/lease"
 )
 
 // Config is the alerting service's section of the configuration ("alerting").
@@ -109,12 +109,7 @@ func (c *Config) Validate(p conf.Problems) {
 	if c.EvalTimeout < time.Millisecond {
 		p.Addf("eval_timeout", "%s is shorter than 1ms", c.EvalTimeout)
 	}
-	if err := events.ValidateID("lease bucket", c.LeaseBucket); err != nil {
-		p.Addf("lease_bucket", "%v", err)
-	}
-	if c.LeaseTTL < time.Second {
-		p.Addf("lease_ttl", "%s is shorter than 1s", c.LeaseTTL)
-	}
+	lease.CheckConfig(p, c.LeaseBucket, c.LeaseTTL)
 	for _, ch := range c.SnapshotBucket {
 		if !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '_' || ch == '-') {
 			p.Addf("snapshot_bucket", "%q may only have A-Z a-z 0-9 _ -", c.SnapshotBucket)

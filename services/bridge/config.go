@@ -4,8 +4,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/services/internal/conf"
+	"github.com/otawatch/otawatch/services/internal/lease"
 )
 
 // Config is the bridge's section of the configuration ("mqtt").
@@ -127,10 +127,5 @@ func (c *Config) Validate(p conf.Problems) {
 	if c.DrainTimeout < 0 {
 		p.Addf("drain_timeout", "must not be negative")
 	}
-	if err := events.ValidateID("lease bucket", c.LeaseBucket); err != nil {
-		p.Addf("lease_bucket", "%v", err)
-	}
-	if c.LeaseTTL < time.Second {
-		p.Addf("lease_ttl", "%s is shorter than 1s", c.LeaseTTL)
-	}
+	lease.CheckConfig(p, c.LeaseBucket, c.LeaseTTL)
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/services/internal/conf"
+	"github.com/otawatch/otawatch/services/internal/lease"
 )
 
 // Config is the rollout service's section of the configuration ("rollout").
@@ -154,12 +155,7 @@ func (c *Config) Validate(p conf.Problems) {
 	if c.Soak < 0 {
 		p.Addf("soak", "must not be negative")
 	}
-	if err := events.ValidateID("lease bucket", c.LeaseBucket); err != nil {
-		p.Addf("lease_bucket", "%v", err)
-	}
-	if c.LeaseTTL < time.Second {
-		p.Addf("lease_ttl", "%s is shorter than 1s", c.LeaseTTL)
-	}
+	lease.CheckConfig(p, c.LeaseBucket, c.LeaseTTL)
 	if c.Tick <= 0 || c.Tick > c.LeaseTTL/3 {
 		p.Addf("tick", "%s must be positive and at most a third of lease_ttl", c.Tick)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/services/internal/conf"
 )
 
 // Clock is the time source of the holder's step-down timer. Tests inject
@@ -240,4 +241,15 @@ func InstanceName() string {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+}
+
+// CheckConfig reports the problems of a service's lease keys, lease_bucket
+// and lease_ttl, under p.
+func CheckConfig(p conf.Problems, bucket string, ttl time.Duration) {
+	if err := events.ValidateID("lease bucket", bucket); err != nil {
+		p.Addf("lease_bucket", "%v", err)
+	}
+	if ttl < time.Second {
+		p.Addf("lease_ttl", "%s is shorter than 1s", ttl)
+	}
 }
