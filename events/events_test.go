@@ -18,11 +18,21 @@ func TestValidateID(t *testing.T) {
 		{"dot", "a.b", `'.'`},
 		{"star", "a*", `'*'`},
 		{"gt", ">", `'>'`},
-		{"space", "a b", `' '`},
+		{"space", "a b", `"a b" has a space at byte 1;`},
 		{"slash", "a/b", `'/'`},
 		{"plus", "a+b", `'+'`},
 		{"hash", "#", `'#'`},
 		{"non-ascii", "défaut", "allowed are"},
+		// The character, not its first byte ('Ã'), and its code point.
+		{"accent", "dév", `device id "dév" has 'é' (U+00E9) at byte 1; allowed are A-Z a-z 0-9 _ -`},
+		{"cjk", "日本", `has '日' (U+65E5) at byte 0;`},
+		{"emoji", "ok\U0001F600", `has '😀' (U+1F600) at byte 2;`},
+		{"tab", "a\tb", `"a\tb" has a control character (U+0009) at byte 1;`},
+		{"nul", "a\x00", `has a control character (U+0000) at byte 1;`},
+		{"no-break space", "a\u00a0b", `has a white-space character (U+00A0) at byte 1;`},
+		{"zero-width space", "a\u200bb", `has an invisible character (U+200B) at byte 1;`},
+		{"invalid utf-8", "d\xc3", `device id "d\xc3" is not valid UTF-8 (byte 0xC3 at byte 1); allowed are`},
+		{"lone continuation byte", "\x80x", `is not valid UTF-8 (byte 0x80 at byte 0);`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -3,6 +3,8 @@ package events
 import (
 	"fmt"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Subject roots. Every subject of the log starts with one of these.
@@ -33,10 +35,34 @@ func ValidateID(kind, id string) error {
 	}
 	for i := 0; i < len(id); i++ {
 		if c := id[i]; !idChar(c) {
-			return fmt.Errorf("%s %q has %q at byte %d; allowed are A-Z a-z 0-9 _ -", kind, id, rune(c), i)
+			return fmt.Errorf("%s %q %s; allowed are A-Z a-z 0-9 _ -", kind, id, badIDChar(id, i))
 		}
 	}
 	return nil
+}
+
+// badIDChar says, for a person, what is wrong with the character at byte i
+// of id. A byte alone would show 'Ã' for the first byte of "é", so it reads
+// the character as UTF-8: "has 'é' (U+00E9) at byte 1", "has a space at
+// byte 3", "has a control character (U+0009) at byte 3", or "is not valid
+// UTF-8 (byte 0xC3 at byte 1)".
+func badIDChar(id string, i int) string {
+	r, size := utf8.DecodeRuneInString(id[i:])
+	switch {
+	case r == utf8.RuneError && size <= 1:
+		return fmt.Sprintf("is not valid UTF-8 (byte 0x%02X at byte %d)", id[i], i)
+	case r == ' ':
+		return fmt.Sprintf("has a space at byte %d", i)
+	case unicode.IsControl(r):
+		return fmt.Sprintf("has a control character (%U) at byte %d", r, i)
+	case unicode.IsSpace(r):
+		return fmt.Sprintf("has a white-space character (%U) at byte %d", r, i)
+	case r < utf8.RuneSelf:
+		return fmt.Sprintf("has %q at byte %d", r, i)
+	case !unicode.IsPrint(r):
+		return fmt.Sprintf("has an invisible character (%U) at byte %d", r, i)
+	}
+	return fmt.Sprintf("has %q (%U) at byte %d", r, r, i)
 }
 
 func idChar(c byte) bool {

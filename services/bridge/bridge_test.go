@@ -236,7 +236,7 @@ func badInputs(t *testing.T, maxPayload int) []badInput {
 		badInput{"oversized", topic, big, "payload is " + itoa(len(big)) + " bytes, the limit is " + itoa(maxPayload), ""},
 		badInput{"star in id", idTopic("dev*1"), good.payload, `topic: device id "dev*1" has '*' at byte 3; allowed are A-Z a-z 0-9 _ -`, ""},
 		badInput{"gt as id", idTopic(">"), good.payload, `topic: device id ">" has '>' at byte 0; allowed are A-Z a-z 0-9 _ -`, natsWildcard},
-		badInput{"space in id", idTopic("dev 1"), good.payload, `topic: device id "dev 1" has ' ' at byte 3; allowed are A-Z a-z 0-9 _ -`, natsDrops},
+		badInput{"space in id", idTopic("dev 1"), good.payload, `topic: device id "dev 1" has a space at byte 3; allowed are A-Z a-z 0-9 _ -`, natsDrops},
 		badInput{"dot in id", idTopic("dev.1"), good.payload, `topic: device id "dev.1" has '.' at byte 3; allowed are A-Z a-z 0-9 _ -`, ""},
 		badInput{"empty id", idTopic(""), good.payload, "topic: device id is empty", ""},
 		badInput{"id too long", idTopic(strings.Repeat("d", 65)), good.payload, "topic: device id is 65 bytes long, the limit is 64", ""},

@@ -158,7 +158,7 @@ func TestDecodeReportTopicsAndSize(t *testing.T) {
 		{"dot in device id", "iot-2/type/gateway/id/dev.1/update/shadow", good, 0, `topic: device id "dev.1" has '.' at byte 3; allowed are A-Z a-z 0-9 _ -`},
 		{"star in device id", "iot-2/type/gateway/id/dev*/update/shadow", good, 0, `topic: device id "dev*" has '*' at byte 3; allowed are A-Z a-z 0-9 _ -`},
 		{"gt as device id", "iot-2/type/gateway/id/>/update/shadow", good, 0, `topic: device id ">" has '>' at byte 0; allowed are A-Z a-z 0-9 _ -`},
-		{"space in type id", "iot-2/type/gate way/id/dev-1/update/shadow", good, 0, `topic: type id "gate way" has ' ' at byte 4; allowed are A-Z a-z 0-9 _ -`},
+		{"space in type id", "iot-2/type/gate way/id/dev-1/update/shadow", good, 0, `topic: type id "gate way" has a space at byte 4; allowed are A-Z a-z 0-9 _ -`},
 		{"empty type id", "iot-2/type//id/dev-1/update/shadow", good, 0, "topic: type id is empty"},
 		{"empty device id", "iot-2/type/gateway/id//update/shadow", good, 0, "topic: device id is empty"},
 		{"device id too long", "iot-2/type/gateway/id/" + strings.Repeat("x", 65) + "/update/shadow", good, 0, "topic: device id is 65 bytes long, the limit is 64"},
