@@ -43,7 +43,7 @@ func TestParseRule(t *testing.T) {
 		{name: "cost", file: "id: r1\nseverity: info\ncondition: '[1,2,3,4,5,6,7,8,9,10].all(a, [1,2,3,4,5,6,7,8,9,10].all(b, [1,2,3,4,5,6,7,8,9,10].all(c, [1,2,3,4,5,6,7,8,9,10].exists(d, a+b+c+d == 100))))'\n", wantErr: "rule r1: estimated cost"},
 		{name: "unknown key", file: "id: r1\nseverity: info\nconditon: true\n", wantErr: "f.yaml:3:1: field conditon is not a rule key"},
 		{name: "bad severity", file: "id: r1\nseverity: page\ncondition: true\n", wantErr: "f.yaml:2:1: rule r1: severity \"page\""},
-		{name: "bad id", file: "id: r 1\nseverity: info\ncondition: true\n", wantErr: "rule id \"r 1\" has ' '"},
+		{name: "bad id", file: "id: r 1\nseverity: info\ncondition: true\n", wantErr: "rule id \"r 1\" has a space"},
 		{name: "no condition", file: "id: r1\nseverity: info\n", wantErr: "has no condition"},
 		{name: "both condition and levels", file: "id: r1\nseverity: info\ncondition: true\nlevels:\n  - {severity: info, condition: true}\n", wantErr: "either severity and condition, or levels"},
 		{name: "bad for", file: "id: r1\nseverity: info\ncondition: true\nfor: soon\n", wantErr: "for \"soon\" is not a duration"},
