@@ -43,6 +43,49 @@ type StreamOptions struct {
 	MaxAge time.Duration
 	// DuplicateWindow is how long a Nats-Msg-Id is remembered for dedup.
 	DuplicateWindow time.Duration
+	// MaxBytes bounds every stream's size in bytes; 0 or -1 leaves the
+	// audit streams unbounded (REJECTED always has a bound, see
+	// MaxBytesFor).
+	MaxBytes int64
+	// StreamMaxBytes overrides MaxBytes for the streams it names (keys are
+	// stream names, e.g. StreamShadow); -1 is unbounded, 0 is no override.
+	StreamMaxBytes map[string]int64
+}
+
+// DefaultRejectedMaxBytes is REJECTED's bound when neither MaxBytes nor an
+// override sets a smaller one: REJECTED holds what anyone could send, so it
+// is never unbounded unless an operator says so explicitly.
+const DefaultRejectedMaxBytes int64 = 1 << 30
+
+// MaxRejectedEventSize is REJECTED's per-message limit (MaxMsgSize). A
+// record built by NewRejected is far below it: 64 KiB of raw bytes are
+// 87,384 in base64, plus a reason of at most 1 KiB and an MQTT topic of at
+// most 64 KiB.
+const MaxRejectedEventSize int32 = 256 << 10
+
+// StreamNames returns the name of every otawatch stream.
+func StreamNames() []string {
+	return []string{StreamShadow, StreamRollout, StreamAlerts, StreamNotify, StreamRejected}
+}
+
+// MaxBytesFor returns stream's byte limit in JetStream's terms (-1 is
+// unbounded): its override if it has one; for REJECTED otherwise the
+// smaller of MaxBytes and DefaultRejectedMaxBytes; for the others
+// MaxBytes.
+func (o StreamOptions) MaxBytesFor(stream string) int64 {
+	if v, ok := o.StreamMaxBytes[stream]; ok && v != 0 {
+		return max(v, -1)
+	}
+	if stream == StreamRejected {
+		if o.MaxBytes > 0 && o.MaxBytes < DefaultRejectedMaxBytes {
+			return o.MaxBytes
+		}
+		return DefaultRejectedMaxBytes
+	}
+	if o.MaxBytes > 0 {
+		return o.MaxBytes
+	}
+	return -1
 }
 
 // DefaultDuplicateWindow covers a device's retries (5 s, 15 s, 45 s) and a
@@ -50,8 +93,17 @@ type StreamOptions struct {
 const DefaultDuplicateWindow = 2 * time.Minute
 
 // StreamConfigs returns the configuration of every stream: file storage,
-// immutable (DenyDelete, DenyPurge), with the operator's replicas, age and
-// duplicate window.
+// immutable (DenyDelete, DenyPurge), with the operator's replicas, age,
+// duplicate window and byte limits (MaxBytesFor).
+//
+// What happens at a byte limit differs by stream. SHADOW, ROLLOUT, ALERTS
+// and NOTIFY are the audit log: at their limit they refuse new events
+// (DiscardNew) and keep every old one, so a publisher sees the refusal and
+// holds its input (the bridge stops acknowledging MQTT) instead of the log
+// silently losing its past. REJECTED holds what anyone could send: at its
+// limit it drops its oldest records (DiscardOld), and each record is
+// bounded (NewRejected, MaxRejectedEventSize), so no sender can make it
+// refuse anything or grow past its bound.
 func StreamConfigs(o StreamOptions) []jetstream.StreamConfig {
 	if o.Replicas < 1 {
 		o.Replicas = 1
@@ -66,7 +118,8 @@ func StreamConfigs(o StreamOptions) []jetstream.StreamConfig {
 			Subjects:    subjects,
 			Storage:     jetstream.FileStorage,
 			Retention:   jetstream.LimitsPolicy,
-			Discard:     jetstream.DiscardOld,
+			Discard:     jetstream.DiscardNew,
+			MaxBytes:    o.MaxBytesFor(name),
 			MaxAge:      o.MaxAge,
 			Replicas:    o.Replicas,
 			Duplicates:  o.DuplicateWindow,
@@ -80,8 +133,16 @@ func StreamConfigs(o StreamOptions) []jetstream.StreamConfig {
 		mk(StreamRollout, "rollout job and wave lifecycle", SubjectRollout+".>"),
 		mk(StreamAlerts, "alert lifecycle", SubjectAlert+".>"),
 		mk(StreamNotify, "every notification routing and delivery decision", SubjectNotify+".>"),
-		mk(StreamRejected, "input that could not be accepted, raw, with the reason", SubjectRejected+".>"),
+		rejected(mk(StreamRejected, "input that could not be accepted, raw, with the reason", SubjectRejected+".>")),
 	}
+}
+
+// rejected makes REJECTED drop its oldest records at its limit and refuse
+// a record larger than NewRejected builds.
+func rejected(c jetstream.StreamConfig) jetstream.StreamConfig {
+	c.Discard = jetstream.DiscardOld
+	c.MaxMsgSize = MaxRejectedEventSize
+	return c
 }
 
 // EnsureStreams creates every stream, or updates it to StreamConfigs(o). It is

@@ -107,6 +107,13 @@ type RejectedData struct {
 	// Stream and StreamSeq locate the event, for input from the log.
 	Stream    string `json:"stream,omitempty"`
 	StreamSeq uint64 `json:"streamSeq,omitempty"`
-	// Raw is the input as received (base64 in JSON).
+	// Raw is the input as received (base64 in JSON), at most its first
+	// MaxRejectedRaw bytes.
 	Raw []byte `json:"raw"`
+	// Size and SHA256 (hex) are the length and digest of the whole input,
+	// so a record whose Raw was cut still identifies what was sent.
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256,omitempty"`
+	// Truncated is true when Raw holds only the start of the input.
+	Truncated bool `json:"truncated,omitempty"`
 }
