@@ -8,6 +8,7 @@ package conf
 
 import (
 	"bytes"
+	"encoding"
 	"errors"
 	"fmt"
 	"io"
@@ -276,6 +277,9 @@ func applyEnv(v reflect.Value, key string, env map[string]string) []Problem {
 }
 
 func setFromString(v reflect.Value, s string) error {
+	if u, ok := v.Addr().Interface().(encoding.TextUnmarshaler); ok {
+		return u.UnmarshalText([]byte(s))
+	}
 	if v.Type() == durationType {
 		d, err := time.ParseDuration(s)
 		if err != nil {
