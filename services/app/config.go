@@ -90,6 +90,11 @@ type NATSConfig struct {
 	MaxAge time.Duration `yaml:"max_age"`
 	// DuplicateWindow is how long a Nats-Msg-Id is remembered.
 	DuplicateWindow time.Duration `yaml:"duplicate_window"`
+	// MaxBytes bounds each stream's size (0: unbounded; REJECTED keeps
+	// its own 1 GiB default); StreamMaxBytes overrides it per stream name.
+	// See streamlimits.go for what happens at a bound.
+	MaxBytes       conf.ByteSize  `yaml:"max_bytes"`
+	StreamMaxBytes conf.ByteSizes `yaml:"stream_max_bytes"`
 }
 
 // SetDefaults fills in unset keys.
@@ -132,11 +137,13 @@ func (c *NATSConfig) Validate(p conf.Problems) {
 	if c.MaxAge > 0 && c.DuplicateWindow > c.MaxAge {
 		p.Addf("duplicate_window", "%s is longer than max_age %s", c.DuplicateWindow, c.MaxAge)
 	}
+	c.validateMaxBytes(p)
 }
 
 // StreamOptions are the stream settings of this configuration.
 func (c *NATSConfig) StreamOptions() events.StreamOptions {
-	return events.StreamOptions{Replicas: c.Replicas, MaxAge: c.MaxAge, DuplicateWindow: c.DuplicateWindow}
+	return events.StreamOptions{Replicas: c.Replicas, MaxAge: c.MaxAge, DuplicateWindow: c.DuplicateWindow,
+		MaxBytes: int64(c.MaxBytes), StreamMaxBytes: c.streamMaxBytes()}
 }
 
 // LoadConfig reads the file at path (none when empty), applies the
