@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -56,6 +57,11 @@ log_type warning
 // fails the test.
 func StartMosquitto(t testing.TB) *Mosquitto {
 	t.Helper()
+	return startMosquitto(t, "")
+}
+
+func startMosquitto(t testing.TB, auth string) *Mosquitto {
+	t.Helper()
 	if _, err := os.Stat(MosquittoBinary); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatalf("mosquitto not installed at %s (scripts/test installs it)", MosquittoBinary)
@@ -65,7 +71,11 @@ func StartMosquitto(t testing.TB) *Mosquitto {
 	dir := t.TempDir()
 	port := FreePort(t)
 	m := &Mosquitto{Port: port, URL: fmt.Sprintf("tcp://127.0.0.1:%d", port), conf: filepath.Join(dir, "mosquitto.conf")}
-	if err := os.WriteFile(m.conf, []byte(fmt.Sprintf(MosquittoConfig, port, dir)), 0o600); err != nil {
+	conf := fmt.Sprintf(MosquittoConfig, port, dir)
+	if auth != "" {
+		conf = strings.Replace(conf, "allow_anonymous true\n", auth, 1)
+	}
+	if err := os.WriteFile(m.conf, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	m.start(t)
@@ -98,6 +108,21 @@ func (m *Mosquitto) start(t testing.TB) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Reload makes the broker reread its password and ACL files (SIGHUP), as
+// "systemctl reload mosquitto" does.
+func (m *Mosquitto) Reload(t testing.TB) {
+	t.Helper()
+	if m.cmd == nil || m.cmd.Process == nil {
+		t.Fatal("reload: mosquitto is not running")
+	}
+	if err := m.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatalf("reload mosquitto: %v", err)
+	}
+}
+
+// Log is what the broker has logged so far.
+func (m *Mosquitto) Log() string { return m.log.String() }
 
 // Stop stops the broker by its PID (SIGTERM, then SIGKILL after 5 s).
 func (m *Mosquitto) Stop(t testing.TB) {
