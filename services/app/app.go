@@ -19,6 +19,9 @@ import (
 // Env is what a command runs with.
 type Env struct {
 	Stdout, Stderr io.Writer
+	// Stdin is where a command reads a password from ("devices add");
+	// nil is os.Stdin.
+	Stdin io.Reader
 	// Environ is the process environment (os.Environ()).
 	Environ []string
 }
@@ -40,6 +43,7 @@ func commands() map[string]command {
 		"replay":   {"projector|verify ...", "re-project the log into ClickHouse, or compare two databases", cmdReplay},
 		"rules":    {"check|test|backtest ...", "check, test and backtest alert rules", cmdRules},
 		"rollout":  {"create|list|show|pause|resume|abort|retry-failed ...", "drive rollout jobs on the running system", cmdRollout},
+		"devices":  {"add|remove|list|import|mosquitto-passwd ...", "manage device identities (MQTT username = device id, and a password)", cmdDevices},
 	}
 }
 

@@ -3,6 +3,7 @@ package app
 import (
 	"net"
 	"net/url"
+	"path/filepath"
 	"time"
 
 	"github.com/otawatch/otawatch/events"
@@ -26,12 +27,16 @@ type Config struct {
 	HTTP       api.Config       `yaml:"http"`
 	Alerting   alerting.Config  `yaml:"alerting"`
 	Rollout    rollout.Config   `yaml:"rollout"`
+	Devices    DevicesConfig    `yaml:"devices"`
 }
 
 // SetDefaults fills in unset top-level keys.
 func (c *Config) SetDefaults() {
 	if c.DataDir == "" {
 		c.DataDir = "./data"
+	}
+	if c.Devices.RegistryFile == "" {
+		c.Devices.RegistryFile = filepath.Join(c.DataDir, "devices.json")
 	}
 	// The rollout service publishes desired state to the broker the bridge
 	// reads unless told otherwise (the sections' own defaults ran first).
@@ -41,6 +46,22 @@ func (c *Config) SetDefaults() {
 			c.Rollout.Username, c.Rollout.PasswordFile = c.MQTT.Username, c.MQTT.PasswordFile
 		}
 	}
+}
+
+// DevicesConfig is the "devices" section: the device registry that
+// "otawatch devices" edits and the embedded NATS server checks devices
+// against (services/internal/identity).
+type DevicesConfig struct {
+	// RegistryFile is the registry (default data_dir/devices.json).
+	RegistryFile string `yaml:"registry_file"`
+	// MosquittoPasswordFile, when set, is Mosquitto's password_file:
+	// "otawatch devices add|import|remove" rewrite it from the registry
+	// and the services' MQTT users (mqtt.username, rollout.username).
+	MosquittoPasswordFile string `yaml:"mosquitto_password_file"`
+	// MosquittoPIDFile, when set, is Mosquitto's pid_file: after rewriting
+	// the password file the command sends that process SIGHUP, which makes
+	// Mosquitto reread it. Without it, run "systemctl reload mosquitto".
+	MosquittoPIDFile string `yaml:"mosquitto_pid_file"`
 }
 
 // LogConfig is the "log" section.

@@ -121,6 +121,14 @@ func (m *Mosquitto) Reload(t testing.TB) {
 	}
 }
 
+// PID is the broker's process id (0 when stopped).
+func (m *Mosquitto) PID() int {
+	if m.cmd == nil || m.cmd.Process == nil {
+		return 0
+	}
+	return m.cmd.Process.Pid
+}
+
 // Log is what the broker has logged so far.
 func (m *Mosquitto) Log() string { return m.log.String() }
 
