@@ -256,3 +256,40 @@ func TestDevicesOnMosquitto(t *testing.T) {
 		t.Error("the removed device's open connection was not closed")
 	}
 }
+
+// TestDevicesSimulateConsistent: the demo's flow. Devices registered by
+// "devices import --password-secret-file" and written to a running
+// Mosquitto's password file are the ones "simulate --password-secret-file"
+// connects as; with another secret the simulator is refused.
+func TestDevicesSimulateConsistent(t *testing.T) {
+	m := testutil.StartMosquittoAuth(t, testutil.MosquittoAuth{})
+	secret := writeFile(t, "secret", "the-demo-secret\n")
+	var ids strings.Builder
+	for i := 1; i <= 5; i++ {
+		ids.WriteString("d-0000" + strconv.Itoa(i) + "\n")
+	}
+	environ := []string{
+		"OTAWATCH_DEVICES_REGISTRY_FILE=" + m.Registry,
+		"OTAWATCH_DEVICES_MOSQUITTO_PASSWORD_FILE=" + m.PasswordFile,
+		"OTAWATCH_DEVICES_MOSQUITTO_PID_FILE=" + writeFile(t, "pid", strconv.Itoa(m.PID())),
+	}
+	if code, out, errOut := runDevices(environ, ids.String(), "import", "-", "--password-secret-file", secret, "--cost", "4"); code != 0 {
+		t.Fatalf("import: exit %d\n%s%s", code, out, errOut)
+	}
+	simulate := func(secretFile string) (int, string, string) {
+		var out, errb bytes.Buffer
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		code := Main(ctx, []string{"simulate", "--devices", "5", "--broker", m.URL, "--rate", "0", "--count", "10",
+			"--time-scale", "10000", "--progress", "0", "--password-secret-file", secretFile}, &Env{Stdout: &out, Stderr: &errb})
+		return code, out.String(), errb.String()
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		code, out, _ := simulate(secret)
+		return code == 0 && strings.Contains(out, "sent=10 ")
+	}, "the simulator's devices were not let in")
+	code, out, errOut := simulate(writeFile(t, "wrong", "another-secret\n"))
+	if code != 1 || !strings.Contains(errOut, "refused the credentials") {
+		t.Errorf("simulate with another secret: exit %d, want 1 and a refusal\n%s%s", code, out, errOut)
+	}
+}

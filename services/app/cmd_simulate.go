@@ -48,6 +48,8 @@ func cmdSimulate(ctx context.Context, env *Env, args []string) error {
 		duration    = fs.Duration("duration", 0, "stop after this long (0: until interrupted, or --count)")
 		seed        = fs.Uint64("seed", 1, "seed of the devices' random draws (same seed, same outcomes)")
 		progress    = fs.Duration("progress", 5*time.Second, "print a progress line this often (0: only the summary)")
+		credentials = fs.String("credentials", "", "each device authenticates as itself (username = device id) with its password from `FILE` (lines \"id password\", as otawatch devices import takes)")
+		secretFile  = fs.String("password-secret-file", "", "each device authenticates as itself with the password hex HMAC-SHA256(secret, id), the secret read from `FILE` (as otawatch devices import --password-secret-file registers them)")
 	)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -67,10 +69,40 @@ func cmdSimulate(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("--api-token-file: %w", err)
 	}
+	var devicePasswords map[string]string
+	if *credentials != "" {
+		f, err := os.Open(*credentials)
+		if err != nil {
+			return fmt.Errorf("--credentials: %w", err)
+		}
+		devicePasswords, err = simulator.ReadCredentials(f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("--credentials %s: %w", *credentials, err)
+		}
+	}
+	var secret []byte
+	if *secretFile != "" {
+		s, err := conf.ReadSecret(*secretFile)
+		if err != nil {
+			return fmt.Errorf("--password-secret-file: %w", err)
+		}
+		if s == "" {
+			return fmt.Errorf("--password-secret-file %s is empty", *secretFile)
+		}
+		secret = []byte(s)
+	}
+	username := cfg.MQTT.Username
+	if devicePasswords != nil || secret != nil {
+		// Devices are themselves, not the bridge's user.
+		username, password = "", ""
+	}
 	fc := simulator.FleetConfig{
 		Broker:             *broker,
-		Username:           cfg.MQTT.Username,
+		Username:           username,
 		Password:           password,
+		DevicePasswords:    devicePasswords,
+		PasswordSecret:     secret,
 		Mode:               simulator.Mode(*mode),
 		Devices:            *devices,
 		Types:              splitList(*types),

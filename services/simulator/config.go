@@ -2,12 +2,15 @@ package simulator
 
 import (
 	"fmt"
+	"io"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/services/internal/conf"
+	"github.com/otawatch/otawatch/services/internal/identity"
 )
 
 // Mode is how devices decide to update.
@@ -54,9 +57,21 @@ const ErrCodeReportUndelivered = "E_REPORT_UNDELIVERED"
 // FleetConfig configures a Fleet. Zero values take the defaults above.
 type FleetConfig struct {
 	// Broker is the MQTT broker URL (tcp://host:port).
-	Broker   string
+	Broker string
+	// Username and Password are every connection's, unless devices
+	// authenticate as themselves (DevicePasswords, PasswordSecret).
 	Username string
 	Password string
+	// DevicePasswords, when set, authenticate each device as itself, as
+	// real devices do (DESIGN.md, "Trust boundary"): username = device id,
+	// password = DevicePasswords[id]. It must hold every device of the
+	// fleet. ReadCredentials reads it from a file.
+	DevicePasswords map[string]string
+	// PasswordSecret, when set, authenticates each device as itself with
+	// the password identity.DerivePassword(PasswordSecret, id), which
+	// "otawatch devices import --password-secret-file" registers: a fleet
+	// of thousands needs no file of passwords.
+	PasswordSecret []byte
 	// Mode is standalone (the default) or fleet.
 	Mode Mode
 	// Devices is the fleet size. Ids are d-00001, d-00002, ...
@@ -204,6 +219,29 @@ func (c *FleetConfig) Validate(p conf.Problems) {
 	if c.Connections < 0 {
 		p.Addf("connections", "must not be negative (0 is one per device)")
 	}
+	if c.DevicePasswords != nil && c.PasswordSecret != nil {
+		p.Addf("password_secret", "devices authenticate with a credentials file or a secret, not both")
+	}
+	if c.deviceAuth() {
+		if c.Connections > 0 {
+			p.Addf("connections", "devices that authenticate as themselves need a connection each (connections 0): a multiplexed connection has one identity")
+		}
+		if c.Username != "" {
+			p.Addf("username", "devices authenticate as themselves; a username for every connection does not apply")
+		}
+	}
+	if c.DevicePasswords != nil {
+		width := max(5, len(strconv.Itoa(c.Devices)))
+		var missing []string
+		for i := 1; i <= c.Devices && i <= 9_999_999; i++ {
+			if id := DeviceID(i, width); c.DevicePasswords[id] == "" {
+				missing = append(missing, id)
+			}
+		}
+		if len(missing) > 0 {
+			p.Addf("credentials", "no password for %d of %d devices (%s ...)", len(missing), c.Devices, strings.Join(missing[:min(3, len(missing))], ", "))
+		}
+	}
 	if c.Wildcard && c.Connections == 0 {
 		p.Addf("wildcard", "applies to multiplexed connections only (set connections)")
 	}
@@ -258,6 +296,33 @@ func (c *FleetConfig) Validate(p conf.Problems) {
 			p.Addf("backoff", "%s must not be negative", b)
 		}
 	}
+}
+
+// deviceAuth reports whether devices authenticate as themselves.
+func (c *FleetConfig) deviceAuth() bool { return c.DevicePasswords != nil || c.PasswordSecret != nil }
+
+// devicePassword is device id's password when devices authenticate as
+// themselves.
+func (c *FleetConfig) devicePassword(id string) string {
+	if c.PasswordSecret != nil {
+		return identity.DerivePassword(c.PasswordSecret, id)
+	}
+	return c.DevicePasswords[id]
+}
+
+// ReadCredentials reads a credentials file for FleetConfig.DevicePasswords:
+// lines "id password" or "id,password", as "otawatch devices import" takes
+// them.
+func ReadCredentials(r io.Reader) (map[string]string, error) {
+	creds, err := identity.ReadCredentials(r)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(creds))
+	for _, c := range creds {
+		out[c.ID] = c.Password
+	}
+	return out, nil
 }
 
 // check defaults and validates c, returning every problem as one error.

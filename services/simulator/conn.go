@@ -9,6 +9,7 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 )
 
 // errAckTimeout is a report the broker did not acknowledge in AckTimeout.
@@ -67,11 +68,16 @@ func newConn(f *Fleet, clientID string, devs []*device, own bool) *conn {
 			c.filters = append(c.filters, "iot-2/type/"+d.typeID+"/id/+/shadow/delta")
 		}
 	}
+	user, password := f.cfg.Username, f.cfg.Password
+	if own && f.cfg.deviceAuth() {
+		// The device authenticates as itself.
+		user, password = devs[0].id, f.cfg.devicePassword(devs[0].id)
+	}
 	opts := mqtt.NewClientOptions().
 		AddBroker(f.cfg.Broker).
 		SetClientID(clientID).
-		SetUsername(f.cfg.Username).
-		SetPassword(f.cfg.Password).
+		SetUsername(user).
+		SetPassword(password).
 		// A device keeps its session (and subscription) across outages,
 		// so what was published meanwhile reaches it; standalone devices
 		// only publish and need none.
@@ -231,6 +237,13 @@ func (c *conn) connectLoop(ctx context.Context) error {
 		}
 		if errors.Is(err, errStopped) {
 			return err
+		}
+		// Credentials the broker refuses stay refused: say which device
+		// and stop, rather than retry forever.
+		if errors.Is(err, packets.ErrorRefusedNotAuthorised) || errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword) {
+			if refusals++; refusals == 3 {
+				return fmt.Errorf("%w (the broker refused the credentials three times: is the device registered, with this password? see otawatch devices)", err)
+			}
 		}
 		// A refusal can be a broker under load (NATS MQTT creates a
 		// JetStream consumer per subscription), but three in a row are a

@@ -47,6 +47,18 @@
 // subscribes one filter per device type per connection instead, at the cost
 // of every connection receiving every device's desired state.
 //
+// # Authentication
+//
+// With DevicePasswords or PasswordSecret every device authenticates as
+// itself, as the trust boundary asks of real devices: username = device id,
+// and the password from a credentials file or derived from a secret
+// (identity.DerivePassword), registered with "otawatch devices import". A
+// broker that confines each device to its own topics (deploy/mosquitto/acl,
+// the embedded server's device account) then sees each device as itself,
+// so these fleets need a connection per device. Credentials the broker
+// refuses three times in a row stop the fleet with an error naming the
+// device, instead of retrying forever.
+//
 // In standalone mode the rate is a ceiling: once every device is busy the
 // fleet sends about 2 x Devices x TimeScale / DurationMean reports per
 // second, whatever the rate asks.

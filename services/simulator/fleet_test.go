@@ -15,6 +15,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/services/internal/identity"
 	"github.com/otawatch/otawatch/services/internal/testutil"
 )
 
@@ -32,13 +33,67 @@ var links = []struct {
 	wildcard bool
 }{{"own", 0, false}, {"mux", 3, false}, {"wildcard", 3, true}}
 
-// brokers are the embedded NATS server's MQTT listener and Mosquitto.
+// brokers are the embedded NATS server's MQTT listener, Mosquitto, and
+// Mosquitto locked down as deploy/mosquitto ships it, where every device
+// authenticates as itself (see secured).
 var brokers = []broker{
 	{"nats-mqtt", func(t *testing.T) string {
 		js := testutil.StartJetStream(t, testutil.JetStreamOptions{MQTT: true, NoStreams: true})
 		return "tcp://" + js.Server.MQTTAddr()
 	}},
 	{"mosquitto", func(t *testing.T) string { return testutil.StartMosquitto(t).URL }},
+	{"mosquitto-auth", func(t *testing.T) string {
+		var devs []identity.Credential
+		for i := 1; i <= securedDevices; i++ {
+			id := DeviceID(i, 5)
+			devs = append(devs, identity.Credential{ID: id, Password: identity.DerivePassword(testSecret, id)})
+		}
+		url := testutil.StartMosquittoAuth(t, testutil.MosquittoAuth{Devices: devs}).URL
+		secured.Store(url, true)
+		return url
+	}},
+}
+
+// A locked-down test broker knows the first securedDevices devices, each
+// with the password derived from testSecret; its collector logs in as the
+// bridge and its rollout as the rollout service.
+const securedDevices = 100
+
+var (
+	testSecret = []byte("simulator-test-secret")
+	secured    sync.Map // broker URL -> true
+)
+
+// isSecured reports whether the broker at url is locked down.
+func isSecured(url string) bool {
+	_, ok := secured.Load(url)
+	return ok
+}
+
+// secretFor is the PasswordSecret of a fleet on the broker at url: nil
+// unless the broker is locked down.
+func secretFor(url string) []byte {
+	if isSecured(url) {
+		return testSecret
+	}
+	return nil
+}
+
+// login sets user and password on opts when the broker at url is locked
+// down.
+func login(opts *mqtt.ClientOptions, url, user, password string) *mqtt.ClientOptions {
+	if isSecured(url) {
+		opts.SetUsername(user).SetPassword(password)
+	}
+	return opts
+}
+
+// skipMux skips a multiplexed link on a locked-down broker: devices that
+// authenticate as themselves have a connection each.
+func skipMux(t *testing.T, url string, conns int) {
+	if conns > 0 && isSecured(url) {
+		t.Skip("devices that authenticate as themselves need a connection each")
+	}
 }
 
 // received is one report a collector got.
@@ -68,7 +123,7 @@ func collect(t *testing.T, url string) *collector {
 		c.msgs = append(c.msgs, received{topic: m.Topic(), payload: append([]byte(nil), m.Payload()...), fw: r.State.Reported.Firmware})
 		c.mu.Unlock()
 	}
-	opts := mqtt.NewClientOptions().AddBroker(url).SetClientID("test-collector").SetCleanSession(false).
+	opts := login(mqtt.NewClientOptions(), url, testutil.BridgeUser, testutil.BridgePassword).AddBroker(url).SetClientID("test-collector").SetCleanSession(false).
 		SetAutoReconnect(true).SetMaxReconnectInterval(time.Second).SetOrderMatters(true).
 		SetDefaultPublishHandler(handler)
 	cl := mqtt.NewClient(opts)
@@ -126,7 +181,7 @@ type rollout struct{ cl mqtt.Client }
 
 func newRollout(t *testing.T, url string) *rollout {
 	t.Helper()
-	cl := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(url).SetClientID("test-rollout").SetCleanSession(true))
+	cl := mqtt.NewClient(login(mqtt.NewClientOptions(), url, testutil.RolloutUser, testutil.RolloutPassword).AddBroker(url).SetClientID("test-rollout").SetCleanSession(true))
 	if tok := cl.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("rollout connect: %v", tok.Error())
 	}
@@ -148,7 +203,7 @@ func waitRetained(t *testing.T, url string, ids []string) {
 	t.Helper()
 	testutil.Eventually(t, 10*time.Second, func() bool {
 		got := make(chan string, len(ids))
-		cl := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(url).SetClientID("test-retained").SetCleanSession(true))
+		cl := mqtt.NewClient(login(mqtt.NewClientOptions(), url, testutil.RolloutUser, testutil.RolloutPassword).AddBroker(url).SetClientID("test-retained").SetCleanSession(true))
 		if tok := cl.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 			return false
 		}
@@ -243,10 +298,11 @@ func TestStandaloneReports(t *testing.T) {
 		for _, conns := range []int{0, 4} {
 			t.Run(fmt.Sprintf("%s/connections=%d", b.name, conns), func(t *testing.T) {
 				url := b.start(t)
+				skipMux(t, url, conns)
 				col := collect(t, url)
 				const n = 400
 				f, err := NewFleet(FleetConfig{
-					Broker: url, Devices: 40, Connections: conns, Count: n, Rate: 0,
+					Broker: url, PasswordSecret: secretFor(url), Devices: 40, Connections: conns, Count: n, Rate: 0,
 					TimeScale: 1000, DurationMean: 2 * time.Second, DurationStddev: time.Second,
 					FailureRate: 0.2, Seed: 11,
 				}, testLogger(t))
@@ -383,10 +439,11 @@ func TestFleetDesiredState(t *testing.T) {
 		for _, lk := range links {
 			t.Run(b.name+"/"+lk.name, func(t *testing.T) {
 				url := b.start(t)
+				skipMux(t, url, lk.conns)
 				col := collect(t, url)
 				ro := newRollout(t, url)
 				f, err := NewFleet(FleetConfig{
-					Broker: url, Mode: ModeFleet, Devices: 30, Connections: lk.conns, Wildcard: lk.wildcard, TimeScale: 100,
+					Broker: url, PasswordSecret: secretFor(url), Mode: ModeFleet, Devices: 30, Connections: lk.conns, Wildcard: lk.wildcard, TimeScale: 100,
 					DurationMean: 10 * time.Second, DurationStddev: 3 * time.Second, FailureRate: 0.3, Seed: 7,
 				}, testLogger(t))
 				if err != nil {
@@ -480,10 +537,11 @@ func TestFleetOfflineDevices(t *testing.T) {
 		for _, lk := range links {
 			t.Run(b.name+"/"+lk.name, func(t *testing.T) {
 				url := b.start(t)
+				skipMux(t, url, lk.conns)
 				col := collect(t, url)
 				ro := newRollout(t, url)
 				f, err := NewFleet(FleetConfig{
-					Broker: url, Mode: ModeFleet, Devices: 20, Connections: lk.conns, Wildcard: lk.wildcard, TimeScale: 100,
+					Broker: url, PasswordSecret: secretFor(url), Mode: ModeFleet, Devices: 20, Connections: lk.conns, Wildcard: lk.wildcard, TimeScale: 100,
 					DurationMean: 10 * time.Second, FailureRate: 0.2, Seed: 3,
 				}, testLogger(t))
 				if err != nil {
