@@ -253,6 +253,7 @@ func (r *runner) outcome(p *pending, ack pubAck, err error) {
 func (r *runner) retry(p *pending, err error) {
 	const firstBackoff, maxBackoff = 50 * time.Millisecond, 5 * time.Second
 	p.attempt++
+	r.s.noteRefused(p, err)
 	p.backoff = min(max(2*p.backoff, firstBackoff), maxBackoff)
 	r.s.log.Warn("jetstream publish failed, retrying", "subject", p.subject, "event_id", p.msgID,
 		"attempt", p.attempt, "backoff", p.backoff, "err", err)
@@ -285,6 +286,7 @@ func (r *runner) finish(p *pending, ack pubAck) {
 	default:
 		s.accepted.Add(1)
 	}
+	s.noteStored(p)
 	if h := s.hooks.beforeAck; h == nil || h(p.m) {
 		p.m.Ack()
 	}
@@ -326,16 +328,18 @@ func (s *Service) prepareRefusal(m mqtt.Message, reason string) (*pending, error
 		stream:  events.StreamRejected,
 		reason:  reason,
 	}
-	data := events.RejectedData{Source: RejectSource, Reason: reason, Topic: topic, Raw: payload}
+	data := events.NewRejected(RejectSource, reason, payload)
+	data.Topic = topic
 	var err error
-	p.body, err = rejectedBody(p.msgID, p.subject, s.now(), data, s.deps.NC.MaxPayload())
+	p.body, err = rejectedBody(p.msgID, p.subject, s.now(), data, min(s.deps.NC.MaxPayload(), int64(events.MaxRejectedEventSize)))
 	return p, err
 }
 
-// rejectedBody encodes a rejected event, cutting the raw bytes (and saying
-// so in the reason) when the whole input would not fit in one NATS message.
+// rejectedBody encodes a rejected event, cutting the raw bytes further (and
+// saying so in the reason) when the record would not fit in one NATS
+// message or REJECTED's per-message limit.
 func rejectedBody(id, subject string, t time.Time, data events.RejectedData, max int64) ([]byte, error) {
-	full := len(data.Raw)
+	full := data.Size
 	reason := data.Reason
 	for {
 		ev, err := events.New(id, events.SourceBridge, events.TypeRejected, subject, t, data)
@@ -349,7 +353,7 @@ func rejectedBody(id, subject string, t time.Time, data events.RejectedData, max
 		if max <= 0 || int64(len(body)) <= max || len(data.Raw) == 0 {
 			return body, nil
 		}
-		data.Raw = data.Raw[:len(data.Raw)/2]
+		data.Raw, data.Truncated = data.Raw[:len(data.Raw)/2], true
 		data.Reason = fmt.Sprintf("%s (raw cut to its first %d of %d bytes to fit a NATS message)", reason, len(data.Raw), full)
 	}
 }

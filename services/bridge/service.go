@@ -46,6 +46,8 @@ type Service struct {
 	rejected   atomic.Uint64
 	retries    atomic.Uint64
 	inFlight   atomic.Int64
+	// full are the streams refusing events for being full (full.go).
+	full fullStreams
 
 	// hooks let tests simulate a crash; nil in production.
 	hooks hooks
