@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -216,4 +217,22 @@ func confInt(t *testing.T, text, key string) int {
 		n = n*10 + int(c-'0')
 	}
 	return n
+}
+
+// TestBrokerPacketLimitMatchesMaxPayload: the shipped Mosquitto takes
+// every report the bridge accepts (max_payload plus the longest report
+// topic and MQTT's header) and little more.
+func TestBrokerPacketLimitMatchesMaxPayload(t *testing.T) {
+	b, err := os.ReadFile("../../deploy/mosquitto/mosquitto.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	packet := confInt(t, string(b), "max_packet_size")
+	longest := events.ReportTopic(strings.Repeat("t", events.MaxIDLen), strings.Repeat("d", events.MaxIDLen))
+	// Fixed header (1 + up to 4 bytes of length), topic length, packet id.
+	need := DefaultMaxPayload + len(longest) + 1 + 4 + 2 + 2
+	if packet < need || packet > DefaultMaxPayload+4096 {
+		t.Errorf("max_packet_size %d: want between %d (max_payload %d and a report's headers) and %d (max_payload + 4 KiB)",
+			packet, need, DefaultMaxPayload, DefaultMaxPayload+4096)
+	}
 }

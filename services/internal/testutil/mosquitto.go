@@ -44,7 +44,7 @@ autosave_interval 1
 max_inflight_messages 1000
 max_queued_messages 1000000
 max_queued_bytes 0
-max_packet_size 1048576
+max_packet_size 20480
 message_size_limit 0
 log_dest stderr
 log_type error
