@@ -313,7 +313,8 @@ func TestPoisonGoesToRejected(t *testing.T) {
 				t.Fatal(err)
 			}
 			if m.Subject != "rejected.alerting" || d.Source != "alerting" || d.Stream != events.StreamShadow || d.StreamSeq != seq ||
-				string(d.Raw) != string(tt.data) || !strings.Contains(d.Reason, tt.reason) {
+				string(d.Raw) != string(tt.data) || !strings.Contains(d.Reason, tt.reason) ||
+				d.Size != int64(len(tt.data)) || len(d.SHA256) != 64 {
 				t.Errorf("rejected %s: %+v", m.Subject, d)
 			}
 		})

@@ -280,9 +280,9 @@ func (p *pipeline) reject(ctx context.Context, it *item, reason string) error {
 		return nil
 	}
 	id := events.IdentityID("rj", events.SourceProjector, it.stream, fmt.Sprint(it.seq))
-	ev, err := events.New(id, events.SourceProjector, events.TypeRejected, it.subject, it.stamp, events.RejectedData{
-		Source: "projector", Reason: reason, Stream: it.stream, StreamSeq: it.seq, Raw: it.raw,
-	})
+	data := events.NewRejected("projector", reason, it.raw)
+	data.Stream, data.StreamSeq = it.stream, it.seq
+	ev, err := events.New(id, events.SourceProjector, events.TypeRejected, it.subject, it.stamp, data)
 	if err != nil {
 		return err
 	}

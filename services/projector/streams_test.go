@@ -2,6 +2,8 @@ package projector
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -156,6 +158,9 @@ func TestPoisonRejected(t *testing.T) {
 			if d.Source != "projector" || d.Stream != events.StreamShadow || string(d.Raw) != string(raw) || !strings.Contains(d.Reason, tt.reason) {
 				t.Errorf("rejected = source %q stream %q raw %q reason %q; want projector SHADOW raw %q reason containing %q",
 					d.Source, d.Stream, d.Raw, d.Reason, raw, tt.reason)
+			}
+			if sum := sha256.Sum256(raw); d.Size != int64(len(raw)) || d.SHA256 != hex.EncodeToString(sum[:]) {
+				t.Errorf("rejected size %d sha256 %s, want %d %x", d.Size, d.SHA256, len(raw), sum)
 			}
 		})
 	}
