@@ -70,13 +70,32 @@ type RolloutData struct {
 }
 
 // Rollout command subjects: the rollout service answers NATS requests on
-// RolloutCommandSubject(cmd); the CLI and the HTTP API send them.
+// RolloutCommandSubject(cmd, identity); the CLI and the HTTP API send them.
 const RolloutCommandPrefix = "otawatch.rollout.cmd"
 
 // RolloutCommandSubject is the request subject of a rollout command
 // ("create", "start", "list", "show", "pause", "resume", "abort",
-// "retry-failed", and "delta": a device's desired-vs-reported difference).
-func RolloutCommandSubject(cmd string) string { return RolloutCommandPrefix + "." + cmd }
+// "retry-failed", and "delta": a device's desired-vs-reported difference)
+// sent by identity (ConnIdentity of the sender's connection). The server's
+// permissions let each identity publish only under its own name, so the
+// last token tells the rollout service who asks.
+func RolloutCommandSubject(cmd, identity string) string {
+	return RolloutCommandPrefix + "." + cmd + "." + identity
+}
+
+// ParseRolloutCommandSubject splits a rollout command subject into its
+// command and the sender's identity.
+func ParseRolloutCommandSubject(subject string) (cmd, identity string, ok bool) {
+	rest, found := strings.CutPrefix(subject, RolloutCommandPrefix+".")
+	if !found {
+		return "", "", false
+	}
+	cmd, identity, found = strings.Cut(rest, ".")
+	if !found || cmd == "" || identity == "" || strings.Contains(identity, ".") {
+		return "", "", false
+	}
+	return cmd, identity, true
+}
 
 // Rollout event types that record what the orchestrator did toward devices;
 // they sit next to the job and wave lifecycle types above.
@@ -338,6 +357,7 @@ const (
 	RolloutErrInvalid     = "invalid"     // 400: the request is wrong
 	RolloutErrNotFound    = "not_found"   // 404: no such job or device
 	RolloutErrConflict    = "conflict"    // 409: refused in the job's state
+	RolloutErrForbidden   = "forbidden"   // 403: the sender may not
 	RolloutErrUnavailable = "unavailable" // 503: try again
 )
 
@@ -373,11 +393,21 @@ var ErrRolloutNotRunning = errors.New("no rollout service answered: is otawatch 
 // refused command comes back as a *RolloutError; no responders as
 // ErrRolloutNotRunning. ctx bounds the wait.
 func RolloutRequestDo(ctx context.Context, nc *nats.Conn, cmd string, req RolloutRequest) (*RolloutReply, error) {
+	// The actor a front end names travels in RolloutActorHeader, never in
+	// the body: the rollout service trusts it only from identities that
+	// act for their own users (CommandActor).
+	actor := req.Actor
+	req.Actor = ""
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, fmt.Errorf("encode rollout %s request: %w", cmd, err)
 	}
-	msg, err := nc.RequestWithContext(ctx, RolloutCommandSubject(cmd), body)
+	out := nats.NewMsg(RolloutCommandSubject(cmd, ConnIdentity(nc)))
+	out.Data = body
+	if actor != "" {
+		out.Header.Set(RolloutActorHeader, actor)
+	}
+	msg, err := nc.RequestMsgWithContext(ctx, out)
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {
 			return nil, ErrRolloutNotRunning

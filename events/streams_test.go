@@ -5,20 +5,25 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/otawatch/otawatch/events"
-	"github.com/otawatch/otawatch/services/natsd"
 )
 
-// startJetStream starts an embedded server with the otawatch streams.
-// (services/internal/testutil does the same but is out of reach from here.)
+// startJetStream starts a plain NATS server (no accounts, no permissions:
+// what the streams refuse here, they refuse on any server) with the
+// otawatch streams. services/natsd's tests check its permissions.
 func startJetStream(t *testing.T) jetstream.JetStream {
 	t.Helper()
-	srv, err := natsd.Start(natsd.Config{StoreDir: t.TempDir(), Listen: "127.0.0.1:-1"})
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
 	if err != nil {
-		t.Fatalf("start embedded nats: %v", err)
+		t.Fatalf("new nats server: %v", err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		t.Fatal("nats server not ready")
 	}
 	t.Cleanup(srv.Shutdown)
 	nc, err := nats.Connect(srv.ClientURL())

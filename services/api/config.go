@@ -86,7 +86,7 @@ func (c *Config) Validate(p conf.Problems) {
 		}
 	}
 	if c.TokensFile == "" {
-		if err == nil && !IsLoopback(host) {
+		if err == nil && !conf.IsLoopback(host) {
 			p.Addf("tokens_file", "is required when listen (%q) is not a loopback address: without tokens anyone who reaches the port could drive rollouts", c.Listen)
 		}
 		return
@@ -94,17 +94,6 @@ func (c *Config) Validate(p conf.Problems) {
 	if _, err := LoadTokens(c.TokensFile); err != nil {
 		p.Addf("tokens_file", "%v", err)
 	}
-}
-
-// IsLoopback reports whether host (of a listen address) is only reachable
-// from this machine: localhost or a loopback IP. An empty host listens on
-// every interface, so it is not.
-func IsLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // LoadTokens reads and parses a tokens file.

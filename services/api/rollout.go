@@ -106,7 +106,7 @@ func (s *Service) rolloutProxy(w http.ResponseWriter, r *http.Request, cmd, job 
 		writeError(w, http.StatusInternalServerError, "encode request: "+err.Error())
 		return
 	}
-	msg := nats.NewMsg(events.RolloutCommandSubject(cmd))
+	msg := nats.NewMsg(events.RolloutCommandSubject(cmd, events.ConnIdentity(s.deps.NC)))
 	msg.Data = data
 	if p := principalFrom(r.Context()); p.Name != "" {
 		msg.Header.Set(ActorHeader, p.Name)
@@ -183,6 +183,8 @@ func replyStatus(m *nats.Msg, okStatus int) (int, []byte) {
 		return http.StatusNotFound, m.Data
 	case events.RolloutErrConflict:
 		return http.StatusConflict, m.Data
+	case events.RolloutErrForbidden:
+		return http.StatusForbidden, m.Data
 	case events.RolloutErrUnavailable:
 		return http.StatusServiceUnavailable, m.Data
 	}

@@ -37,7 +37,7 @@ func TestRolloutProxyForwards(t *testing.T) {
 	h := startAPI(t, harnessOpts{cfg: Config{TokensFile: writeTokens(t)}})
 	// A stand-in rollout service: it echoes what it received, and answers
 	// job ids that name an outcome with that outcome.
-	sub, err := h.js.NC.Subscribe(events.RolloutCommandPrefix+".*", func(m *nats.Msg) {
+	sub, err := h.js.NC.Subscribe(events.RolloutCommandPrefix+".*.*", func(m *nats.Msg) {
 		var body map[string]json.RawMessage
 		_ = json.Unmarshal(m.Data, &body)
 		var job string
@@ -115,8 +115,10 @@ func TestRolloutProxyForwards(t *testing.T) {
 			if err := json.Unmarshal(b, &got); err != nil {
 				t.Fatalf("reply %s: %v", b, err)
 			}
-			if got.Subject != tt.subject || got.Actor != "alice" {
-				t.Errorf("request on %q by %q, want %q by alice", got.Subject, got.Actor, tt.subject)
+			// The API sends under its own connection's identity; the
+			// token's user goes in the actor header.
+			if want := tt.subject + "." + events.ConnIdentity(h.js.NC); got.Subject != want || got.Actor != "alice" {
+				t.Errorf("request on %q by %q, want %q by alice", got.Subject, got.Actor, want)
 			}
 			if len(got.Body) != len(tt.wantBody) {
 				t.Errorf("forwarded body %v, want %v", got.Body, tt.wantBody)

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/services/internal/conf"
 	"github.com/otawatch/otawatch/services/internal/svc"
 )
 
@@ -166,7 +167,7 @@ func (s *Service) Run(ctx context.Context) error {
 func (s *Service) authenticator() (*authenticator, error) {
 	if s.cfg.TokensFile == "" {
 		host, _, err := net.SplitHostPort(s.cfg.Listen)
-		if err != nil || !IsLoopback(host) {
+		if err != nil || !conf.IsLoopback(host) {
 			return nil, fmt.Errorf("http.tokens_file is required when http.listen (%q) is not a loopback address", s.cfg.Listen)
 		}
 		s.log.Warn("no API tokens configured (http.tokens_file): every local caller is an anonymous operator; set tokens before exposing the port",

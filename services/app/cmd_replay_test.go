@@ -27,7 +27,7 @@ func TestReplayCommand(t *testing.T) {
 	const reports = 300
 	{
 		// An otawatch that ran and stopped: its log is on disk.
-		srv, err := natsd.Start(natsd.Config{StoreDir: filepath.Join(dataDir, "jetstream"), Listen: "127.0.0.1:-1"})
+		srv, err := natsd.Start(natsd.Config{StoreDir: filepath.Join(dataDir, "jetstream"), Listen: "127.0.0.1:-1", Auth: natsd.Auth{AnonymousNATS: true}})
 		if err != nil {
 			t.Fatal(err)
 		}

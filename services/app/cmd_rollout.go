@@ -133,10 +133,11 @@ func cmdRollout(ctx context.Context, env *Env, args []string) error {
 	if url == "" {
 		url = rolloutNATSURL(cfg)
 	}
-	opts := []nats.Option{nats.Name("otawatch rollout"), nats.Timeout(5 * time.Second)}
-	if cfg.NATS.CredentialsFile != "" {
-		opts = append(opts, nats.UserCredentials(cfg.NATS.CredentialsFile))
+	opts, err := cliAuth(cfg, *natsURL != "")
+	if err != nil {
+		return err
 	}
+	opts = append(opts, nats.Name("otawatch rollout"), nats.Timeout(5*time.Second))
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return fmt.Errorf("connect to nats %s: %w (is otawatch running?)", url, err)
@@ -144,7 +145,7 @@ func cmdRollout(ctx context.Context, env *Env, args []string) error {
 	defer nc.Close()
 	for _, kv := range env.Environ {
 		if u, ok := strings.CutPrefix(kv, "USER="); ok && u != "" {
-			req.Actor = "cli:" + u
+			req.Actor = u // sent as the actor header; recorded as cli:USER
 		}
 	}
 	rctx, cancel := context.WithTimeout(ctx, *timeout)

@@ -1,7 +1,6 @@
 package app
 
 import (
-	"net"
 	"net/url"
 	"path/filepath"
 	"time"
@@ -116,6 +115,25 @@ type NATSConfig struct {
 	// See streamlimits.go for what happens at a bound.
 	MaxBytes       conf.ByteSize  `yaml:"max_bytes"`
 	StreamMaxBytes conf.ByteSizes `yaml:"stream_max_bytes"`
+
+	// Username and PasswordFile authenticate to URL (deploy/nats/cluster.conf
+	// names the user otawatch); the embedded server needs neither: its
+	// identities' passwords are made under data_dir/credentials.
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"password_file"`
+	// ClientTLS is the TLS toward URL (CA, client certificate).
+	ClientTLS conf.TLSClient `yaml:"client_tls"`
+	// Anonymous admits clients without credentials on the embedded
+	// server's client port, with the services' permissions; MQTTAnonymous
+	// admits MQTT clients without credentials, with the whole device topic
+	// space. Each only on a loopback listener, with a warning at start.
+	Anonymous     bool `yaml:"anonymous"`
+	MQTTAnonymous bool `yaml:"mqtt_anonymous"`
+	// TLS is the embedded client port's TLS, MQTTTLS the MQTT listener's;
+	// with mqtt_tls.client_ca_file a device may authenticate by a client
+	// certificate whose common name is its id.
+	TLS     conf.TLSServer `yaml:"tls"`
+	MQTTTLS conf.TLSServer `yaml:"mqtt_tls"`
 }
 
 // SetDefaults fills in unset keys.
@@ -138,14 +156,23 @@ func (c *NATSConfig) Validate(p conf.Problems) {
 			p.Addf("url", "%q is not a NATS URL (nats://host:port)", c.URL)
 		}
 	}
-	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		p.Addf("listen", "%q is not host:port: %v", c.Listen, err)
+	if !conf.CheckListen(p, "listen", c.Listen) && c.Anonymous && c.URL == "" {
+		p.Addf("anonymous", "is allowed only on a loopback listen address, not %q: anyone who reaches the port could act as the services", c.Listen)
 	}
 	if c.MQTTListen != "" {
-		if _, _, err := net.SplitHostPort(c.MQTTListen); err != nil {
-			p.Addf("mqtt_listen", "%q is not host:port: %v", c.MQTTListen, err)
+		if !conf.CheckListen(p, "mqtt_listen", c.MQTTListen) && c.MQTTAnonymous && c.URL == "" {
+			p.Addf("mqtt_anonymous", "is allowed only on a loopback mqtt_listen address, not %q: anyone who reaches it could report for any device", c.MQTTListen)
 		}
 	}
+	if c.CredentialsFile != "" && (c.Username != "" || c.PasswordFile != "") {
+		p.Addf("credentials_file", "is set together with username/password_file: use one")
+	}
+	if (c.Username == "") != (c.PasswordFile == "") {
+		p.Addf("password_file", "username and password_file go together")
+	}
+	c.ClientTLS.Validate(p.Sub("client_tls"))
+	c.TLS.Validate(p.Sub("tls"))
+	c.MQTTTLS.Validate(p.Sub("mqtt_tls"))
 	if c.Replicas < 1 || c.Replicas > 5 {
 		p.Addf("replicas", "%d is out of range 1..5", c.Replicas)
 	}

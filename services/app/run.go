@@ -20,6 +20,8 @@ import (
 	"github.com/otawatch/otawatch/services/alerting"
 	"github.com/otawatch/otawatch/services/api"
 	"github.com/otawatch/otawatch/services/bridge"
+	"github.com/otawatch/otawatch/services/internal/conf"
+	"github.com/otawatch/otawatch/services/internal/identity"
 	"github.com/otawatch/otawatch/services/internal/svc"
 	"github.com/otawatch/otawatch/services/natsd"
 	"github.com/otawatch/otawatch/services/projector"
@@ -118,13 +120,18 @@ func selectServices(cfg *Config, args []string) ([]string, error) {
 // Infra is the infrastructure a process opens before its services: the
 // embedded server (when no nats.url is set) and one NATS connection.
 type Infra struct {
-	Server *natsd.Server // nil with an external NATS
-	NC     *nats.Conn
-	JS     jetstream.JetStream
+	Server  *natsd.Server   // nil with an external NATS
+	Devices *identity.Store // the device registry the embedded MQTT listener checks; nil without one
+	NC      *nats.Conn
+	JS      jetstream.JetStream
 }
 
 // OpenInfra starts the embedded server or connects to nats.url, and makes
-// sure every stream exists with the configured settings.
+// sure every stream exists with the configured settings. The embedded
+// server admits the built-in identities with the passwords under
+// data_dir/credentials (made on the first start) and, on its MQTT
+// listener, the devices of the registry; this process connects as the
+// services' identity.
 func OpenInfra(ctx context.Context, cfg *Config, log *slog.Logger, name string) (*Infra, error) {
 	inf := &Infra{}
 	opts := []nats.Option{
@@ -140,24 +147,20 @@ func OpenInfra(ctx context.Context, cfg *Config, log *slog.Logger, name string) 
 	}
 	var err error
 	if cfg.NATS.URL == "" {
-		inf.Server, err = natsd.Start(natsd.Config{
-			StoreDir:   filepath.Join(cfg.DataDir, "jetstream"),
-			Listen:     cfg.NATS.Listen,
-			MQTTListen: cfg.NATS.MQTTListen,
-		})
+		var creds map[string]string
+		inf.Server, inf.Devices, creds, err = startEmbedded(cfg, log)
 		if err != nil {
 			return nil, err
 		}
-		log.Info("embedded nats started", "client_url", inf.Server.ClientURL(), "mqtt", inf.Server.MQTTAddr(),
-			"store_dir", filepath.Join(cfg.DataDir, "jetstream"))
+		opts = append(opts, nats.UserInfo(events.IdentityServices, creds[events.IdentityServices]))
 		inf.NC, err = inf.Server.Connect(name, opts...)
 	} else {
-		if cfg.NATS.CredentialsFile != "" {
-			opts = append(opts, nats.UserCredentials(cfg.NATS.CredentialsFile))
-		}
-		inf.NC, err = nats.Connect(cfg.NATS.URL, opts...)
-		if err != nil {
-			err = fmt.Errorf("connect to nats %s: %w", cfg.NATS.URL, err)
+		var extra []nats.Option
+		if extra, err = externalAuth(cfg.NATS); err == nil {
+			inf.NC, err = nats.Connect(cfg.NATS.URL, append(opts, extra...)...)
+			if err != nil {
+				err = fmt.Errorf("connect to nats %s: %w", cfg.NATS.URL, err)
+			}
 		}
 	}
 	if err != nil {
@@ -176,6 +179,79 @@ func OpenInfra(ctx context.Context, cfg *Config, log *slog.Logger, name string) 
 	return inf, nil
 }
 
+// startEmbedded starts the embedded server with its identities, its
+// device registry (when the MQTT listener is on) and its TLS.
+func startEmbedded(cfg *Config, log *slog.Logger) (*natsd.Server, *identity.Store, map[string]string, error) {
+	creds, err := ensureCredentials(cfg.DataDir)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	tlsCfg, err := cfg.NATS.TLS.Config()
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("nats.tls: %w", err)
+	}
+	mqttTLS, err := cfg.NATS.MQTTTLS.Config()
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("nats.mqtt_tls: %w", err)
+	}
+	auth := natsd.Auth{Passwords: creds, AnonymousNATS: cfg.NATS.Anonymous, AnonymousMQTT: cfg.NATS.MQTTAnonymous}
+	var store *identity.Store
+	if cfg.NATS.MQTTListen != "" {
+		if store, err = identity.OpenStore(cfg.Devices.RegistryFile, log); err != nil {
+			return nil, nil, nil, err
+		}
+		auth.Devices = store
+	}
+	srv, err := natsd.Start(natsd.Config{
+		StoreDir:   filepath.Join(cfg.DataDir, "jetstream"),
+		Listen:     cfg.NATS.Listen,
+		MQTTListen: cfg.NATS.MQTTListen,
+		Auth:       auth,
+		TLS:        tlsCfg,
+		MQTTTLS:    mqttTLS,
+		Log:        log.With("component", "nats"),
+	})
+	if err != nil {
+		if store != nil {
+			store.Close()
+		}
+		return nil, nil, nil, err
+	}
+	if store != nil {
+		// A device removed from the registry loses its connection too,
+		// not only its next one.
+		store.OnChange(func(removed []string) { srv.DisconnectDevices(removed) })
+	}
+	warnAnonymous(log, cfg.NATS)
+	log.Info("embedded nats started", "client_url", srv.ClientURL(), "mqtt", srv.MQTTAddr(),
+		"store_dir", filepath.Join(cfg.DataDir, "jetstream"), "credentials", credentialsDir(cfg.DataDir))
+	return srv, store, creds, nil
+}
+
+// externalAuth are the connection options toward nats.url: a credentials
+// file, or a user and password file, and TLS.
+func externalAuth(c NATSConfig) ([]nats.Option, error) {
+	var opts []nats.Option
+	switch {
+	case c.CredentialsFile != "":
+		opts = append(opts, nats.UserCredentials(c.CredentialsFile))
+	case c.Username != "":
+		pw, err := conf.ReadSecret(c.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("nats.password_file: %w", err)
+		}
+		opts = append(opts, nats.UserInfo(c.Username, pw))
+	}
+	tlsCfg, err := c.ClientTLS.Config()
+	if err != nil {
+		return nil, fmt.Errorf("nats.client_tls: %w", err)
+	}
+	if tlsCfg != nil {
+		opts = append(opts, nats.Secure(tlsCfg))
+	}
+	return opts, nil
+}
+
 // Close drains the connection (so consumers finish what they hold) and
 // stops the embedded server, in that order.
 func (i *Infra) Close() {
@@ -190,6 +266,9 @@ func (i *Infra) Close() {
 	if i.Server != nil {
 		i.Server.Shutdown()
 	}
+	if i.Devices != nil {
+		i.Devices.Close()
+	}
 }
 
 // reloader is a service that reloads its configuration on SIGHUP.
@@ -203,6 +282,7 @@ var errStopped = errors.New("stop requested")
 // order. The end of ctx is a clean stop (nil). Each value on reload (SIGHUP,
 // in the command) makes the services that can reload do so.
 func Run(ctx context.Context, cfg *Config, names []string, log *slog.Logger, reload <-chan os.Signal) error {
+	useEmbeddedBroker(cfg)
 	inf, err := OpenInfra(ctx, cfg, log, "otawatch")
 	if err != nil {
 		if ctx.Err() != nil {

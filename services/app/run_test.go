@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/services/internal/identity"
 	"github.com/otawatch/otawatch/services/internal/testutil"
 )
 
@@ -95,6 +96,10 @@ func TestRunStopsCleanlyAndKeepsTheLog(t *testing.T) {
 		fmt.Sprintf("OTAWATCH_HTTP_LISTEN=127.0.0.1:%d", httpPort),
 		"OTAWATCH_CLICKHOUSE_ADDR=",
 	}
+	// The device is registered, as otawatch devices add does.
+	if err := identity.Add(filepath.Join(dataDir, "devices.json"), "dev-1", "dev-1-password", 4); err != nil {
+		t.Fatal(err)
+	}
 	p := startOtawatch(t, env, "run", "bridge", "api")
 	readyz := fmt.Sprintf("http://127.0.0.1:%d/readyz", httpPort)
 	testutil.Eventually(t, 60*time.Second, func() bool {
@@ -106,8 +111,15 @@ func TestRunStopsCleanlyAndKeepsTheLog(t *testing.T) {
 		return resp.StatusCode == http.StatusOK
 	}, "otawatch never became ready\n%s", p.stderr)
 
-	// A device reports over MQTT.
-	opts := mqtt.NewClientOptions().AddBroker(fmt.Sprintf("tcp://127.0.0.1:%d", mqttPort)).SetClientID("device-1")
+	// A device reports over MQTT, as itself. Anonymous clients are
+	// refused by default.
+	anon := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(fmt.Sprintf("tcp://127.0.0.1:%d", mqttPort)).SetClientID("anon"))
+	if tok := anon.Connect(); tok.WaitTimeout(10*time.Second) && tok.Error() == nil {
+		anon.Disconnect(0)
+		t.Fatal("an anonymous MQTT client connected")
+	}
+	opts := mqtt.NewClientOptions().AddBroker(fmt.Sprintf("tcp://127.0.0.1:%d", mqttPort)).SetClientID("device-1").
+		SetUsername("dev-1").SetPassword("dev-1-password")
 	dev := mqtt.NewClient(opts)
 	if tok := dev.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("device connect: %v", tok.Error())
@@ -119,7 +131,12 @@ func TestRunStopsCleanlyAndKeepsTheLog(t *testing.T) {
 	dev.Disconnect(100)
 
 	countShadow := func() uint64 {
-		nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", natsPort))
+		// As the CLI: with the password the first start made.
+		pw, err := os.ReadFile(filepath.Join(dataDir, "credentials", events.IdentityCLI))
+		if err != nil {
+			return 0
+		}
+		nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", natsPort), nats.UserInfo(events.IdentityCLI, strings.TrimSpace(string(pw))))
 		if err != nil {
 			return 0
 		}

@@ -5,8 +5,12 @@
 package natsd
 
 import (
+	"crypto/tls"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -27,23 +31,51 @@ type Config struct {
 	ServerName string
 	// ReadyTimeout bounds the wait for the server to accept connections.
 	ReadyTimeout time.Duration
+	// Auth decides who connects and what each identity may do (auth.go).
+	Auth Auth
+	// TLS is the client port's TLS, MQTTTLS the MQTT listener's; nil: none.
+	// With ClientCAs set, MQTT devices may authenticate by certificate.
+	TLS, MQTTTLS *tls.Config
+	// MaxPayload bounds one message, and so one MQTT publish; 0: 1 MiB.
+	MaxPayload int32
+	// Log receives the server's warnings and errors; nil: discarded.
+	Log *slog.Logger
 }
 
 // Server is a running embedded NATS server.
 type Server struct {
 	srv  *server.Server
 	opts *server.Options // the server's own options: it writes resolved ports back
+	log  *slog.Logger
 }
 
 // Start starts the server and waits until it accepts connections.
 func Start(cfg Config) (*Server, error) {
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := migrateGlobalStore(cfg.StoreDir, log); err != nil {
+		return nil, err
+	}
 	opts, err := options(cfg)
 	if err != nil {
 		return nil, err
 	}
+	auth := &authenticator{auth: cfg.Auth, log: log}
+	opts.CustomClientAuthentication = auth
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("new embedded nats server: %w", err)
+	}
+	srv.SetLoggerV2(serverLogger{log: log}, false, false, false)
+	// The authenticator binds clients to the accounts, which exist only
+	// now; no client connects before Start.
+	if auth.services, err = srv.LookupAccount(ServicesAccount); err == nil {
+		auth.devices, err = srv.LookupAccount(DevicesAccount)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats accounts: %w", err)
 	}
 	go srv.Start()
 	timeout := cfg.ReadyTimeout
@@ -52,9 +84,30 @@ func Start(cfg Config) (*Server, error) {
 	}
 	if !srv.ReadyForConnections(timeout) {
 		srv.Shutdown()
-		return nil, fmt.Errorf("embedded nats server not ready after %s", timeout)
+		return nil, fmt.Errorf("embedded nats server not ready after %s (its errors are logged with component=nats)", timeout)
 	}
-	return &Server{srv: srv, opts: opts}, nil
+	return &Server{srv: srv, opts: opts, log: log}, nil
+}
+
+// migrateGlobalStore moves a store written before the services had an
+// account of their own (in the global account, $G) to ServicesAccount,
+// so an upgraded otawatch keeps its history.
+func migrateGlobalStore(storeDir string, log *slog.Logger) error {
+	root := filepath.Join(filepath.Clean(storeDir), "jetstream")
+	old, dst := filepath.Join(root, server.DEFAULT_GLOBAL_ACCOUNT), filepath.Join(root, ServicesAccount)
+	if _, err := os.Stat(old); err != nil {
+		return nil
+	}
+	if _, err := os.Stat(dst); err == nil {
+		return nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("migrate jetstream store: %w", err)
+	}
+	if err := os.Rename(old, dst); err != nil {
+		return fmt.Errorf("migrate jetstream store from %s to %s: %w", old, dst, err)
+	}
+	log.Warn("moved the jetstream store of the global account to the services account", "from", old, "to", dst)
+	return nil
 }
 
 func options(cfg Config) (*server.Options, error) {
@@ -73,9 +126,15 @@ func options(cfg Config) (*server.Options, error) {
 		JetStream:  true,
 		StoreDir:   filepath.Clean(cfg.StoreDir),
 		NoSigs:     true,
-		// Reports are small, but a rejected oversized payload still travels
-		// to the REJECTED stream in full.
-		MaxPayload: 8 << 20,
+		MaxPayload: cfg.MaxPayload,
+		TLSConfig:  cfg.TLS,
+		TLS:        cfg.TLS != nil,
+	}
+	if opts.MaxPayload <= 0 {
+		opts.MaxPayload = 1 << 20
+	}
+	if err := opts.ProcessConfigString(accountsConfig()); err != nil {
+		return nil, fmt.Errorf("embedded nats accounts: %w", err)
 	}
 	// The MQTT listener keeps one JetStream consumer per QoS 1
 	// subscription of a persistent session, all on one stream, and the
@@ -89,6 +148,7 @@ func options(cfg Config) (*server.Options, error) {
 		}
 		opts.MQTT.Host = mh
 		opts.MQTT.Port = mp
+		opts.MQTT.TLSConfig = cfg.MQTTTLS
 	}
 	return opts, nil
 }
@@ -135,4 +195,42 @@ func (s *Server) Connect(name string, extra ...nats.Option) (*nats.Conn, error) 
 func (s *Server) Shutdown() {
 	s.srv.Shutdown()
 	s.srv.WaitForShutdown()
+}
+
+// serverLogger sends the server's log to otawatch's, as component=nats:
+// warnings and errors as such, notices at debug (a start prints a dozen).
+type serverLogger struct{ log *slog.Logger }
+
+func (l serverLogger) Noticef(format string, v ...any) {
+	l.log.Debug(fmt.Sprintf(format, v...))
+}
+func (l serverLogger) Warnf(format string, v ...any) {
+	l.log.Warn(fmt.Sprintf(format, v...))
+}
+func (l serverLogger) Fatalf(format string, v ...any) {
+	l.log.Error(fmt.Sprintf(format, v...))
+}
+func (l serverLogger) Errorf(format string, v ...any) {
+	l.log.Error(fmt.Sprintf(format, v...))
+}
+func (l serverLogger) Debugf(format string, v ...any) {}
+func (l serverLogger) Tracef(format string, v ...any) {}
+
+// DisconnectDevices closes the MQTT connections of the named devices (after
+// they left the registry, so their next connect is refused).
+func (s *Server) DisconnectDevices(ids []string) {
+	for _, id := range ids {
+		connz, err := s.srv.Connz(&server.ConnzOptions{Account: DevicesAccount, User: id, Username: true, Limit: 1 << 16})
+		if err != nil {
+			s.log.Warn("list connections of a removed device", "device_id", id, "err", err)
+			continue
+		}
+		for _, c := range connz.Conns {
+			if err := s.srv.DisconnectClientByID(c.Cid); err != nil {
+				s.log.Warn("disconnect a removed device", "device_id", id, "err", err)
+				continue
+			}
+			s.log.Info("disconnected a device removed from the registry", "device_id", id, "cid", c.Cid)
+		}
+	}
 }

@@ -207,7 +207,7 @@ func (s *Service) Run(ctx context.Context) error {
 	defer rolloutCtx.Stop()
 	s.checkReady()
 
-	sub, err := s.deps.NC.QueueSubscribe(events.RolloutCommandPrefix+".*", QueueGroup, func(m *nats.Msg) { s.onCommand(ctx, m) })
+	sub, err := s.deps.NC.QueueSubscribe(events.RolloutCommandPrefix+".*.*", QueueGroup, func(m *nats.Msg) { s.onCommand(ctx, m) })
 	if err != nil {
 		return fmt.Errorf("subscribe to rollout commands: %w", err)
 	}
@@ -511,18 +511,31 @@ func (s *Service) newMQTT() mqtt.Client {
 	return mqtt.NewClient(o)
 }
 
-// onCommand answers one request on the command subjects.
+// onCommand answers one request on the command subjects. The actor comes
+// from the sender's identity (events.CommandActor), never from the body; a
+// message without a reply subject is not a request and is dropped, logged.
 func (s *Service) onCommand(ctx context.Context, m *nats.Msg) {
-	cmd := strings.TrimPrefix(m.Subject, events.RolloutCommandPrefix+".")
+	cmd, identity, ok := events.ParseRolloutCommandSubject(m.Subject)
+	if m.Reply == "" {
+		s.log.Warn("rollout command without a reply subject dropped", "subject", m.Subject)
+		return
+	}
 	var req events.RolloutRequest
 	var rep events.RolloutReply
-	if len(m.Data) > 0 {
+	switch {
+	case !ok:
+		rep = replyErr(invalid("%q is not a rollout command subject (%s.CMD.IDENTITY)", m.Subject, events.RolloutCommandPrefix))
+	case len(m.Data) > 0:
 		if err := json.Unmarshal(m.Data, &req); err != nil {
 			rep = replyErr(invalid("decode %s request: %v", cmd, err))
 		}
 	}
-	if req.Actor == "" && m.Header != nil {
-		req.Actor = m.Header.Get(events.RolloutActorHeader)
+	if rep.Error == "" {
+		actor, err := events.CommandActor(identity, m.Header.Get(events.RolloutActorHeader))
+		if err != nil {
+			rep = replyErr(&CommandError{Code: events.RolloutErrForbidden, Msg: err.Error()})
+		}
+		req.Actor = actor
 	}
 	if rep.Error == "" {
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)

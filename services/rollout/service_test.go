@@ -409,7 +409,7 @@ func TestFailureRatePausesTheJob(t *testing.T) {
 	}
 	// An operator's abort is the end of it; the front end's caller is
 	// recorded on the event.
-	msg := nats.NewMsg(events.RolloutCommandSubject(CmdAbort))
+	msg := nats.NewMsg(events.RolloutCommandSubject(CmdAbort, events.ConnIdentity(r.js.NC)))
 	msg.Data, _ = json.Marshal(events.RolloutRequest{JobID: "bad", Reason: "bad build"})
 	msg.Header.Set(events.RolloutActorHeader, "alice")
 	if m, err := r.js.NC.RequestMsg(msg, 10*time.Second); err != nil {

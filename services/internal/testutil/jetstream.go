@@ -29,6 +29,12 @@ type JetStreamOptions struct {
 	StoreDir string
 	// NoStreams skips creating the otawatch streams.
 	NoStreams bool
+	// Auth is the server's authentication; nil admits anonymous clients
+	// on both ports (the test's own connection, and MQTT clients with the
+	// whole device topic space), as a loopback otawatch may.
+	Auth *natsd.Auth
+	// User and Password are the test connection's credentials (with Auth).
+	User, Password string
 }
 
 // StartJetStream starts an embedded server on a free loopback port, with the
@@ -36,7 +42,10 @@ type JetStreamOptions struct {
 // server and connection are closed by t.Cleanup.
 func StartJetStream(t testing.TB, o JetStreamOptions) *JetStream {
 	t.Helper()
-	cfg := natsd.Config{StoreDir: o.StoreDir, Listen: "127.0.0.1:-1"}
+	cfg := natsd.Config{StoreDir: o.StoreDir, Listen: "127.0.0.1:-1", Auth: natsd.Auth{AnonymousNATS: true, AnonymousMQTT: true}}
+	if o.Auth != nil {
+		cfg.Auth = *o.Auth
+	}
 	if cfg.StoreDir == "" {
 		cfg.StoreDir = t.TempDir()
 	}
@@ -47,7 +56,11 @@ func StartJetStream(t testing.TB, o JetStreamOptions) *JetStream {
 	if err != nil {
 		t.Fatalf("start embedded nats: %v", err)
 	}
-	nc, err := nats.Connect(srv.ClientURL(), nats.Name(t.Name()))
+	copts := []nats.Option{nats.Name(t.Name())}
+	if o.User != "" {
+		copts = append(copts, nats.UserInfo(o.User, o.Password))
+	}
+	nc, err := nats.Connect(srv.ClientURL(), copts...)
 	if err != nil {
 		srv.Shutdown()
 		t.Fatalf("connect to embedded nats: %v", err)
