@@ -21,7 +21,7 @@ import (
 type devices map[string]string
 
 func (d devices) Check(id, pw string) bool { p, ok := d[id]; return ok && p == pw }
-func (d devices) Has(id string) bool        { _, ok := d[id]; return ok }
+func (d devices) Has(id string) bool       { _, ok := d[id]; return ok }
 
 const (
 	servicesPassword = "services-secret"
