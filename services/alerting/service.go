@@ -165,6 +165,8 @@ type run struct {
 	published map[string]bool
 	manifest  *manifest
 	dirty     bool
+	// streams are the stream-full alerts (streamfull.go).
+	streams streamWatch
 }
 
 // Run runs the service until ctx ends. While this instance holds the
@@ -398,6 +400,9 @@ func (s *Service) restore(ctx context.Context, set *rules.Set) (*run, error) {
 			s.log.Warn("skipping an ALERTS message that does not decode", "stream_seq", rec.Seq, "err", rec.DecodeErr)
 			continue
 		}
+		if a.RuleID == StreamFullRule {
+			continue // not the engine's: checkStreams reads them back
+		}
 		r.eng.Restore(a)
 		r.published[rec.Event.ID] = true
 		n++
@@ -545,6 +550,7 @@ func (s *Service) queue(r *run, trs []ruleeval.Transition) {
 // tick runs one tick at time at: presence events for stale devices
 // (published before they are applied), then the tick rules.
 func (s *Service) tick(ctx context.Context, r *run, at time.Time) error {
+	s.checkStreams(ctx, r, at)
 	stale, trs, err := r.eng.RunTick(at, func(evs []events.Event) error {
 		subjects := make([]string, len(evs))
 		for i, ev := range evs {
