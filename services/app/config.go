@@ -44,6 +44,9 @@ func (c *Config) SetDefaults() {
 		if c.Rollout.Username == "" && c.Rollout.PasswordFile == "" {
 			c.Rollout.Username, c.Rollout.PasswordFile = c.MQTT.Username, c.MQTT.PasswordFile
 		}
+		if c.Rollout.TLS == (conf.TLSClient{}) {
+			c.Rollout.TLS = c.MQTT.TLS
+		}
 	}
 }
 

@@ -18,6 +18,9 @@ type Config struct {
 	Username string `yaml:"username"`
 	// PasswordFile holds the password; secrets never come from flags.
 	PasswordFile string `yaml:"password_file"`
+	// TLS is the broker connection's TLS (CA, client certificate) for an
+	// ssl://, tls://, mqtts:// or wss:// broker.
+	TLS conf.TLSClient `yaml:"tls"`
 	// Topic is the subscription filter for device reports.
 	Topic string `yaml:"topic"`
 	// MaxInFlight bounds the reports being stored at once (JetStream
@@ -103,6 +106,7 @@ func (c *Config) SetDefaults() {
 func (c *Config) Validate(p conf.Problems) {
 	conf.CheckMQTTBroker(p, "broker", c.Broker)
 	conf.CheckMQTTClientID(p, "client_id", c.ClientID)
+	conf.CheckMQTTTLS(p, "tls", c.Broker, c.TLS)
 	if c.Topic == "" || strings.Count(c.Topic, "/") < 5 {
 		p.Addf("topic", "%q does not look like iot-2/type/{typeId}/id/{deviceId}/update/shadow", c.Topic)
 	}

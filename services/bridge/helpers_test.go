@@ -3,6 +3,7 @@ package bridge
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -142,8 +143,15 @@ func (r *running) stop(t *testing.T) {
 // publisher connects a device-side MQTT client.
 func (e *env) publisher(t testing.TB, id string) mqtt.Client {
 	t.Helper()
+	return e.tlsPublisher(t, id, nil)
+}
+
+// tlsPublisher connects a device-side MQTT client with a TLS config (nil:
+// the URL's defaults).
+func (e *env) tlsPublisher(t testing.TB, id string, tc *tls.Config) mqtt.Client {
+	t.Helper()
 	opts := mqtt.NewClientOptions().AddBroker(e.mqttURL).SetClientID(id).SetCleanSession(true).
-		SetAutoReconnect(false).SetConnectTimeout(5 * time.Second)
+		SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).SetTLSConfig(tc)
 	c := mqtt.NewClient(opts)
 	tok := c.Connect()
 	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {

@@ -63,6 +63,9 @@ type hooks struct {
 	// beforePublish runs before each JetStream publish; an error fails
 	// that publish, as an unavailable JetStream would.
 	beforePublish func() error
+	// publishFault picks the failure each JetStream publish meets, if
+	// any (publisher.fault).
+	publishFault func(p *pending) publishFault
 }
 
 // Stats are the bridge's counters since New.
@@ -237,6 +240,11 @@ func (s *Service) session(ctx context.Context, password string, drain func() tim
 				s.log.Warn("mqtt connect failed", "broker", s.cfg.Broker, "client_id", s.cfg.ClientID, "err", f.Reason)
 			}
 		})
+	if tc, err := s.cfg.TLS.Config(); err != nil {
+		return fmt.Errorf("mqtt tls: %w", err)
+	} else if tc != nil {
+		opts.SetTLSConfig(tc)
+	}
 	if u, err := url.Parse(s.cfg.Broker); err == nil {
 		if open := connOpener(u.Scheme, s.hooks.openConn); open != nil {
 			opts.SetCustomOpenConnectionFn(open)

@@ -24,6 +24,9 @@ type Config struct {
 	Username string `yaml:"username"`
 	// PasswordFile holds the MQTT password.
 	PasswordFile string `yaml:"password_file"`
+	// TLS is the broker connection's TLS (CA, client certificate) for an
+	// ssl://, tls://, mqtts:// or wss:// broker.
+	TLS conf.TLSClient `yaml:"tls"`
 
 	// Waves and WaveSize are a new job's default plan: waves of WaveSize
 	// devices, at most Waves of them (1500 devices: 15 waves of 100; more
@@ -126,6 +129,7 @@ func (c *Config) Validate(p conf.Problems) {
 	// An empty broker is filled in from mqtt.broker by the app, or by New.
 	if c.Broker != "" {
 		conf.CheckMQTTBroker(p, "broker", c.Broker)
+		conf.CheckMQTTTLS(p, "tls", c.Broker, c.TLS)
 	}
 	conf.CheckMQTTClientID(p, "client_id", c.ClientID)
 	if c.Waves < 1 {

@@ -497,6 +497,11 @@ func (s *Service) newMQTT() mqtt.Client {
 			s.deps.Health.Set("rollout_mqtt", fmt.Errorf("mqtt connection lost: %w", err))
 			s.log.Warn("mqtt connection lost", "broker", s.cfg.Broker, "err", err)
 		})
+	if tc, err := s.cfg.TLS.Config(); err != nil {
+		s.log.Error("mqtt tls", "err", err) // Validate reported it already
+	} else if tc != nil {
+		o.SetTLSConfig(tc)
+	}
 	if s.cfg.Username != "" {
 		o.SetUsername(s.cfg.Username)
 	}

@@ -28,3 +28,18 @@ func CheckMQTTClientID(p Problems, key, id string) {
 		p.Addf(key, "%q has one of + # / or a space", id)
 	}
 }
+
+// CheckMQTTTLS adds problems under key (the section's "tls") when the TLS
+// files cannot be loaded, or are set for a broker URL that is not TLS
+// (ssl://, tls://, mqtts://, wss://).
+func CheckMQTTTLS(p Problems, key, broker string, t TLSClient) {
+	t.Validate(p.Sub(key))
+	if t == (TLSClient{}) {
+		return
+	}
+	if u, err := url.Parse(broker); err == nil && !tlsSchemes[u.Scheme] {
+		p.Addf(key, "is set but broker %q is not a TLS URL (ssl://, tls://, mqtts://, wss://)", broker)
+	}
+}
+
+var tlsSchemes = map[string]bool{"ssl": true, "tls": true, "mqtts": true, "wss": true}

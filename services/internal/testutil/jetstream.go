@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"context"
+	"crypto/tls"
 	"testing"
 	"time"
 
@@ -35,6 +36,8 @@ type JetStreamOptions struct {
 	Auth *natsd.Auth
 	// User and Password are the test connection's credentials (with Auth).
 	User, Password string
+	// MQTTTLS is the MQTT listener's TLS (with MQTT).
+	MQTTTLS *tls.Config
 }
 
 // StartJetStream starts an embedded server on a free loopback port, with the
@@ -51,6 +54,7 @@ func StartJetStream(t testing.TB, o JetStreamOptions) *JetStream {
 	}
 	if o.MQTT {
 		cfg.MQTTListen = "127.0.0.1:-1"
+		cfg.MQTTTLS = o.MQTTTLS
 	}
 	srv, err := natsd.Start(cfg)
 	if err != nil {
