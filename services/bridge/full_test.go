@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -206,7 +207,7 @@ func bigPayload(n, i int) []byte {
 }
 
 // confInt reads an integer "key value" line of a Mosquitto configuration.
-func confInt(t *testing.T, text, key string) int {
+func confInt(t testing.TB, text, key string) int {
 	t.Helper()
 	v := confValues(text)[key]
 	n := 0
@@ -235,4 +236,65 @@ func TestBrokerPacketLimitMatchesMaxPayload(t *testing.T) {
 		t.Errorf("max_packet_size %d: want between %d (max_payload %d and a report's headers) and %d (max_payload + 4 KiB)",
 			packet, need, DefaultMaxPayload, DefaultMaxPayload+4096)
 	}
+}
+
+// BenchmarkRejectedGrowth replays the attack that found the unbounded
+// REJECTED (20 oversized payloads from one anonymous client) with the
+// largest payload each broker takes, and reports how much REJECTED grew.
+func BenchmarkRejectedGrowth(b *testing.B) {
+	const n = 20
+	for _, bk := range brokerKinds {
+		b.Run(bk.name, func(b *testing.B) {
+			js := testutil.StartJetStream(b, testutil.JetStreamOptions{MQTT: bk.name == "nats-mqtt"})
+			e := &env{js: js, mqttURL: "tcp://" + js.Server.MQTTAddr()}
+			size := int(js.NC.MaxPayload()) - 1024 // the NATS listener's limit, less the topic and headers
+			if bk.name == "mosquitto" {
+				m := testutil.StartMosquitto(b)
+				e.mqttURL, e.mosq = m.URL, m
+				size = confInt(b, testutil.MosquittoConfig, "max_packet_size") - 256
+			}
+			health := svc.NewHealth()
+			s, err := New(Config{Broker: e.mqttURL, ClientID: "bench-bridge"}, svc.Deps{NC: js.NC, JS: js.JS, Health: health})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- s.Run(ctx) }()
+			defer func() { cancel(); <-done }()
+			r := &running{s: s, health: health}
+			testutil.Eventually(b, 20*time.Second, r.ready, "bridge not ready: %v", health.Status())
+			pub := e.publisher(b, "attacker")
+			var grew uint64
+			for i := 0; i < b.N; i++ {
+				before := streamBytes(b, js, events.StreamRejected)
+				msgs := make([]msg, n)
+				for j := range msgs {
+					msgs[j] = msg{events.ReportTopic("gateway", fmt.Sprintf("big-%d-%d", i, j)), bigPayload(size, j)}
+				}
+				start := s.Stats().Rejected
+				publishAll(b, pub, msgs)
+				testutil.Eventually(b, 60*time.Second, func() bool { return s.Stats().Rejected >= start+n },
+					"bridge rejected %d of %d", s.Stats().Rejected-start, n)
+				grew += streamBytes(b, js, events.StreamRejected) - before
+			}
+			b.ReportMetric(float64(size), "payload-B")
+			b.ReportMetric(float64(grew)/float64(b.N), "REJECTED-B/20-payloads")
+		})
+	}
+}
+
+func streamBytes(tb testing.TB, js *testutil.JetStream, name string) uint64 {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := js.JS.Stream(ctx, name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return info.State.Bytes
 }
