@@ -42,6 +42,17 @@
 // last snapshot, as a restart does. An instance that loses the lease stops
 // at once and leaves the snapshot to the new holder.
 //
+// # Full streams
+//
+// Every tick also reads the size of SHADOW, ROLLOUT, ALERTS and NOTIFY,
+// which refuse new events at their byte limit (events.StreamConfigs). At
+// StreamFullRatio (95%) of its limit a stream gets the built-in critical
+// alert stream-full (key stream-full/STREAM), resolved once it is below
+// again; the health component StreamFullHealth says the same in /readyz,
+// and the raise is logged, because the full stream may be ALERTS itself.
+// These alerts are not the rule engine's: a restart reads them back from
+// ALERTS.
+//
 // Messages the engine cannot use go to REJECTED (source "alerting"). A
 // poison message read again after a restart is recorded again once the
 // duplicate window has passed.

@@ -28,6 +28,13 @@
 // PubAck within mqtt.publish_timeout, is tried again with backoff for as
 // long as the bridge runs; nothing is acknowledged that is not stored.
 //
+// A stream at its byte limit refuses the publish (SHADOW does not drop old
+// events to make room): the report is retried like any failed publish and
+// stays unacknowledged, so the broker keeps it, and StoreHealthComponent
+// is not ready, naming the stream and its limit, until a publish to it
+// succeeds again. REJECTED records keep at most events.MaxRejectedRaw of
+// a refused payload, with the length and SHA-256 of the whole.
+//
 // DecodeReport is the pure part (size, topic, JSON, schema) and is fuzzed.
 // Plain reports (printable ASCII strings, a canonical RFC 3339 timestamp)
 // are checked and decoded in one pass; everything else, and every refusal,
