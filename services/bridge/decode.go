@@ -127,8 +127,8 @@ func (d *Decoder) decodeSchema(payload []byte) (events.Firmware, error) {
 // firmwareFrom reads the firmware of a document that passed the schema. It
 // takes the values from the document already decoded for validation rather
 // than decoding the payload a second time; the checks that remain are the
-// ones the schema cannot make (a date-time Go cannot represent, a number
-// beyond float64).
+// ones the schema cannot make (a date-time Go cannot represent or outside
+// the window schemas.ReportTimeOK accepts, a number beyond float64).
 func firmwareFrom(doc any) (events.Firmware, error) {
 	const at = "state.reported.firmware"
 	obj, _ := lookup(doc, "state", "reported", "firmware").(map[string]any)
@@ -146,6 +146,12 @@ func firmwareFrom(doc any) (events.Firmware, error) {
 	ts, err := time.Parse(time.RFC3339Nano, str("timestamp"))
 	if err != nil {
 		return events.Firmware{}, reject("%s.timestamp: %q is not an RFC 3339 date-time: %v", at, str("timestamp"), err)
+	}
+	if !schemas.ReportTimeOK(ts) {
+		// A time the read models cannot store (ClickHouse would keep
+		// 0000-00-00 00:00:00 with no error) or a clock never set.
+		return events.Firmware{}, reject("%s.timestamp: %q is outside the accepted window %s to %s", at, str("timestamp"),
+			schemas.ReportTimeFrom, schemas.ReportTimeUntil)
 	}
 	fw.Timestamp = ts
 	if n, ok := obj["updateDuration"].(json.Number); ok {
@@ -250,6 +256,8 @@ func leafReason(e *jsonschema.ValidationError, doc any) string {
 		return fmt.Sprintf("%s: %s is not a valid %s", orPayload(path), show(val), k.Want)
 	case *kind.Minimum:
 		return fmt.Sprintf("%s: %s is less than %s", orPayload(path), show(val), k.Want.FloatString(0))
+	case *kind.Maximum:
+		return fmt.Sprintf("%s: %s is more than %s", orPayload(path), show(val), k.Want.FloatString(0))
 	case *kind.MinLength:
 		if k.Want == 1 {
 			return fmt.Sprintf("%s: is empty", orPayload(path))

@@ -17,28 +17,39 @@ import (
 // badPayloadReasons is the reason each bad payload of testdata/payloads must
 // be refused with. Every bad-*.json file must be listed (TestCorpusIsCovered).
 var badPayloadReasons = map[string]string{
-	"bad-array.json":              "payload: is an array, want object",
-	"bad-broken-json.json":        "payload is not JSON: it ends unexpectedly after 107 bytes",
-	"bad-duration-negative.json":  "state.reported.firmware.updateDuration: -5 is less than 0",
-	"bad-duration-overflow.json":  "state.reported.firmware.updateDuration: 1e999 is out of range",
-	"bad-duration-string.json":    `state.reported.firmware.updateDuration: "127" is a string, want number`,
-	"bad-empty.json":              "payload is empty",
-	"bad-errorcode-number.json":   "state.reported.firmware.errorCode: 42 is a number, want null or string",
-	"bad-firmware-null.json":      "state.reported.firmware: is null, want object",
-	"bad-missing-firmware.json":   "state.reported.firmware is missing",
-	"bad-missing-state.json":      "state is missing",
-	"bad-missing-status.json":     "state.reported.firmware.status is missing",
-	"bad-missing-timestamp.json":  "state.reported.firmware.timestamp is missing",
-	"bad-missing-version.json":    "state.reported.firmware.version is missing",
-	"bad-not-json.json":           "payload is not JSON: invalid character 'o' in literal null (expecting 'u') (at byte 2)",
-	"bad-status-unknown.json":     `state.reported.firmware.status: "done" is not one of in_progress, completed, failed`,
-	"bad-status-uppercase.json":   `state.reported.firmware.status: "COMPLETED" is not one of in_progress, completed, failed`,
-	"bad-timestamp-not-date.json": `state.reported.firmware.timestamp: "yesterday" is not a valid date-time`,
-	"bad-timestamp-number.json":   "state.reported.firmware.timestamp: 1753183800 is a number, want string",
-	"bad-trailing-comma.json":     "payload is not JSON: invalid character '}' looking for beginning of object key string (at byte 109)",
-	"bad-two-documents.json":      "payload is not JSON: invalid character after top-level value",
-	"bad-version-empty.json":      "state.reported.firmware.version: is empty",
-	"bad-version-number.json":     "state.reported.firmware.version: 4.2 is a number, want string",
+	"bad-array.json":             "payload: is an array, want object",
+	"bad-broken-json.json":       "payload is not JSON: it ends unexpectedly after 107 bytes",
+	"bad-duration-negative.json": "state.reported.firmware.updateDuration: -5 is less than 0",
+	"bad-duration-overflow.json": "state.reported.firmware.updateDuration: 1e999 is more than 604800",
+	"bad-duration-too-long.json": "state.reported.firmware.updateDuration: 604801 is more than 604800",
+	// 604800 as a float64; the schema compares the decimal exactly.
+	"bad-duration-just-over-limit.json": "state.reported.firmware.updateDuration: 604800.000000000000001 is more than 604800",
+	"bad-duration-string.json":          `state.reported.firmware.updateDuration: "127" is a string, want number`,
+	"bad-empty.json":                    "payload is empty",
+	"bad-errorcode-number.json":         "state.reported.firmware.errorCode: 42 is a number, want null or string",
+	"bad-firmware-null.json":            "state.reported.firmware: is null, want object",
+	"bad-missing-firmware.json":         "state.reported.firmware is missing",
+	"bad-missing-state.json":            "state is missing",
+	"bad-missing-status.json":           "state.reported.firmware.status is missing",
+	"bad-missing-timestamp.json":        "state.reported.firmware.timestamp is missing",
+	"bad-missing-version.json":          "state.reported.firmware.version is missing",
+	"bad-not-json.json":                 "payload is not JSON: invalid character 'o' in literal null (expecting 'u') (at byte 2)",
+	"bad-status-unknown.json":           `state.reported.firmware.status: "done" is not one of in_progress, completed, failed`,
+	"bad-status-uppercase.json":         `state.reported.firmware.status: "COMPLETED" is not one of in_progress, completed, failed`,
+	"bad-timestamp-not-date.json":       `state.reported.firmware.timestamp: "yesterday" is not a valid date-time`,
+	"bad-timestamp-number.json":         "state.reported.firmware.timestamp: 1753183800 is a number, want string",
+	// ClickHouse would have stored these as 0000-00-00 00:00:00.
+	"bad-timestamp-year-9999.json": `state.reported.firmware.timestamp: "9999-12-31T23:59:59Z" is outside the accepted window 2000-01-01T00:00:00Z to 2100-01-01T00:00:00Z`,
+	"bad-timestamp-1969.json":      `state.reported.firmware.timestamp: "1969-12-31T23:59:59Z" is outside the accepted window 2000-01-01T00:00:00Z to 2100-01-01T00:00:00Z`,
+	// A device whose clock was never set.
+	"bad-timestamp-unix-zero.json": `state.reported.firmware.timestamp: "1970-01-01T00:00:00Z" is outside the accepted window 2000-01-01T00:00:00Z to 2100-01-01T00:00:00Z`,
+	"bad-timestamp-2100.json":      `state.reported.firmware.timestamp: "2100-01-01T00:00:00Z" is outside the accepted window 2000-01-01T00:00:00Z to 2100-01-01T00:00:00Z`,
+	// 1999-12-31T23:30:00Z: the window is compared in UTC.
+	"bad-timestamp-before-2000-by-offset.json": `state.reported.firmware.timestamp: "2000-01-01T00:30:00+01:00" is outside the accepted window 2000-01-01T00:00:00Z to 2100-01-01T00:00:00Z`,
+	"bad-trailing-comma.json":                  "payload is not JSON: invalid character '}' looking for beginning of object key string (at byte 109)",
+	"bad-two-documents.json":                   "payload is not JSON: invalid character after top-level value",
+	"bad-version-empty.json":                   "state.reported.firmware.version: is empty",
+	"bad-version-number.json":                  "state.reported.firmware.version: 4.2 is a number, want string",
 }
 
 const goodTopic = "iot-2/type/gateway/id/dev-0001/update/shadow"
@@ -122,6 +133,9 @@ func TestDecodeReportAcceptsGoodPayloads(t *testing.T) {
 			Status: "failed", Checksum: "sha256:abc123", PreviousVersion: "4.1.5", UpdateDuration: 311.5, ErrorCode: ptr("E_CHECKSUM_MISMATCH")}},
 		{"good-minimal.json", events.Firmware{Version: "1.0.0", Timestamp: time.Date(2025, 7, 22, 11, 30, 0, 0, time.UTC), Status: "completed"}},
 		{"good-extra-fields.json", events.Firmware{Version: "4.2.1", Timestamp: time.Date(2025, 7, 22, 11, 30, 0, 0, time.UTC), Status: "completed"}},
+		// The first instant of the timestamp window, a duration just under
+		// the limit (one at the limit is the schema path's to judge).
+		{"good-limits.json", events.Firmware{Version: "4.2.1", Timestamp: time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC), Status: "completed", UpdateDuration: 604799.5}},
 	}
 	corpus := readCorpus(t, "good-")
 	if len(tests) != len(corpus) {

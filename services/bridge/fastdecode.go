@@ -1,11 +1,11 @@
 package bridge
 
 import (
-	"math"
 	"strconv"
 	"time"
 
 	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/schemas"
 )
 
 // decodeFast reads the firmware of a shadow report in one pass over the
@@ -21,9 +21,12 @@ import (
 //     known key in disguise ("st\u0061te");
 //   - a known key twice in one object (encoding/json keeps the last one);
 //   - a timestamp not of the form 2006-01-02T15:04:05[.fraction](Z|±hh:mm)
-//     with an upper-case T and Z, or with a leap second;
-//   - an updateDuration with a minus sign, or one that does not fit a
-//     float64;
+//     with an upper-case T and Z, or with a leap second, or outside the
+//     window schemas.ReportTimeOK accepts;
+//   - an updateDuration with a minus sign, or one not below
+//     schemas.MaxUpdateDuration (at the bound, the float64 and the
+//     schema's exact decimal can disagree: "604800.00000000000001" is
+//     604800 as a float64 but more than the maximum to the schema);
 //   - nesting deeper than fastMaxDepth.
 //
 // A declined report goes through the schema path (decodeSchema), which
@@ -181,7 +184,7 @@ func (p *fastParser) firmware() (events.Firmware, bool) {
 				return false
 			}
 			t, ok := parseTimestamp(s)
-			if !ok {
+			if !ok || !schemas.ReportTimeOK(t) {
 				return false
 			}
 			fw.Timestamp = t
@@ -254,14 +257,15 @@ func (p *fastParser) plain() ([]byte, bool) {
 	return nil, false
 }
 
-// duration parses a non-negative JSON number that fits a float64.
+// duration parses a non-negative JSON number below
+// schemas.MaxUpdateDuration.
 func (p *fastParser) duration() (float64, bool) {
 	start := p.i
 	if !p.scanNumber() || p.b[start] == '-' {
 		return 0, false
 	}
 	f, err := strconv.ParseFloat(string(p.b[start:p.i]), 64)
-	if err != nil || math.IsInf(f, 0) {
+	if err != nil || !(f < schemas.MaxUpdateDuration) {
 		return 0, false
 	}
 	return f, true

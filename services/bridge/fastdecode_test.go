@@ -21,6 +21,11 @@ var fastSeeds = []string{
 	`{"state":{"reported":{"firmware":{"version":"1","timestamp":"2025-07-22T11:30:00Z","status":"completed","updateDuration":1e308}}}}`,
 	`{"state":{"reported":{"firmware":{"version":"1","timestamp":"2025-07-22T11:30:00Z","status":"completed","updateDuration":1e309}}}}`,
 	`{"state":{"reported":{"firmware":{"version":"1","timestamp":"2025-07-22T11:30:00Z","status":"completed","updateDuration":0.000001}}}}`,
+	// the duration's bound: the float64 and the schema's exact decimal
+	`{"state":{"reported":{"firmware":{"version":"1","timestamp":"2025-07-22T11:30:00Z","status":"completed","updateDuration":604800}}}}`,
+	`{"state":{"reported":{"firmware":{"version":"1","timestamp":"2025-07-22T11:30:00Z","status":"completed","updateDuration":604799.99999999999999999}}}}`,
+	`{"state":{"reported":{"firmware":{"version":"1","timestamp":"2025-07-22T11:30:00Z","status":"completed","updateDuration":604800.00000000000000001}}}}`,
+	`{"state":{"reported":{"firmware":{"version":"1","timestamp":"2025-07-22T11:30:00Z","status":"completed","updateDuration":6048e2}}}}`,
 	// escapes, non-ASCII, duplicates: declined, judged by the schema
 	`{"state":{"reported":{"firmware":{"version":"4.\u0032","timestamp":"2025-07-22T11:30:00Z","status":"completed"}}}}`,
 	`{"st\u0061te":{"reported":{"firmware":{"version":"1","timestamp":"2025-07-22T11:30:00Z","status":"completed"}}}}`,
@@ -34,6 +39,14 @@ var fastSeeds = []string{
 	`{"state":{"reported":{"firmware":{"version":"1","timestamp":"2025-02-29T11:30:00Z","status":"completed"}}}}`,
 	`{"state":{"reported":{"firmware":{"version":"1","timestamp":"2024-02-29T11:30:00-23:59","status":"completed"}}}}`,
 	`{"state":{"reported":{"firmware":{"version":"1","timestamp":"0000-01-01T00:00:00Z","status":"completed"}}}}`,
+	// the timestamp window's edges, in UTC and with an offset
+	`{"state":{"reported":{"firmware":{"version":"1","timestamp":"1999-12-31T23:59:59.999999999Z","status":"completed"}}}}`,
+	`{"state":{"reported":{"firmware":{"version":"1","timestamp":"2000-01-01T00:00:00Z","status":"completed"}}}}`,
+	`{"state":{"reported":{"firmware":{"version":"1","timestamp":"2000-01-01T00:59:59+01:00","status":"completed"}}}}`,
+	`{"state":{"reported":{"firmware":{"version":"1","timestamp":"2099-12-31T23:59:59.999999999Z","status":"completed"}}}}`,
+	`{"state":{"reported":{"firmware":{"version":"1","timestamp":"2100-01-01T00:30:00+01:00","status":"completed"}}}}`,
+	`{"state":{"reported":{"firmware":{"version":"1","timestamp":"2100-01-01T00:00:00Z","status":"completed"}}}}`,
+	`{"state":{"reported":{"firmware":{"version":"1","timestamp":"9999-12-31T23:59:59Z","status":"completed"}}}}`,
 	`{"state":{"reported":{"firmware":{"version":"1","timestamp":"2025-07-22T24:00:00Z","status":"completed"}}}}`,
 	`{"state":{"reported":{"firmware":{"version":"1","timestamp":"2025-07-22T11:30:00.1234567891Z","status":"completed"}}}}`,
 	`{"state":{"reported":{"firmware":{"version":"1","timestamp":"2025-07-22T11:30:00,5Z","status":"completed"}}}}`,
