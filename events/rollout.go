@@ -336,10 +336,15 @@ type RolloutWave struct {
 // RolloutRequest is the body of a request on RolloutCommandSubject. Create
 // uses Spec (and Start to start it at once); list uses nothing; delta uses
 // TypeID and DeviceID; the others use JobID, and pause and abort a Reason.
+//
+// A request body is read with DecodeRolloutRequest, which refuses unknown
+// fields and fields the command does not use.
 type RolloutRequest struct {
-	// Actor names who asks; a RolloutActorHeader header fills it in when
-	// empty. It is recorded on the events the command writes.
-	Actor    string       `json:"actor,omitempty"`
+	// Actor names who asks, recorded on the events the command writes. It
+	// is never part of a body (json "-"): the rollout service takes it
+	// from the sender's identity (CommandActor), and a body that names an
+	// "actor" is refused.
+	Actor    string       `json:"-"`
 	JobID    string       `json:"jobId,omitempty"`
 	Spec     *RolloutSpec `json:"spec,omitempty"`
 	Start    bool         `json:"start,omitempty"`
