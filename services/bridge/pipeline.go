@@ -91,6 +91,7 @@ func newRunner(s *Service) (*runner, error) {
 		cancel()
 		return nil, err
 	}
+	pb.fault = s.hooks.publishFault
 	r.pb = pb
 	workers := max(4, runtime.GOMAXPROCS(0))
 	r.loops.Add(workers)

@@ -33,6 +33,9 @@ type publisher struct {
 	timeout time.Duration
 	// outcome is called once per publish that was sent.
 	outcome func(p *pending, ack pubAck, err error)
+	// fault is a test seam (hooks.publishFault): it picks the failure, if
+	// any, that each publish meets. Nil in production.
+	fault func(p *pending) publishFault
 
 	mu      sync.Mutex
 	closed  bool
@@ -56,6 +59,26 @@ var errPubAckTimeout = errors.New("no PubAck from JetStream in time")
 // errReconnected is a publish sent before the connection to NATS was
 // lost: its PubAck, if any, went with the old connection.
 var errReconnected = errors.New("connection to NATS lost before the PubAck came")
+
+// publishFault is a failure a test makes one publish meet (publisher.fault).
+type publishFault int
+
+const (
+	// faultNone: the publish goes as usual.
+	faultNone publishFault = iota
+	// faultRefuse: the publish fails before anything is sent, as on a
+	// closed connection.
+	faultRefuse
+	// faultLose: the message is lost on its way: nothing is stored, no
+	// PubAck comes, and the publish times out.
+	faultLose
+	// faultLoseAck: the event is stored but its PubAck is lost: the
+	// publish times out and its retry is a duplicate.
+	faultLoseAck
+)
+
+// errInjected is the error of a faultRefuse publish.
+var errInjected = errors.New("test: publish refused by an injected fault")
 
 func newPublisher(nc *nats.Conn, timeout time.Duration, outcome func(*pending, pubAck, error)) (*publisher, error) {
 	pb := &publisher{
@@ -88,6 +111,12 @@ func newPublisher(nc *nats.Conn, timeout time.Duration, outcome func(*pending, p
 // publish sends p's event. On an error nothing was sent and outcome is not
 // called; otherwise outcome will be.
 func (pb *publisher) publish(p *pending) error {
+	fault := faultNone
+	if pb.fault != nil {
+		if fault = pb.fault(p); fault == faultRefuse {
+			return errInjected
+		}
+	}
 	pb.mu.Lock()
 	if pb.closed {
 		pb.mu.Unlock()
@@ -107,6 +136,14 @@ func (pb *publisher) publish(p *pending) error {
 			jetstream.ExpectedStreamHeader: []string{p.stream},
 		},
 		Data: p.body,
+	}
+	switch fault {
+	case faultLose:
+		return nil
+	case faultLoseAck:
+		// A reply subject one token longer than the PubAck
+		// subscription's prefix+"*": nobody receives it.
+		msg.Reply += ".lost"
 	}
 	if err := pb.nc.PublishMsg(msg); err != nil {
 		pb.take(id)
