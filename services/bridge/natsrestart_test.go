@@ -26,7 +26,7 @@ import (
 func TestExternalNATSRestart(t *testing.T) {
 	const n = 20000
 	port := testutil.FreePort(t)
-	cfg := natsd.Config{StoreDir: t.TempDir(), Listen: fmt.Sprintf("127.0.0.1:%d", port)}
+	cfg := natsd.Config{StoreDir: t.TempDir(), Listen: fmt.Sprintf("127.0.0.1:%d", port), Auth: natsd.Auth{AnonymousNATS: true}}
 	start := func() *natsd.Server {
 		srv, err := natsd.Start(cfg)
 		if err != nil {

@@ -59,8 +59,8 @@ type Auth struct {
 	// loopback listener (Config.Validate refuses it elsewhere).
 	AnonymousNATS bool
 	// AnonymousMQTT admits MQTT clients without credentials, with the
-	// whole device topic space (any device's reports, presence and
-	// desired state). Only for a loopback listener.
+	// whole devices account (any device's reports, presence and desired
+	// state; nothing of the log). Only for a loopback listener.
 	AnonymousMQTT bool
 }
 
@@ -135,7 +135,10 @@ func (a *authenticator) identify(c server.ClientAuthentication, opts *server.Cli
 		if !a.auth.AnonymousMQTT {
 			return nil, errors.New("no credentials")
 		}
-		return &server.User{Username: events.IdentityAnonymous, Account: a.devices, Permissions: anonymousMQTTPermissions()}, nil
+		// The devices account holds nothing but device topics, so an
+		// anonymous client gets all of it (nil permissions), wildcards
+		// over other device topics too.
+		return &server.User{Username: events.IdentityAnonymous, Account: a.devices}, nil
 	case name == UserBridge || name == UserRollout:
 		if !a.passwordOK(name, password) {
 			return nil, errors.New("wrong password")
@@ -212,14 +215,6 @@ func serviceMQTTUser(name string, acc *server.Account) *server.User {
 		}
 	}
 	return u
-}
-
-func anonymousMQTTPermissions() *server.Permissions {
-	subjects := events.DeviceTopicSubjects()
-	return &server.Permissions{
-		Publish:   &server.SubjectPermission{Allow: subjects},
-		Subscribe: &server.SubjectPermission{Allow: subjects},
-	}
 }
 
 // certDevice returns the device a verified client certificate names (its
