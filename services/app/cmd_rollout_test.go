@@ -55,15 +55,15 @@ func TestRolloutCommand(t *testing.T) {
 		wait bool
 	}{
 		{"no jobs yet", []string{"list"}, 0, []string{"no rollout jobs"}, "", false},
-		{"create without devices", []string{"create", "--target-version", "2.0.0", "--checksum", "sha256:aa", "--url", "https://x"}, 2, nil,
+		{"create without devices", []string{"create", "--target-version", "2.0.0", "--checksum", "sha256:" + strings.Repeat("aa", 32), "--url", "https://x"}, 2, nil,
 			"name the devices: --type, --devices or --devices-file", false},
 		{"create with both plans", []string{"create", "--type", "t", "--waves", "3", "--wave-size", "5"}, 2, nil, "give --waves or --wave-size, not both", false},
 		{"create an invalid spec", []string{"create", "--type", "t", "--gate", "1.5"}, 1, nil,
 			"invalid job spec: target version is empty; target checksum is empty; target url is empty; gate 1.5 is out of range (0, 1]", false},
-		{"create", []string{"create", "--id", "j1", "--target-version", "2.0.0", "--checksum", "sha256:aa", "--url", "https://x",
+		{"create", []string{"create", "--id", "j1", "--target-version", "2.0.0", "--checksum", "sha256:" + strings.Repeat("aa", 32), "--url", "https://x",
 			"--devices", "t/a,t/b,t/c,t/d", "--waves", "2", "--device-timeout", "5m"}, 0,
 			[]string{"job j1: created", "plan:     2 waves; gate 90% of online devices", "device timeout 5m0s"}, "", false},
-		{"create it again", []string{"create", "--id", "j1", "--target-version", "2.0.0", "--checksum", "sha256:aa", "--url", "https://x",
+		{"create it again", []string{"create", "--id", "j1", "--target-version", "2.0.0", "--checksum", "sha256:" + strings.Repeat("aa", 32), "--url", "https://x",
 			"--devices", "t/a"}, 1, nil, "cannot create job j1: it already exists", false},
 		{"pause before start", []string{"pause", "j1"}, 1, nil, "cannot pause job j1: it has not started", false},
 		{"start", []string{"start", "j1"}, 0, []string{"job j1: running, wave 0 of 2"}, "", false},

@@ -1,9 +1,13 @@
 package rollout
 
 import (
+	"errors"
 	"fmt"
+	"net/url"
+	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/otawatch/otawatch/events"
 )
@@ -177,6 +181,71 @@ func create(j *Job, req events.RolloutRequest, c CommandContext) ([]Pending, err
 	return append(out, more...), nil
 }
 
+// DecodeRequest reads the body of rollout command cmd strictly
+// (events.DecodeRolloutRequest: unknown fields, fields cmd does not use,
+// data after the object and an "actor" are refused, by name). A refusal is
+// a *CommandError with code invalid, which the HTTP API answers with 400.
+func DecodeRequest(cmd string, data []byte) (events.RolloutRequest, error) {
+	req, err := events.DecodeRolloutRequest(cmd, data)
+	if err != nil {
+		return events.RolloutRequest{}, invalid("%v", err)
+	}
+	return req, nil
+}
+
+// Upper bounds of a job spec. They are far above what a rollout needs and
+// keep a hostile or mistyped spec from planning more than the service can
+// hold or publish.
+const (
+	// MaxWaves is the most waves a job may ask for.
+	MaxWaves = 1000
+	// MaxWaveSize is the most devices a job may ask for per wave.
+	MaxWaveSize = 100_000
+	// MaxRate is the highest desired-state rate, in messages per second,
+	// a job may ask for (the broker measured here takes ~41k msg/s in all).
+	MaxRate = 10_000
+	// MaxJobDevices is the most devices one job may target, listed or
+	// selected by type: the plan travels in one job_started event, and a
+	// larger fleet is better rolled out as several jobs.
+	MaxJobDevices = 100_000
+	// MaxURLLen is the longest firmware URL accepted.
+	MaxURLLen = 2048
+)
+
+// checksumRE is a target checksum: "sha256:" and 64 hex digits.
+var checksumRE = regexp.MustCompile(`^sha256:[0-9a-fA-F]{64}$`)
+
+// checkURL says what is wrong with a firmware URL, or "". Devices download
+// the image from it, so it must name a host over https (http only when
+// allowInsecure, for a lab), and carries no credentials: they would be
+// recorded on the event log and sent to every device. The reason never
+// repeats a password.
+func checkURL(raw string, allowInsecure bool) string {
+	if len(raw) > MaxURLLen {
+		return fmt.Sprintf("target url is %d bytes long, the limit is %d", len(raw), MaxURLLen)
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		// url.Error quotes the URL, which may hold a password.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Sprintf("target url is not a URL: %v", err)
+	}
+	switch {
+	case u.User != nil:
+		return fmt.Sprintf("target url %q has a user name or password; put no credentials in a job spec", u.Redacted())
+	case u.Scheme != "https" && u.Scheme != "http":
+		return fmt.Sprintf("target url %q: scheme %q is not https", raw, u.Scheme)
+	case u.Opaque != "" || u.Hostname() == "":
+		return fmt.Sprintf("target url %q has no host", raw)
+	case u.Scheme == "http" && !allowInsecure:
+		return fmt.Sprintf("target url %q is http: use https, or set rollout.allow_insecure_urls: true", raw)
+	}
+	return ""
+}
+
 // NormalizeSpec checks a spec and fills in the defaults: the effective spec
 // is what job_created records. Every problem is reported at once.
 func NormalizeSpec(s events.RolloutSpec, def Config, checkCEL func(string) error) (events.RolloutSpec, error) {
@@ -188,14 +257,23 @@ func NormalizeSpec(s events.RolloutSpec, def Config, checkCEL func(string) error
 	if strings.TrimSpace(s.Target.Version) == "" {
 		bad("target version is empty")
 	}
-	if strings.TrimSpace(s.Target.Checksum) == "" {
+	switch {
+	case strings.TrimSpace(s.Target.Checksum) == "":
 		bad("target checksum is empty")
+	case !checksumRE.MatchString(s.Target.Checksum):
+		bad("target checksum %q is not sha256: and 64 hex digits", shorten(s.Target.Checksum))
 	}
 	if strings.TrimSpace(s.Target.URL) == "" {
 		bad("target url is empty")
+	} else if why := checkURL(s.Target.URL, def.AllowInsecureURLs); why != "" {
+		bad("%s", why)
 	}
 	if s.DeviceType == "" && len(s.Devices) == 0 {
 		bad("no devices: give a device type, a device list, or both")
+	}
+	if len(s.Devices) > MaxJobDevices {
+		bad("%d devices listed, the limit is %d (MaxJobDevices): split the job", len(s.Devices), MaxJobDevices)
+		s.Devices = nil // not checked one by one
 	}
 	if s.DeviceType != "" {
 		if err := events.ValidateID("device type", s.DeviceType); err != nil {
@@ -212,6 +290,12 @@ func NormalizeSpec(s events.RolloutSpec, def Config, checkCEL func(string) error
 		bad("waves and wave size must not be negative")
 	case s.Waves == 0 && s.WaveSize == 0:
 		s.Waves, s.WaveSize = def.Waves, def.WaveSize
+	}
+	if s.Waves > MaxWaves {
+		bad("waves %d is more than %d", s.Waves, MaxWaves)
+	}
+	if s.WaveSize > MaxWaveSize {
+		bad("wave size %d is more than %d", s.WaveSize, MaxWaveSize)
 	}
 	if s.Gate == 0 {
 		s.Gate = def.Gate
@@ -246,8 +330,10 @@ func NormalizeSpec(s events.RolloutSpec, def Config, checkCEL func(string) error
 	if s.Rate == 0 {
 		s.Rate = def.Rate
 	}
-	if s.Rate <= 0 {
-		bad("rate %v must be positive", s.Rate)
+	if !(s.Rate > 0 && s.Rate <= MaxRate) {
+		// !(in range) also refuses NaN, which a JSON body cannot carry but
+		// an in-process caller can.
+		bad("rate %v is out of range (0, %d] messages per second", s.Rate, MaxRate)
 	}
 	if s.Soak < 0 {
 		bad("soak must not be negative")
@@ -265,6 +351,19 @@ func NormalizeSpec(s events.RolloutSpec, def Config, checkCEL func(string) error
 	return s, nil
 }
 
+// shorten cuts a value quoted in a reason to a readable length.
+func shorten(v string) string {
+	const max = 80
+	if len(v) <= max {
+		return v
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(v[cut]) {
+		cut--
+	}
+	return v[:cut] + "..."
+}
+
 // planJob fixes the job's plan: resolve its devices from the fleet, refuse
 // devices another active job drives (two jobs would fight over the desired
 // state), split into waves.
@@ -275,6 +374,9 @@ func planJob(j *Job, c CommandContext) (*events.RolloutPlan, error) {
 	}
 	if len(devs) == 0 {
 		return nil, refuse(CmdStart, j, "it targets no device (no known device of type %q)", j.Spec.DeviceType)
+	}
+	if len(devs) > MaxJobDevices {
+		return nil, refuse(CmdStart, j, "it targets %d devices, the limit is %d: split the job (by device list)", len(devs), MaxJobDevices)
 	}
 	var clash []string
 	for _, other := range c.Jobs {

@@ -45,6 +45,10 @@ type Config struct {
 	Rate float64 `yaml:"rate"`
 	// Soak is the default watch time of a gated wave.
 	Soak time.Duration `yaml:"soak"`
+	// AllowInsecureURLs lets a job's firmware URL be http rather than
+	// https (a lab without TLS). Off by default: over http anyone on the
+	// path can swap the image a device downloads.
+	AllowInsecureURLs bool `yaml:"allow_insecure_urls"`
 
 	// LeaseBucket and LeaseTTL: the JetStream KV lease that makes one
 	// instance the driver. A driver that cannot renew steps down after

@@ -31,7 +31,7 @@ type harness struct {
 func testSpec(devices int) events.RolloutSpec {
 	s := events.RolloutSpec{
 		ID:     "job1",
-		Target: events.DesiredFirmware{Version: "2.0.0", Checksum: "sha256:aa", URL: "https://fw/2.0.0"},
+		Target: events.DesiredFirmware{Version: "2.0.0", Checksum: "sha256:" + strings.Repeat("aa", 32), URL: "https://fw/2.0.0"},
 	}
 	for i := 1; i <= devices; i++ {
 		s.Devices = append(s.Devices, fmt.Sprintf("t/d%02d", i))

@@ -316,7 +316,7 @@ func (r *responder) counts() map[int]int {
 }
 
 func target() events.DesiredFirmware {
-	return events.DesiredFirmware{Version: "2.0.0", Checksum: "sha256:beef", URL: "https://fw.example/2.0.0.bin"}
+	return events.DesiredFirmware{Version: "2.0.0", Checksum: "sha256:" + strings.Repeat("be", 32), URL: "https://fw.example/2.0.0.bin"}
 }
 
 func TestRolloutCompletesWaveByWave(t *testing.T) {

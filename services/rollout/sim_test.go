@@ -52,7 +52,7 @@ func (r *rig) tryFleet(cfg simulator.FleetConfig, timeout time.Duration) (*simul
 // devices do not report until asked to update, so the fleet state does not
 // know them by type yet).
 func fleetSpec(id string, f *simulator.Fleet, typeID string) *events.RolloutSpec {
-	s := &events.RolloutSpec{ID: id, Target: events.DesiredFirmware{Version: "4.2.0", Checksum: "sha256:4200", URL: "https://fw.example/4.2.0.bin"}}
+	s := &events.RolloutSpec{ID: id, Target: events.DesiredFirmware{Version: "4.2.0", Checksum: "sha256:4242424242424242424242424242424242424242424242424242424242424242", URL: "https://fw.example/4.2.0.bin"}}
 	for _, d := range f.DeviceIDs() {
 		s.Devices = append(s.Devices, typeID+"/"+d)
 	}
