@@ -54,7 +54,7 @@ func DecodeRolloutRequest(cmd string, data []byte) (RolloutRequest, error) {
 	if err := dec.Decode(&top); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
-			return fail("body is a JSON %s, want an object", te.Value)
+			return fail("body is a JSON %s, want a JSON object", te.Value)
 		}
 		return fail("body is not a JSON object: %v", err)
 	}

@@ -46,7 +46,7 @@ func TestDecodeRolloutRequest(t *testing.T) {
 			wantErr: `pause request: data after the JSON object at byte 14`},
 		{name: "trailing garbage", cmd: "pause", body: `{"jobId":"j1"}x`,
 			wantErr: `pause request: data after the JSON object at byte 14`},
-		{name: "array", cmd: "create", body: `[1]`, wantErr: `create request: body is a JSON array, want an object`},
+		{name: "array", cmd: "create", body: `[1]`, wantErr: `create request: body is a JSON array, want a JSON object`},
 		{name: "null", cmd: "create", body: `null`, wantErr: `create request: body is null, want a JSON object`},
 		{name: "broken", cmd: "create", body: `{"spec":`, wantErr: `create request: body is not a JSON object: unexpected EOF`},
 		{name: "wrong type", cmd: "create", body: `{"spec":{"waves":"3"}}`,

@@ -39,7 +39,7 @@ func (s *Service) handleRolloutShow(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) handleRolloutCreate(w http.ResponseWriter, r *http.Request) {
-	body, ok := readBody(w, r)
+	body, ok := readBody(w, r, "create")
 	if !ok {
 		return
 	}
@@ -56,15 +56,19 @@ func (s *Service) handleRolloutCommand(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	body, ok := readBody(w, r)
+	body, ok := readBody(w, r, cmd)
 	if !ok {
 		return
 	}
 	s.rolloutProxy(w, r, cmd, job, body, http.StatusOK)
 }
 
-// readBody reads a request body that must be empty or a JSON object.
-func readBody(w http.ResponseWriter, r *http.Request) (map[string]json.RawMessage, bool) {
+// readBody reads the body of rollout command cmd: empty, or a JSON object
+// that events.DecodeRolloutRequest takes (no unknown field, no field cmd
+// does not use, no "actor", nothing after the object). A refusal is a 400
+// naming the field. The rollout service decodes the forwarded body the
+// same way; checking here too answers a bad body without a round trip.
+func readBody(w http.ResponseWriter, r *http.Request, cmd string) (map[string]json.RawMessage, bool) {
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
 	if err != nil {
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("read body: %v", err))
@@ -73,6 +77,10 @@ func readBody(w http.ResponseWriter, r *http.Request) (map[string]json.RawMessag
 	obj := map[string]json.RawMessage{}
 	if len(bytes.TrimSpace(b)) == 0 {
 		return obj, true
+	}
+	if _, err := events.DecodeRolloutRequest(cmd, b); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return nil, false
 	}
 	if err := json.Unmarshal(b, &obj); err != nil {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("body is not a JSON object: %v", err))
@@ -83,8 +91,8 @@ func readBody(w http.ResponseWriter, r *http.Request) (map[string]json.RawMessag
 
 // rolloutProxy sends a command to the rollout service over NATS
 // request/reply (events.RolloutCommandSubject) and answers with its reply.
-// It knows nothing of the commands' fields: the body goes through as it
-// came, with jobId set from the path. A reply that refuses (an "error"
+// The body, once readBody has checked it, goes through as it came, with
+// jobId set from the path. A reply that refuses (an "error"
 // field, or NATS service error headers) becomes a 4xx/5xx, see
 // replyStatus; no rollout service is 503, no answer in time 504.
 func (s *Service) rolloutProxy(w http.ResponseWriter, r *http.Request, cmd, job string, body map[string]json.RawMessage, okStatus int) {
