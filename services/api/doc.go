@@ -27,6 +27,9 @@
 //	GET  /api/v1/rollouts/{job}         ("show")
 //	POST /api/v1/rollouts               ("create"), the body as it came
 //	POST /api/v1/rollouts/{job}/{cmd}   cmd: start, pause, resume, abort, retry-failed
+//	                                    a body is read strictly (events.DecodeRolloutRequest):
+//	                                    an unknown field, one the command does not use, an
+//	                                    "actor" or data after the object is a 400 naming it
 //	GET  /api/v1/ws                     the dashboard's WebSocket
 //
 // Errors are JSON, {"error": "..."}, on every path.
