@@ -101,19 +101,32 @@ func (x *desiredIndex) size() int {
 	return n
 }
 
-// minTime and maxTime bound what a ClickHouse DateTime holds (seconds since
-// 1970 in a UInt32). A time outside is stored as 1970-01-01 00:00:00 (the
-// DateTime zero), never wrapped into a wrong date.
+// minTime and maxTime bound what a ClickHouse DateTime holds: seconds
+// since 1970 in a UInt32, 1970-01-01T00:00:00Z to 2106-02-07T06:28:15Z.
 var (
 	minTime = time.Unix(0, 0).UTC()
 	maxTime = time.Unix(1<<32-1, 0).UTC()
 )
 
-func chTime(t time.Time) time.Time {
-	if t.Before(minTime) || t.After(maxTime) {
-		return minTime
+// chTime is t for a DateTime column, and whether the column can hold it.
+// ClickHouse stores a time outside the range as 0000-00-00 00:00:00 and
+// reports no error, and clamping would store a date that never happened:
+// an event with such a time is poison instead, recorded on REJECTED with
+// the reason (timeReason). The bridge refuses report timestamps outside a
+// narrower window (schemas.ReportTimeOK), so only an event written before
+// that check, or by another writer, gets here.
+func chTime(t time.Time) (time.Time, bool) {
+	if s := t.Unix(); s < 0 || s > 1<<32-1 {
+		return time.Time{}, false
 	}
-	return t.UTC()
+	return t.UTC(), true
+}
+
+// timeReason is the REJECTED reason for a time chTime refuses; what names
+// it ("event time", "firmware timestamp").
+func timeReason(what string, t time.Time) string {
+	return fmt.Sprintf("%s %s is outside what a ClickHouse DateTime holds (%s to %s)",
+		what, t.UTC().Format(time.RFC3339Nano), minTime.Format(time.RFC3339), maxTime.Format(time.RFC3339))
 }
 
 func waveOf(n int) uint32 {
@@ -136,13 +149,20 @@ func project(it *item, index *desiredIndex) {
 			return
 		}
 	}
+	eventTime, ok := chTime(ev.Time)
+	if !ok && it.stream != events.StreamShadow {
+		it.kind, it.poison = kindNone, timeReason("event time", ev.Time)
+		return
+	}
 	switch it.stream {
 	case events.StreamShadow:
-		projectShadow(it, ev, index)
+		// The shadow projection checks the time itself: a desired event
+		// must reach the index even when its row cannot be written.
+		projectShadow(it, ev, eventTime, ok, index)
 	case events.StreamRollout:
 		tok := strings.Split(it.subject, ".")
 		r := rolloutRow{Seq: it.seq, EventID: ev.ID, Type: ev.Type, Source: ev.Source, Subject: it.subject,
-			EventTime: chTime(ev.Time), Data: string(ev.Data)}
+			EventTime: eventTime, Data: string(ev.Data)}
 		if len(tok) == 3 {
 			r.JobID, r.Event = tok[1], tok[2]
 		}
@@ -162,7 +182,7 @@ func project(it *item, index *desiredIndex) {
 	case events.StreamAlerts:
 		tok := strings.Split(it.subject, ".")
 		r := alertRow{Seq: it.seq, EventID: ev.ID, Type: ev.Type, Source: ev.Source, Subject: it.subject,
-			EventTime: chTime(ev.Time), Data: string(ev.Data)}
+			EventTime: eventTime, Data: string(ev.Data)}
 		if len(tok) == 4 {
 			r.State, r.Severity, r.RuleID = tok[1], tok[2], tok[3]
 		}
@@ -181,7 +201,7 @@ func project(it *item, index *desiredIndex) {
 	case events.StreamNotify:
 		tok := strings.Split(it.subject, ".")
 		r := notificationRow{Seq: it.seq, EventID: ev.ID, Type: ev.Type, Source: ev.Source, Subject: it.subject,
-			EventTime: chTime(ev.Time), Data: string(ev.Data)}
+			EventTime: eventTime, Data: string(ev.Data)}
 		if len(tok) == 3 {
 			r.Receiver, r.Outcome = tok[1], tok[2]
 		}
@@ -191,8 +211,17 @@ func project(it *item, index *desiredIndex) {
 	}
 }
 
-func projectShadow(it *item, ev events.Event, index *desiredIndex) {
+// projectShadow fills the row of a SHADOW event. eventTime is ev.Time as
+// a DateTime, timeOK false when a DateTime cannot hold it (the event is
+// then poison, after a desired event has reached the index).
+func projectShadow(it *item, ev events.Event, eventTime time.Time, timeOK bool, index *desiredIndex) {
 	typeID, deviceID, _ := events.DeviceFromSubject(it.subject)
+	badTime := func() bool {
+		if !timeOK {
+			it.kind, it.poison = kindNone, timeReason("event time", ev.Time)
+		}
+		return !timeOK
+	}
 	switch ev.Type {
 	case events.TypeShadowReported:
 		d, ok := fastReport(ev.Data)
@@ -209,9 +238,17 @@ func projectShadow(it *item, ev events.Event, index *desiredIndex) {
 			deviceID = d.DeviceID
 		}
 		fw := d.Firmware
+		if badTime() {
+			return
+		}
+		deviceTime, ok := chTime(fw.Timestamp)
+		if !ok {
+			it.kind, it.poison = kindNone, timeReason("firmware timestamp", fw.Timestamp)
+			return
+		}
 		r := shadowRow{
 			Seq: it.seq, EventID: ev.ID, Type: ev.Type, TypeID: typeID, DeviceID: deviceID,
-			EventTime: chTime(ev.Time), DeviceTime: chTime(fw.Timestamp),
+			EventTime: eventTime, DeviceTime: deviceTime,
 			Version: fw.Version, Status: fw.Status, Checksum: fw.Checksum, PreviousVersion: fw.PreviousVersion,
 			Duration: fw.UpdateDuration,
 		}
@@ -239,9 +276,12 @@ func projectShadow(it *item, ev events.Event, index *desiredIndex) {
 		if index != nil {
 			index.add(deviceKey{typeID, deviceID}, desiredEntry{seq: it.seq, jobID: d.JobID, wave: waveOf(d.Wave)})
 		}
+		if badTime() {
+			return
+		}
 		it.kind, it.device = kindDevice, deviceEventRow{
 			Seq: it.seq, EventID: ev.ID, Type: ev.Type, Subject: it.subject, TypeID: typeID, DeviceID: deviceID,
-			EventTime: chTime(ev.Time), JobID: d.JobID, Wave: waveOf(d.Wave),
+			EventTime: eventTime, JobID: d.JobID, Wave: waveOf(d.Wave),
 			Version: d.Firmware.Version, Checksum: d.Firmware.Checksum, Data: string(ev.Data),
 		}
 	case events.TypeDevicePresence:
@@ -250,16 +290,22 @@ func projectShadow(it *item, ev events.Event, index *desiredIndex) {
 			it.kind, it.poison = kindNone, err.Error()
 			return
 		}
+		if badTime() {
+			return
+		}
 		it.kind, it.device = kindDevice, deviceEventRow{
 			Seq: it.seq, EventID: ev.ID, Type: ev.Type, Subject: it.subject, TypeID: typeID, DeviceID: deviceID,
-			EventTime: chTime(ev.Time), Status: d.State, Data: string(ev.Data),
+			EventTime: eventTime, Status: d.State, Data: string(ev.Data),
 		}
 	default:
 		// A type this version does not know (a newer version of an event,
 		// say) is kept raw rather than refused: a later projector can read it.
+		if badTime() {
+			return
+		}
 		it.kind, it.device = kindDevice, deviceEventRow{
 			Seq: it.seq, EventID: ev.ID, Type: ev.Type, Subject: it.subject, TypeID: typeID, DeviceID: deviceID,
-			EventTime: chTime(ev.Time), Data: string(ev.Data),
+			EventTime: eventTime, Data: string(ev.Data),
 		}
 	}
 }
