@@ -20,13 +20,21 @@
 // then acknowledged: the bridge moves on.
 //
 // At most mqtt.max_in_flight reports are being stored at a time, the rest
-// wait in arrival order; reports are decoded and published concurrently and
-// acknowledged as their PubAcks come, because keeping MQTT order would cost
-// one JetStream round trip per report and the log's order per device comes
-// from the device's own timestamps anyway. paho's inbound goroutine only
-// hands reports over and never blocks. A publish that fails, or gets no
-// PubAck within mqtt.publish_timeout, is tried again with backoff for as
-// long as the bridge runs; nothing is acknowledged that is not stored.
+// wait in arrival order; reports of different devices are decoded and
+// published concurrently and acknowledged as their PubAcks come. A device's
+// reports are stored in the order the broker delivered them, which for a
+// device publishing over one connection is the order it sent them: at most
+// one report per device is being stored, and the device's next report is
+// published only after the previous one's PubAck. So SHADOW's order is each
+// device's send order, which the read models take its state from. paho's
+// inbound goroutine only hands reports over and never blocks. A publish
+// that fails, or gets no PubAck within mqtt.publish_timeout, is tried again
+// with backoff for as long as the bridge runs, holding back only its
+// device's later reports; nothing is acknowledged that is not stored.
+// Across sessions the broker decides: Mosquitto resends what the last
+// session left unacknowledged first, in order, but the NATS MQTT listener
+// resends it only after its ack wait (30 s), so a report a device sent
+// after those can be stored before them.
 //
 // A stream at its byte limit refuses the publish (SHADOW does not drop old
 // events to make room): the report is retried like any failed publish and

@@ -19,9 +19,23 @@ import (
 // otherwise queues it, never blocking paho; a worker decodes it and
 // publishes its event (start, send); its PubAck, on the publisher's reply
 // goroutine, acknowledges the MQTT message (outcome, finish). A failed
-// publish is sent again after a backoff (retry), without holding up the
-// reports behind it. When a report is acknowledged (or abandoned at
-// shutdown) its slot goes to the oldest queued report (release).
+// publish is sent again after a backoff (retry). When a report is
+// acknowledged (or abandoned at shutdown) its slot goes to the oldest
+// queued report (release).
+//
+// A device's reports are stored in the order the broker delivered them,
+// which is the order the device sent them (MQTT keeps QoS 1 order within a
+// session): every read model takes a device's latest state from the
+// SHADOW stream's order. So at most one report per device is being
+// stored. A report whose device has one in flight waits in that device's
+// line (devices) and is started only when the one before it is stored
+// and acknowledged, a retried publish included; different devices go in
+// parallel. Sending the next report right after the previous one without
+// waiting for its PubAck would arrive in order over one NATS connection,
+// but not once a publish is retried: a lost publish, or a lost PubAck
+// timing out, is sent again after the ones behind it. One JetStream round
+// trip per device is what the order costs; the fleet's many devices keep
+// the slots full (BenchmarkIngest: one report per device).
 //
 // The queue needs no bound of its own: the broker hands out at most its
 // in-flight window of unacknowledged QoS 1 messages (Mosquitto's
@@ -40,10 +54,15 @@ type runner struct {
 
 	mu      sync.Mutex
 	stopped bool
-	// active is the number of reports being stored (at most MaxInFlight);
-	// queue holds the reports received beyond that, oldest first.
+	// active is the number of reports being stored (at most MaxInFlight,
+	// never two of one device); queue holds the reports that may start
+	// when a slot is free, oldest first.
 	active int
 	queue  []mqtt.Message
+	// devices has an entry for every device (deviceKey) with a report
+	// active or queued: the device's later reports, oldest first, which
+	// wait for it to be stored.
+	devices map[string][]mqtt.Message
 	// wg counts reports received and not yet acknowledged or abandoned,
 	// queued or active.
 	wg sync.WaitGroup
@@ -82,6 +101,7 @@ func newRunner(s *Service) (*runner, error) {
 	r := &runner{
 		s:          s,
 		work:       make(chan mqtt.Message, s.cfg.MaxInFlight),
+		devices:    make(map[string][]mqtt.Message),
 		stop:       make(chan struct{}),
 		hard:       hard,
 		cancelHard: cancel,
@@ -140,7 +160,13 @@ func (r *runner) shutdown(drain time.Duration) {
 	r.stopped = true
 	close(r.stop)
 	queued := len(r.queue)
+	for _, later := range r.devices {
+		queued += len(later)
+	}
 	r.queue = nil
+	// Active reports still release their slots, and look here for a
+	// device's next report: there is none any more.
+	clear(r.devices)
 	r.mu.Unlock()
 	for range queued {
 		r.s.inFlight.Add(-1)
@@ -157,8 +183,8 @@ func (r *runner) shutdown(drain time.Duration) {
 	r.cancelHard()
 	// Reports still waiting for their PubAck give up; if the event did
 	// land, the redelivered report is a duplicate.
-	for range r.pb.close() {
-		r.abandon()
+	for _, p := range r.pb.close() {
+		r.abandon(p.m)
 	}
 	<-done
 	// Every report has given its slot back, so nothing sends any more.
@@ -167,8 +193,11 @@ func (r *runner) shutdown(drain time.Duration) {
 }
 
 // handle is paho's handler for every message, called on paho's inbound
-// goroutine (OrderMatters): it starts or queues the report and returns.
+// goroutine (OrderMatters), in the order the broker delivered them: it
+// starts the report, queues it for a slot, or puts it in its device's
+// line, and returns.
 func (r *runner) handle(_ mqtt.Client, m mqtt.Message) {
+	key := deviceKey(m.Topic())
 	r.mu.Lock()
 	if r.stopped {
 		r.mu.Unlock()
@@ -176,6 +205,12 @@ func (r *runner) handle(_ mqtt.Client, m mqtt.Message) {
 	}
 	r.wg.Add(1)
 	r.s.inFlight.Add(1)
+	if later, busy := r.devices[key]; busy {
+		r.devices[key] = append(later, m)
+		r.mu.Unlock()
+		return
+	}
+	r.devices[key] = nil
 	if r.active == r.s.cfg.MaxInFlight {
 		r.queue = append(r.queue, m)
 		r.mu.Unlock()
@@ -186,35 +221,70 @@ func (r *runner) handle(_ mqtt.Client, m mqtt.Message) {
 	r.work <- m // never blocks: it has room for every slot
 }
 
-// release ends a report (acknowledged or abandoned) and gives its slot to
-// the oldest queued report.
-func (r *runner) release() {
+// release ends report m (acknowledged or abandoned): the next report of
+// its device, if one waits, joins the queue, and m's slot goes to the
+// oldest queued report.
+func (r *runner) release(m mqtt.Message) {
+	key := deviceKey(m.Topic())
 	r.mu.Lock()
-	if len(r.queue) > 0 {
-		next := r.queue[0]
+	var next mqtt.Message
+	if later, ok := r.devices[key]; !ok || len(later) == 0 {
+		delete(r.devices, key)
+	} else {
+		next = later[0]
+		later[0] = nil
+		if len(later) == 1 {
+			r.devices[key] = nil // the entry stays: next is the device's active report
+		} else {
+			r.devices[key] = later[1:]
+		}
+		if len(r.queue) > 0 {
+			r.queue = append(r.queue, next)
+			next = nil
+		}
+	}
+	if next == nil && len(r.queue) > 0 {
+		next = r.queue[0]
 		r.queue[0] = nil
 		r.queue = r.queue[1:]
-		r.mu.Unlock()
-		r.work <- next // the slot passes on; work has room for it
-	} else {
+	}
+	if next == nil {
 		r.active--
-		r.mu.Unlock()
+	}
+	r.mu.Unlock()
+	if next != nil {
+		r.work <- next // the slot passes on; work has room for it
 	}
 	r.s.inFlight.Add(-1)
 	r.wg.Done()
 }
 
+// deviceKey is the part of a report's topic that names its device,
+// iot-2/type/{typeId}/id/{deviceId}: a device's reports, and only its, share
+// it. Any other topic (refused anyway) is its own key.
+func deviceKey(topic string) string {
+	levels := 0
+	for i := 0; i < len(topic); i++ {
+		if topic[i] == '/' {
+			if levels++; levels == 5 {
+				return topic[:i]
+			}
+		}
+	}
+	return topic
+}
+
 // start decodes one report and publishes its event, or its refusal.
 func (r *runner) start(m mqtt.Message) {
 	if r.hard.Err() != nil {
-		r.abandon()
+		r.abandon(m)
 		return
 	}
 	p, err := r.s.prepare(m)
 	if err != nil {
 		// Cannot happen with these types; leave it unacknowledged and say so.
 		r.s.log.Error("encode event", "topic", m.Topic(), "err", err)
-		r.abandon()
+		r.abandon(m)
 		return
 	}
 	r.send(p)
@@ -224,7 +294,7 @@ func (r *runner) start(m mqtt.Message) {
 // it could not be sent.
 func (r *runner) send(p *pending) {
 	if r.hard.Err() != nil {
-		r.abandon()
+		r.abandon(p.m)
 		return
 	}
 	err := error(nil)
@@ -250,7 +320,8 @@ func (r *runner) outcome(p *pending, ack pubAck, err error) {
 
 // retry sends p again after a backoff, unless the drain time ends first.
 // Nothing is acknowledged that is not stored; the Nats-Msg-Id makes a
-// retry of a publish that did land harmless.
+// retry of a publish that did land harmless. p keeps its slot meanwhile,
+// and its device's later reports wait behind it; other devices' do not.
 func (r *runner) retry(p *pending, err error) {
 	const firstBackoff, maxBackoff = 50 * time.Millisecond, 5 * time.Second
 	p.attempt++
@@ -264,14 +335,14 @@ func (r *runner) retry(p *pending, err error) {
 			r.s.retries.Add(1)
 			r.send(p)
 		case <-r.hard.Done():
-			r.abandon()
+			r.abandon(p.m)
 		}
 	}()
 }
 
-func (r *runner) abandon() {
+func (r *runner) abandon(m mqtt.Message) {
 	r.abandoned.Add(1)
-	r.release()
+	r.release(m)
 }
 
 // finish counts a stored report and acknowledges it on MQTT.
@@ -291,7 +362,7 @@ func (r *runner) finish(p *pending, ack pubAck) {
 	if h := s.hooks.beforeAck; h == nil || h(p.m) {
 		p.m.Ack()
 	}
-	r.release()
+	r.release(p.m)
 }
 
 // prepare decodes a report into the event to publish: its SHADOW event, or
