@@ -47,6 +47,25 @@
 // subscribes one filter per device type per connection instead, at the cost
 // of every connection receiving every device's desired state.
 //
+// # Order
+//
+// What a device may assume, and what the simulator's devices do: MQTT
+// delivers the QoS 1 messages of one session in the order they were
+// published, and the bridge stores a device's reports in the order the
+// broker delivered them, so SHADOW holds a device's events in the order the
+// device sent them, and every read model takes its last one as the
+// device's state. That holds for a device that publishes from one
+// connection at a time. Reports sent over two connections at once reach
+// the broker, and SHADOW, in no defined order, and the device contract
+// tells devices not to. A report published again after a failed publish
+// is a new publish: a device that retries must do it before it sends the
+// next report. Here every device publishes over exactly one connection,
+// its own or the one its Connections group shares. In fleet mode a device
+// starts installing only once its in_progress report is acknowledged
+// (retries included), and the next update only once its final report is
+// acknowledged or given up; in standalone mode one loop publishes a
+// device's in_progress before its final report, and nothing is retried.
+//
 // # Authentication
 //
 // With DevicePasswords or PasswordSecret every device authenticates as
