@@ -531,8 +531,9 @@ func (s *Service) onCommand(ctx context.Context, m *nats.Msg) {
 	case !ok:
 		rep = replyErr(invalid("%q is not a rollout command subject (%s.CMD.IDENTITY)", m.Subject, events.RolloutCommandPrefix))
 	case len(m.Data) > 0:
-		if err := json.Unmarshal(m.Data, &req); err != nil {
-			rep = replyErr(invalid("decode %s request: %v", cmd, err))
+		var err error
+		if req, err = DecodeRequest(cmd, m.Data); err != nil {
+			rep = replyErr(err)
 		}
 	}
 	if rep.Error == "" {
