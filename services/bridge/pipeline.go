@@ -101,7 +101,7 @@ func newRunner(s *Service) (*runner, error) {
 	r := &runner{
 		s:          s,
 		work:       make(chan mqtt.Message, s.cfg.MaxInFlight),
-		devices:    make(map[string][]mqtt.Message),
+		devices:    make(map[string][]mqtt.Message, s.cfg.MaxInFlight),
 		stop:       make(chan struct{}),
 		hard:       hard,
 		cancelHard: cancel,
