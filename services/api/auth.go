@@ -144,7 +144,8 @@ var (
 // Bearer TOKEN", from HTTP Basic auth (the password; the seed's clients send
 // their API key that way) or, for GET only, from the access_token query
 // parameter, because a browser's EventSource and WebSocket cannot set
-// headers.
+// headers, or from a WebSocket handshake's subprotocol (wsToken), which
+// keeps it out of the URL.
 func (a *authenticator) identify(r *http.Request) (principal, error) {
 	if a.anonymous {
 		return principal{Name: "anonymous", Role: RoleOperator}, nil
@@ -160,6 +161,9 @@ func (a *authenticator) identify(r *http.Request) (principal, error) {
 		}
 	} else if r.Method == http.MethodGet {
 		secret = r.URL.Query().Get("access_token")
+		if secret == "" {
+			secret = wsToken(r)
+		}
 	}
 	if secret == "" {
 		return principal{}, errNoCredentials

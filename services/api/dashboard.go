@@ -31,6 +31,16 @@ type snapshot struct {
 	Alerts  []alertView   `json:"alerts"`
 	Recent  []recentEvent `json:"recent"`
 	Streams []streamStat  `json:"streams"`
+
+	// The charts' data (charts.go). ActiveJob is the job they follow (the
+	// newest running, else paused, else newest job; "" with no job).
+	ActiveJob string `json:"activeJob,omitempty"`
+	// Durations is ActiveJob's update-duration histogram.
+	Durations *durationHistogram `json:"durations,omitempty"`
+	// Versions is the devices per reported firmware version, most first.
+	Versions []versionCount `json:"versions"`
+	// Timelines are the newest jobs' waves against time, newest first.
+	Timelines []jobTimeline `json:"timelines"`
 }
 
 // dashboard is the dashboard's cache: the read model's view, rebuilt at
@@ -96,6 +106,16 @@ func (d *dashboard) build() snapshot {
 		Recent:  d.m.recentEvents(),
 		Streams: streams,
 	}
+	job, target := "", ""
+	if a := activeJob(s.Jobs); a != nil {
+		s.ActiveJob, job = a.JobID, a.JobID
+		if a.Target != nil {
+			target = a.Target.Version
+		}
+	}
+	c := charts(d.m.fleet, job, target)
+	s.Durations, s.Versions = c.durations, c.versions
+	s.Timelines = d.m.timelines.recent(s.Jobs)
 	if len(s.Alerts) > maxDashboardAlerts {
 		s.Alerts = s.Alerts[:maxDashboardAlerts]
 	}
@@ -127,7 +147,10 @@ func (s *Service) handleWS(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Time{})
 	_ = rc.SetWriteDeadline(time.Time{})
-	c, err := websocket.Accept(w, r, nil)
+	// The page offers wsProtocol and its token as a second subprotocol
+	// (wsToken); selecting wsProtocol completes the handshake without
+	// echoing the token. A client that offers none gets none.
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{wsProtocol}})
 	if err != nil {
 		return // Accept has answered the request
 	}

@@ -31,6 +31,8 @@
 //	                                    an unknown field, one the command does not use, an
 //	                                    "actor" or data after the object is a 400 naming it
 //	GET  /api/v1/ws                     the dashboard's WebSocket
+//	GET  /api/v1/whoami                 the caller's token name and role (the dashboard
+//	                                    offers its controls to operators only)
 //
 // Errors are JSON, {"error": "..."}, on every path.
 //
@@ -49,7 +51,9 @@
 // line, "ROLE TOKEN [NAME]", ROLE read-only or operator. A caller sends
 // "Authorization: Bearer TOKEN" (or HTTP Basic with the token as password,
 // as the seed's clients do; or ?access_token= on GET, for browsers'
-// EventSource and WebSocket). Every /api path needs a token: read-only for
+// EventSource; or, on the WebSocket, as the subprotocol
+// "otawatch.token.BASE64URL" next to "otawatch.v1", which the dashboard uses
+// so its token stays out of URLs and logs). Every /api path needs a token: read-only for
 // GET, operator for POST; none is 401, a read-only token on a POST is 403.
 // /healthz, /readyz, /metrics and the dashboard page (not its data) are
 // open, for probes and scrapers.

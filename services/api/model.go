@@ -29,6 +29,9 @@ type model struct {
 	alerts map[string]*alertView
 	recent []recentEvent // ring of recentCap, next at recentNext
 	next   int
+	// timelines are the jobs' waves against time, for the dashboard's
+	// timeline chart (charts.go).
+	timelines timelines
 
 	// version grows on every applied event; the dashboard rebuilds when it
 	// moved.
@@ -225,6 +228,10 @@ func (m *model) applyRollout(seq uint64, data []byte) error {
 			j.Reason = rd.Reason
 		}
 	}
+	if m.timelines == nil {
+		m.timelines = timelines{}
+	}
+	m.timelines.apply(name, rd, e.Time)
 	text := strings.ReplaceAll(name, "_", " ")
 	if rd.Wave > 0 {
 		text += " " + strconv.Itoa(rd.Wave)

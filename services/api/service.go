@@ -279,6 +279,7 @@ func (s *Service) routes() []route {
 		{"POST /api/v1/rollouts", RoleOperator, false, s.handleRolloutCreate},
 		{"POST /api/v1/rollouts/{job}/{cmd}", RoleOperator, false, s.handleRolloutCommand},
 		{"GET /api/v1/ws", RoleReadOnly, true, s.handleWS},
+		{"GET /api/v1/whoami", RoleReadOnly, false, s.handleWhoami},
 	}
 }
 
