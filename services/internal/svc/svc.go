@@ -1,6 +1,7 @@
 // Package svc holds what every otawatch service is handed when it is built:
-// the logger, the NATS connection, the stream settings and the shared health
-// registry. Services take it in New(cfg, deps) and do their work in Run(ctx).
+// the logger, the NATS connection, the stream settings, the shared health
+// registry and the process's Prometheus registry. Services take it in
+// New(cfg, deps) and do their work in Run(ctx).
 package svc
 
 import (
@@ -11,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/otawatch/otawatch/events"
 )
@@ -27,6 +29,10 @@ type Deps struct {
 	Streams events.StreamOptions
 	// Health collects readiness; nil means nobody asks.
 	Health *Health
+	// Metrics is the process's Prometheus registry (services/internal/ops
+	// serves it on /metrics); nil: a service that serves metrics itself
+	// makes its own.
+	Metrics *prometheus.Registry
 }
 
 // Service is what the app runs: Run blocks until ctx ends or the service
