@@ -9,8 +9,8 @@ import (
 	"github.com/otawatch/otawatch/events"
 )
 
-// DefaultOfflineAfter is how long a device may be silent before it is
-// potentially offline and leaves the success rate.
+// DefaultOfflineAfter is how long a device that owes a report may be
+// silent before it is potentially offline and leaves the success rate.
 const DefaultOfflineAfter = 10 * time.Minute
 
 // Job statuses of a targeted device, relative to its current desired state.
@@ -36,7 +36,17 @@ type Device struct {
 	LastSeen        time.Time `json:"lastSeen"`   // event time of the latest report
 	DeviceTime      time.Time `json:"deviceTime"` // the device's own timestamp of it
 	Reports         int       `json:"reports"`
-	Online          bool      `json:"online"`
+	// Online is false while the device is potentially offline (silent
+	// for offline_after while it owes a report) or the broker says it is
+	// offline (Presence); such a device is left out of the metrics'
+	// statuses and rate until it reports, or the broker says it is online.
+	Online bool `json:"online"`
+	// Presence is the broker's last word on the device's connection
+	// (events.PresenceOnline or events.PresenceOffline, from the presence
+	// topic), or empty for a device that does not follow the presence
+	// contract: then silence decides (Stale). A report after an "offline"
+	// clears it, since the device is evidently connected.
+	Presence string `json:"presence,omitempty"`
 
 	// Desired: the latest desired state a rollout sent.
 	Target    *events.DesiredFirmware `json:"target,omitempty"`
@@ -45,6 +55,34 @@ type Device struct {
 	DesiredAt time.Time               `json:"desiredAt"`
 	// JobStatus is the device's progress toward Target (Job* constants).
 	JobStatus string `json:"jobStatus,omitempty"`
+}
+
+// Known reports whether the fleet counts the device: it has reported, or
+// the broker told its presence. A device only sent a desired state is not
+// known yet.
+func (d *Device) Known() bool { return d.Reports > 0 || d.Presence != "" }
+
+// OwesReport reports whether otawatch waits for a report from the device:
+// it was sent a desired state it has not finished (no completed on the
+// target or failed since), or its latest report is in_progress. Only such
+// a device can be potentially offline; one that finished and then says
+// nothing is idle, and keeps counting with its last finished report.
+func (d *Device) OwesReport() bool {
+	if d.Status == events.StatusInProgress {
+		return true
+	}
+	return d.Target != nil && (d.JobStatus == JobPending || d.JobStatus == JobInProgress)
+}
+
+// QuietSince is the later of the device's latest report and its latest
+// desired state: since when nothing was heard from it that a job cares
+// about. A device targeted after a long silence gets its full
+// offline_after from the desired state.
+func (d *Device) QuietSince() time.Time {
+	if d.DesiredAt.After(d.LastSeen) {
+		return d.DesiredAt
+	}
+	return d.LastSeen
 }
 
 // Key identifies a device.
@@ -67,12 +105,20 @@ type WaveCounts struct {
 	Offline    int `json:"offline"`
 }
 
-// Metrics are fleet-wide figures over devices that have reported.
+// Metrics are fleet-wide figures over known devices (Device.Known).
+// Devices = Online + PotentiallyOffline + Offline. Online includes idle
+// devices: finished and silent, however long.
 type Metrics struct {
-	Devices            int `json:"devices"`
-	Online             int `json:"online"`
+	Devices int `json:"devices"`
+	Online  int `json:"online"`
+	// PotentiallyOffline devices owe a report and were silent for
+	// offline_after (otawatch's guess).
 	PotentiallyOffline int `json:"potentiallyOffline"`
-	// By latest reported status, online devices only.
+	// Offline devices are offline by what the broker says (their will,
+	// on the presence topic).
+	Offline int `json:"offline"`
+	// By latest reported status, online devices only: a device that is
+	// potentially offline or offline leaves these until it is back.
 	InProgress int `json:"inProgress"`
 	Completed  int `json:"completed"`
 	Failed     int `json:"failed"`
@@ -178,6 +224,11 @@ func (s *State) Apply(seq uint64, e events.Event) (*Device, error) {
 		d.DeviceTime = r.Firmware.Timestamp
 		d.Reports++
 		d.Online = true
+		if d.Presence == events.PresenceOffline {
+			// It reports, so it is connected, but it did not say
+			// "online": from here silence decides.
+			d.Presence = ""
+		}
 		if d.Target != nil && !e.Time.Before(d.DesiredAt) {
 			switch {
 			case r.Firmware.Status == events.StatusFailed:
@@ -209,14 +260,27 @@ func (s *State) Apply(seq uint64, e events.Event) (*Device, error) {
 		if err := e.DecodeData(&r); err != nil {
 			return nil, err
 		}
+		switch r.State {
+		case events.PresencePotentiallyOffline, events.PresenceOnline, events.PresenceOffline:
+		default:
+			return nil, fmt.Errorf("presence state %q of %s/%s is not %s, %s or %s", r.State, r.TypeID, r.DeviceID,
+				events.PresenceOnline, events.PresenceOffline, events.PresencePotentiallyOffline)
+		}
 		d = s.device(r.TypeID, r.DeviceID)
 		s.contribute(d, -1)
-		// A report newer than the presence event already proved the device
-		// online again.
-		if r.State == events.PresencePotentiallyOffline && !d.LastSeen.After(r.LastSeen) {
-			d.Online = false
-		} else if r.State == events.PresenceOnline {
-			d.Online = true
+		switch r.State {
+		case events.PresenceOnline:
+			d.Presence, d.Online = events.PresenceOnline, true
+		case events.PresenceOffline:
+			d.Presence, d.Online = events.PresenceOffline, false
+		default:
+			// otawatch's guess from silence. The broker's word wins
+			// (a device it says is online was guessed from an older
+			// state), and a report newer than the guess already
+			// proved the device online again.
+			if d.Presence != events.PresenceOnline && !d.LastSeen.After(r.LastSeen) {
+				d.Online = false
+			}
 		}
 		s.contribute(d, +1)
 	default:
@@ -241,9 +305,10 @@ func (s *State) device(typeID, deviceID string) *Device {
 // contribute adds (sign +1) or removes (-1) a device's share of the
 // metrics, so every Apply is O(log n) however large the fleet.
 func (s *State) contribute(d *Device, sign int) {
-	if d.Reports > 0 {
+	if d.Known() {
 		s.m.Devices += sign
-		if d.Online {
+		switch {
+		case d.Online:
 			s.m.Online += sign
 			switch d.Status {
 			case events.StatusInProgress:
@@ -256,7 +321,9 @@ func (s *State) contribute(d *Device, sign int) {
 			case events.StatusFailed:
 				s.m.Failed += sign
 			}
-		} else {
+		case d.Presence == events.PresenceOffline:
+			s.m.Offline += sign
+		default:
 			s.m.PotentiallyOffline += sign
 		}
 	}
@@ -277,20 +344,25 @@ func (s *State) contribute(d *Device, sign int) {
 		case JobFailed:
 			w.Failed += sign
 		}
-		if d.Reports > 0 && !d.Online {
+		if d.Known() && !d.Online {
 			w.Offline += sign
 		}
 	}
 }
 
-// Stale returns the online devices silent since before now-after, in a
-// stable order. The caller publishes a device.presence event for each;
-// applying it takes them out of the success rate.
+// Stale returns the devices that have just become potentially offline at
+// now, in a stable order: online devices that have reported, owe a report
+// (OwesReport) and have been quiet (QuietSince) since before now-after.
+// A device the broker says is online is not judged by silence, and one
+// that finished is idle however long it is silent. The caller publishes a
+// device.presence potentially_offline event for each; applying it takes
+// the device out of the success rate, so the next call does not return it
+// again: one event per transition.
 func (s *State) Stale(now time.Time, after time.Duration) []Device {
 	var out []Device
 	cutoff := now.Add(-after)
 	for _, d := range s.devices {
-		if d.Online && d.Reports > 0 && d.LastSeen.Before(cutoff) {
+		if d.Online && d.Reports > 0 && d.Presence != events.PresenceOnline && d.OwesReport() && d.QuietSince().Before(cutoff) {
 			out = append(out, *d)
 		}
 	}
