@@ -21,6 +21,9 @@ type publisher struct {
 	alertsSeq uint64
 	// published counts acknowledged events by stream.
 	published map[string]uint64
+	// stored, when set, is told the subject of every event stored for
+	// the first time (not a duplicate of one already on the stream).
+	stored func(subject string)
 }
 
 type pending struct {
@@ -88,6 +91,9 @@ func (p *publisher) flush(ctx context.Context) error {
 			}
 		}
 		p.published[ack.Stream]++
+		if p.stored != nil && !ack.Duplicate {
+			p.stored(pd.msg.Subject)
+		}
 		if ack.Stream == events.StreamAlerts && ack.Sequence > p.alertsSeq {
 			p.alertsSeq = ack.Sequence
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -80,6 +81,9 @@ type Status struct {
 	Restored                   bool
 	// Standby is true while another instance holds the alerting lease.
 	Standby bool
+	// Raised and Resolved count the alert events this process stored on
+	// ALERTS, by severity.
+	Raised, Resolved map[string]uint64
 }
 
 // New builds the service; it does no I/O.
@@ -145,7 +149,32 @@ func (s *Service) Status() Status {
 	defer s.mu.Unlock()
 	st := s.status
 	st.Rules = append([]string(nil), st.Rules...)
+	st.Raised, st.Resolved = maps.Clone(st.Raised), maps.Clone(st.Resolved)
 	return st
+}
+
+// countAlert counts an alert event stored on subject
+// (alert.{raised,resolved}.{severity}.{ruleId}) in the Status.
+func (s *Service) countAlert(subject string) {
+	t := strings.Split(subject, ".")
+	if len(t) != 4 || t[0] != events.SubjectAlert {
+		return
+	}
+	s.setStatus(func(st *Status) {
+		var m *map[string]uint64
+		switch t[1] {
+		case events.AlertRaised:
+			m = &st.Raised
+		case events.AlertResolved:
+			m = &st.Resolved
+		default:
+			return
+		}
+		if *m == nil {
+			*m = map[string]uint64{}
+		}
+		(*m)[t[2]]++
+	})
 }
 
 func (s *Service) setStatus(fn func(*Status)) {
@@ -358,6 +387,7 @@ func (s *Service) restore(ctx context.Context, set *rules.Set) (*run, error) {
 		return nil, err
 	}
 	r := &run{kv: kv, pub: newPublisher(s.deps.JS), published: map[string]bool{}}
+	r.pub.stored = s.countAlert
 	r.eng = s.newEngine(set)
 	m, state, err := loadSnapshot(ctx, kv)
 	if err != nil {

@@ -50,6 +50,9 @@ type pipeline struct {
 	hooks   hooks
 	// flushed is told about every written batch (progress, benchmarks).
 	flushed func(n int, lastSeq uint64, rejected int)
+	// counts, when set, counts the rows and batches written (the live
+	// service's Stats).
+	counts *streamCounts
 
 	mu        sync.Mutex // guards current and keptAlive (writers share them)
 	current   []*item
@@ -265,6 +268,11 @@ func (p *pipeline) flush(ctx context.Context, batch []*item) error {
 				p.log.Debug("ack failed", "stream_seq", it.seq, "err", err)
 			}
 		}
+	}
+	if p.counts != nil {
+		p.counts.rows.Add(uint64(len(shadow) + len(firmware) + len(device) + len(rollout) + len(alerts) + len(notifs)))
+		p.counts.batches.Add(1)
+		p.counts.rejected.Add(uint64(len(rejected)))
 	}
 	if p.flushed != nil {
 		p.flushed(len(batch), batch[len(batch)-1].seq, len(rejected))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -33,6 +34,32 @@ type Service struct {
 	hooks hooks
 	// retryMin and retryMax bound the pause between ClickHouse attempts.
 	retryMin, retryMax time.Duration
+	// counts are the Stats, by stream.
+	counts map[string]*streamCounts
+}
+
+// streamCounts are one stream's live counters.
+type streamCounts struct{ rows, batches, rejected atomic.Uint64 }
+
+// StreamStats are what the projector wrote of one stream since New.
+type StreamStats struct {
+	// Rows is rows ClickHouse accepted (a report is a row of
+	// shadow_events and, at most once a batch per device, of
+	// device_firmware).
+	Rows uint64
+	// Batches is batches written and acknowledged.
+	Batches uint64
+	// Rejected is events recorded on REJECTED instead of projected.
+	Rejected uint64
+}
+
+// Stats returns the projector's counters by stream name.
+func (s *Service) Stats() map[string]StreamStats {
+	out := make(map[string]StreamStats, len(s.counts))
+	for name, c := range s.counts {
+		out[name] = StreamStats{Rows: c.rows.Load(), Batches: c.batches.Load(), Rejected: c.rejected.Load()}
+	}
+	return out
 }
 
 // New builds the service; it does no I/O.
@@ -47,8 +74,12 @@ func New(cfg Config, deps svc.Deps) (*Service, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	counts := map[string]*streamCounts{}
+	for _, st := range projected {
+		counts[st.Stream] = &streamCounts{}
+	}
 	return &Service{cfg: cfg, deps: deps, log: log.With("component", "projector"),
-		retryMin: 100 * time.Millisecond, retryMax: 10 * time.Second}, nil
+		retryMin: 100 * time.Millisecond, retryMax: 10 * time.Second, counts: counts}, nil
 }
 
 // errStarting is the readiness state until the schema is in place.
@@ -97,6 +128,7 @@ func (s *Service) Run(ctx context.Context) error {
 			ackWait:      s.cfg.AckWait,
 			js:           s.deps.JS,
 			hooks:        s.hooks,
+			counts:       s.counts[st.Stream],
 		}
 		if st.Stream == events.StreamShadow {
 			p.index = index
