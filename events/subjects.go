@@ -109,9 +109,84 @@ func RejectedSubject(source string) string { return SubjectRejected + "." + sour
 // DeviceFromSubject returns the type and device id of a shadow or presence
 // subject ("shadow.reported.{typeId}.{deviceId}" and the like).
 func DeviceFromSubject(subject string) (typeID, deviceID string, ok bool) {
-	parts := strings.Split(subject, ".")
-	if len(parts) != 4 {
+	s, ok := ParseShadowSubject(subject)
+	return s.TypeID, s.DeviceID, ok
+}
+
+// ShadowSubject is a SHADOW stream subject taken apart.
+type ShadowSubject struct {
+	// Kind is SubjectShadowReported, SubjectShadowDesired or
+	// SubjectDevicePresence.
+	Kind             string
+	TypeID, DeviceID string
+}
+
+// ParseShadowSubject takes apart shadow.reported.{typeId}.{deviceId},
+// shadow.desired.{typeId}.{deviceId} and device.presence.{typeId}.{deviceId}.
+func ParseShadowSubject(subject string) (ShadowSubject, bool) {
+	for _, kind := range []string{SubjectShadowReported, SubjectShadowDesired, SubjectDevicePresence} {
+		if rest, ok := strings.CutPrefix(subject, kind+"."); ok {
+			t, ok := tokens(rest, 2)
+			if !ok {
+				return ShadowSubject{}, false
+			}
+			return ShadowSubject{Kind: kind, TypeID: t[0], DeviceID: t[1]}, true
+		}
+	}
+	return ShadowSubject{}, false
+}
+
+// ParseRolloutSubject takes apart rollout.{jobId}.{event}.
+func ParseRolloutSubject(subject string) (jobID, event string, ok bool) {
+	t, ok := cutTokens(subject, SubjectRollout, 2)
+	if !ok {
 		return "", "", false
 	}
-	return parts[2], parts[3], true
+	return t[0], t[1], true
+}
+
+// AlertSubjectParts is an ALERTS stream subject taken apart.
+type AlertSubjectParts struct {
+	State, Severity, RuleID string
+}
+
+// ParseAlertSubject takes apart alert.{raised,resolved}.{severity}.{ruleId}.
+func ParseAlertSubject(subject string) (AlertSubjectParts, bool) {
+	t, ok := cutTokens(subject, SubjectAlert, 3)
+	if !ok {
+		return AlertSubjectParts{}, false
+	}
+	return AlertSubjectParts{State: t[0], Severity: t[1], RuleID: t[2]}, true
+}
+
+// ParseNotifySubject takes apart notify.{receiver}.{outcome}.
+func ParseNotifySubject(subject string) (receiver, outcome string, ok bool) {
+	t, ok := cutTokens(subject, SubjectNotify, 2)
+	if !ok {
+		return "", "", false
+	}
+	return t[0], t[1], true
+}
+
+// cutTokens splits subject into root and exactly n more non-empty tokens.
+func cutTokens(subject, root string, n int) ([]string, bool) {
+	rest, ok := strings.CutPrefix(subject, root+".")
+	if !ok {
+		return nil, false
+	}
+	return tokens(rest, n)
+}
+
+// tokens splits s at dots into exactly n non-empty tokens.
+func tokens(s string, n int) ([]string, bool) {
+	t := strings.Split(s, ".")
+	if len(t) != n {
+		return nil, false
+	}
+	for _, x := range t {
+		if x == "" {
+			return nil, false
+		}
+	}
+	return t, true
 }

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -160,12 +159,9 @@ func project(it *item, index *desiredIndex) {
 		// must reach the index even when its row cannot be written.
 		projectShadow(it, ev, eventTime, ok, index)
 	case events.StreamRollout:
-		tok := strings.Split(it.subject, ".")
 		r := rolloutRow{Seq: it.seq, EventID: ev.ID, Type: ev.Type, Source: ev.Source, Subject: it.subject,
 			EventTime: eventTime, Data: string(ev.Data)}
-		if len(tok) == 3 {
-			r.JobID, r.Event = tok[1], tok[2]
-		}
+		r.JobID, r.Event, _ = events.ParseRolloutSubject(it.subject)
 		var d struct {
 			JobID string `json:"jobId"`
 			Wave  int    `json:"wave"`
@@ -180,11 +176,10 @@ func project(it *item, index *desiredIndex) {
 		}
 		it.kind, it.rollout = kindRollout, r
 	case events.StreamAlerts:
-		tok := strings.Split(it.subject, ".")
 		r := alertRow{Seq: it.seq, EventID: ev.ID, Type: ev.Type, Source: ev.Source, Subject: it.subject,
 			EventTime: eventTime, Data: string(ev.Data)}
-		if len(tok) == 4 {
-			r.State, r.Severity, r.RuleID = tok[1], tok[2], tok[3]
+		if a, ok := events.ParseAlertSubject(it.subject); ok {
+			r.State, r.Severity, r.RuleID = a.State, a.Severity, a.RuleID
 		}
 		// The alerting service owns the data's shape (events.AlertData);
 		// the identifying fields are read leniently, the rest stays raw.
@@ -199,12 +194,9 @@ func project(it *item, index *desiredIndex) {
 		}
 		it.kind, it.alert = kindAlert, r
 	case events.StreamNotify:
-		tok := strings.Split(it.subject, ".")
 		r := notificationRow{Seq: it.seq, EventID: ev.ID, Type: ev.Type, Source: ev.Source, Subject: it.subject,
 			EventTime: eventTime, Data: string(ev.Data)}
-		if len(tok) == 3 {
-			r.Receiver, r.Outcome = tok[1], tok[2]
-		}
+		r.Receiver, r.Outcome, _ = events.ParseNotifySubject(it.subject)
 		it.kind, it.notification = kindNotification, r
 	default:
 		it.kind, it.poison = kindNone, fmt.Sprintf("stream %s is not projected", it.stream)

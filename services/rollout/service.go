@@ -337,9 +337,7 @@ func (s *Service) onRollout(seq uint64, e events.Event, subject string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e.Type != "" {
-		parts := strings.Split(subject, ".")
-		if len(parts) == 3 {
-			id := parts[1]
+		if id, _, ok := events.ParseRolloutSubject(subject); ok {
 			j, err := Apply(s.jobs[id], seq, e)
 			if err != nil {
 				s.log.Warn("rollout event not applied", "stream_seq", seq, "event_id", e.ID, "job_id", id, "err", err)
