@@ -16,8 +16,9 @@ import (
 
 // Options tune an Engine.
 type Options struct {
-	// OfflineAfter is how long a device may be silent before Stale calls
-	// it potentially offline; 0 is fleet.DefaultOfflineAfter.
+	// OfflineAfter is how long a device that owes a report may be silent
+	// before Stale calls it potentially offline; 0 is
+	// fleet.DefaultOfflineAfter, negative turns staleness off.
 	OfflineAfter time.Duration
 	// EvalTimeout bounds the evaluations of one event, or of one device on
 	// a tick; 0 is rules.DefaultEvalTimeout.
@@ -321,9 +322,13 @@ func (e *Engine) ApplyRollout(seq uint64, ev events.Event) ([]Transition, error)
 }
 
 // Stale returns the presence events (potentially_offline, time now) of
-// the online devices silent for longer than OfflineAfter. The caller
-// publishes them (live) or not (backtest), then applies each with
-// ApplyLocal before calling Tick.
+// the devices that become potentially offline at now (fleet.State.Stale:
+// they owe a report, have been quiet for longer than OfflineAfter and the
+// broker does not say they are online). A device that finished and is
+// silent is idle and gets none. The caller publishes them (live) or not
+// (backtest), then applies each with ApplyLocal before calling Tick; a
+// device so marked is not named again until it is back online, so
+// presence events are written only on transitions.
 func (e *Engine) Stale(now time.Time) []events.Event {
 	if e.opts.OfflineAfter < 0 {
 		return nil

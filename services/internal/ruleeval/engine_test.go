@@ -257,15 +257,18 @@ func TestRestoreFromAlerts(t *testing.T) {
 
 func TestStaleAndEcho(t *testing.T) {
 	e := New(&rules.Set{}, Options{OfflineAfter: 10 * time.Minute})
-	e.ApplyShadow(1, report(t, "d1", "completed", "2", 10, mins(0)))
-	e.ApplyShadow(2, report(t, "d2", "completed", "2", 10, mins(5)))
+	// In progress, each owes its final report; idle finished its update
+	// and is silent, which is no reason to call it offline.
+	e.ApplyShadow(1, report(t, "d1", "in_progress", "2", 0, mins(0)))
+	e.ApplyShadow(2, report(t, "d2", "in_progress", "2", 0, mins(5)))
+	e.ApplyShadow(3, report(t, "idle", "completed", "2", 10, mins(0)))
 	var published []events.Event
 	stale, _, err := e.RunTick(mins(11), func(evs []events.Event) error { published = evs; return nil })
 	if err != nil || len(stale) != 1 || len(published) != 1 {
 		t.Fatalf("stale %d published %d err %v", len(stale), len(published), err)
 	}
 	ev := stale[0]
-	if m := e.Fleet().Metrics(); m.PotentiallyOffline != 1 || m.Online != 1 {
+	if m := e.Fleet().Metrics(); m.PotentiallyOffline != 1 || m.Online != 2 {
 		t.Errorf("metrics after the tick %+v", m)
 	}
 	if ev.ID != events.PresenceEventID("t", "d1", events.PresencePotentiallyOffline, mins(0)) || ev.Subject != "device.presence.t.d1" {
@@ -276,11 +279,11 @@ func TestStaleAndEcho(t *testing.T) {
 	if stale, _, _ := e.RunTick(mins(12), nil); len(stale) != 0 {
 		t.Errorf("published again: %v", stale)
 	}
-	if trs, err := e.ApplyShadow(3, ev); err != nil || trs != nil || e.ShadowSeq != 3 {
+	if trs, err := e.ApplyShadow(4, ev); err != nil || trs != nil || e.ShadowSeq != 4 {
 		t.Errorf("echo: %v %v seq %d", trs, err, e.ShadowSeq)
 	}
 	// A failed publish applies nothing.
-	e.ApplyShadow(4, report(t, "d3", "completed", "2", 10, mins(12)))
+	e.ApplyShadow(5, report(t, "d3", "in_progress", "2", 0, mins(12)))
 	_, _, err = e.RunTick(mins(30), func([]events.Event) error { return errors.New("down") })
 	if err == nil || e.Fleet().Metrics().PotentiallyOffline != 1 {
 		t.Errorf("failed publish: err %v, metrics %+v", err, e.Fleet().Metrics())

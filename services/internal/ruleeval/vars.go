@@ -15,10 +15,6 @@ func DeviceVars(d fleet.Device) map[string]any {
 	if d.Target != nil {
 		target = d.Target.Version
 	}
-	quiet := d.LastSeen
-	if d.DesiredAt.After(quiet) {
-		quiet = d.DesiredAt
-	}
 	return map[string]any{
 		"typeId":          d.TypeID,
 		"deviceId":        d.DeviceID,
@@ -32,13 +28,14 @@ func DeviceVars(d fleet.Device) map[string]any {
 		"lastSeen":        d.LastSeen,
 		"deviceTime":      d.DeviceTime,
 		"online":          d.Online,
+		"presence":        d.Presence,
 		"targeted":        d.Target != nil,
 		"targetVersion":   target,
 		"jobId":           d.JobID,
 		"wave":            float64(d.Wave),
 		"desiredAt":       d.DesiredAt,
 		"jobStatus":       d.JobStatus,
-		"quietSince":      quiet,
+		"quietSince":      d.QuietSince(),
 	}
 }
 
@@ -49,6 +46,7 @@ func FleetVars(m fleet.Metrics) map[string]any {
 		"devices":            float64(m.Devices),
 		"online":             float64(m.Online),
 		"potentiallyOffline": float64(m.PotentiallyOffline),
+		"offline":            float64(m.Offline),
 		"inProgress":         float64(m.InProgress),
 		"completed":          float64(m.Completed),
 		"failed":             float64(m.Failed),
@@ -202,6 +200,8 @@ func (o *deviceObject) Get(key string) (any, bool) {
 		return d.DeviceTime, true
 	case "online":
 		return d.Online, true
+	case "presence":
+		return d.Presence, true
 	case "targeted":
 		return d.Target != nil, true
 	case "targetVersion":
@@ -218,10 +218,7 @@ func (o *deviceObject) Get(key string) (any, bool) {
 	case "jobStatus":
 		return d.JobStatus, true
 	case "quietSince":
-		if d.DesiredAt.After(d.LastSeen) {
-			return d.DesiredAt, true
-		}
-		return d.LastSeen, true
+		return d.QuietSince(), true
 	}
 	return nil, false
 }
