@@ -75,6 +75,10 @@ func history() []step {
 		step{at: sec(1510), dev: "dev-14", version: "4.2.1", status: events.StatusCompleted, dur: 75},
 		step{at: sec(1520), dev: "dev-13", version: "4.2.1", status: events.StatusInProgress},
 		step{at: sec(1530), dev: "dev-11", version: "4.2.1", status: events.StatusInProgress},
+		// A slow device's next update is normal. (Silence does not resolve
+		// its duration-anomaly: it finished, so it is idle, not offline.)
+		step{at: sec(1540), dev: "dev-5", version: "4.2.1", status: events.StatusInProgress},
+		step{at: sec(1600), dev: "dev-5", version: "4.2.1", status: events.StatusCompleted, dur: 60},
 		step{at: sec(1700), rollout: "job_completed"},
 	)
 	sort.SliceStable(out, func(i, j int) bool { return out[i].at.Before(out[j].at) })

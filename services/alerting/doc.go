@@ -20,12 +20,21 @@
 // # Ticks and presence
 //
 // Every tick_interval (at multiples of it, wall clock; ManualTicks lets a
-// test drive them) devices silent for offline_after get a
-// device.presence potentially_offline event, published to SHADOW before
-// the state applies it (the copy read back is skipped), and tick rules are
-// evaluated with now = the tick time. Ticks wait until the service has
-// caught up with the log, so a restart after a long stop does not call
-// the whole fleet offline.
+// test drive them) devices that owe a report (sent a desired state they
+// have not finished, or last seen in_progress) and have been quiet for
+// offline_after get a device.presence potentially_offline event,
+// published to SHADOW before the state applies it (the copy read back is
+// skipped), and tick rules are evaluated with now = the tick time. A
+// device that finished its update and then says nothing is idle: it gets
+// no event and keeps counting in the success rate, however long it is
+// silent (devices report on change). A device is named once per
+// transition: the next event about it is its next report, which brings it
+// back. Devices that follow the presence contract are not guessed at:
+// the bridge stores what the broker says (device.presence online, or
+// offline from the device's will), and the fleet state takes that as it
+// comes, with no tick. Ticks wait until the service has caught up with
+// the log, so a restart after a long stop does not call the whole fleet
+// offline.
 //
 // # Rules
 //

@@ -86,8 +86,11 @@ func TestSilentTargetedDeviceGoesStaleAndLeavesTheRate(t *testing.T) {
 	rseq := h.rollout("j1", "wave_started", 1, "", at(0))
 	h.desired("d1", "j1", 1, "4.2.1", at(0))
 	h.report("d1", "4.2.1", events.StatusInProgress, 0, at(30*time.Second))
+	// bad-*: failed, and sent the target again (a retry) at 30s: they owe
+	// a report from then.
 	for i := 1; i <= 3; i++ {
 		h.report(fmt.Sprintf("bad-%d", i), "4.1.0", events.StatusFailed, 10, at(0))
+		h.desired(fmt.Sprintf("bad-%d", i), "j1", 1, "4.2.1", at(30*time.Second))
 	}
 	var seq uint64
 	for i := 1; i <= 20; i++ {
@@ -98,17 +101,19 @@ func TestSilentTargetedDeviceGoesStaleAndLeavesTheRate(t *testing.T) {
 	// 20/23 = 87%: critical, while every device is online.
 	h.waitAlerts("success-rate-low", 1)
 
-	// 10 minutes of tick time: nothing is stale yet at 10m (d1 reported at
-	// 30s), and at 10m40s d1 and bad-* (silent since 0s and 30s) are.
+	// 10 minutes of tick time: nothing is stale yet at 10m (d1 reported and
+	// bad-* were sent their retry at 30s), and at 10m40s they are. ok-*
+	// finished: they are idle, however long they are silent.
 	r.tick(t, at(10*time.Minute))
 	if got := h.alerts("stale-shadow"); len(got) != 0 {
 		t.Fatalf("stale-shadow before 10 minutes of silence: %s", describe(got))
 	}
 	r.tick(t, at(10*time.Minute+40*time.Second))
-	stale := h.waitAlerts("stale-shadow", 1)
-	if len(stale) != 1 || stale[0].DeviceID != "d1" || stale[0].Severity != "warning" || stale[0].JobID != "j1" ||
-		!stale[0].Time.Equal(at(10*time.Minute+40*time.Second)) {
-		t.Errorf("stale-shadow = %s, want one warning for d1 at 10m40s", describe(stale))
+	stale := h.waitAlerts("stale-shadow", 4)
+	want := "raised warning stale-shadow/t/bad-1 @10m40s; raised warning stale-shadow/t/bad-2 @10m40s; " +
+		"raised warning stale-shadow/t/bad-3 @10m40s; raised warning stale-shadow/t/d1 @10m40s"
+	if describe(stale) != want || stale[3].JobID != "j1" {
+		t.Errorf("stale-shadow\n got %s\nwant %s", describe(stale), want)
 	}
 	var offline []string
 	for _, ev := range h.shadowEvents(events.TypeDevicePresence) {
@@ -138,9 +143,18 @@ func TestSilentTargetedDeviceGoesStaleAndLeavesTheRate(t *testing.T) {
 	// d1 reports again: the stale alert resolves with that report.
 	seq = h.report("d1", "4.2.1", events.StatusCompleted, 700, at(12*time.Minute))
 	r.waitShadow(t, seq)
-	stale = h.waitAlerts("stale-shadow", 2)
-	if stale[1].State != events.AlertResolved || !stale[1].Time.Equal(at(12*time.Minute)) {
-		t.Errorf("stale-shadow = %s, want resolved at 12m", describe(stale))
+	stale = h.waitAlerts("stale-shadow", 5)
+	if stale[4].State != events.AlertResolved || stale[4].DeviceID != "d1" || !stale[4].Time.Equal(at(12*time.Minute)) {
+		t.Errorf("stale-shadow = %s, want d1's resolved at 12m", describe(stale))
+	}
+	// A day later: d1 and ok-* finished, so no presence event and no stale
+	// alert for them; bad-* stay where they were.
+	r.tick(t, at(24*time.Hour))
+	if got := h.shadowEvents(events.TypeDevicePresence); len(got) != 4 {
+		t.Errorf("%d presence events a day later, want still 4", len(got))
+	}
+	if got := h.alerts("stale-shadow"); len(got) != 5 {
+		t.Errorf("stale-shadow a day later = %s, want nothing new", describe(got))
 	}
 }
 
