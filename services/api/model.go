@@ -12,6 +12,7 @@ import (
 
 	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/services/internal/fleet"
+	"github.com/otawatch/otawatch/services/internal/waves"
 )
 
 // recentCap is how many recent events the dashboard shows.
@@ -25,7 +26,6 @@ type model struct {
 	mu     sync.RWMutex
 	fleet  *fleet.State
 	jobs   map[string]*jobView
-	waves  map[string]int // job id -> highest wave a desired event named
 	alerts map[string]*alertView
 	recent []recentEvent // ring of recentCap, next at recentNext
 	next   int
@@ -42,7 +42,6 @@ func newModel() *model {
 	return &model{
 		fleet:  fleet.New(),
 		jobs:   map[string]*jobView{},
-		waves:  map[string]int{},
 		alerts: map[string]*alertView{},
 	}
 }
@@ -62,6 +61,10 @@ type jobView struct {
 	Reason    string    `json:"reason,omitempty"`
 	Created   time.Time `json:"created"`
 	Updated   time.Time `json:"updated"`
+
+	// ledger is the job's plan and sends, for its waves' progress
+	// (waves.Ledger, the fold the rollout service keeps too).
+	ledger waves.Ledger
 }
 
 // alertView is one active alert.
@@ -155,9 +158,6 @@ func (m *model) applyShadow(seq uint64, data []byte) error {
 		if d.Target != nil {
 			r.Text = "desired " + d.Target.Version
 		}
-		if d.Wave > m.waves[d.JobID] {
-			m.waves[d.JobID] = d.Wave
-		}
 	case events.TypeDevicePresence:
 		r.Text = "offline"
 		if d.Online {
@@ -189,9 +189,12 @@ func (m *model) applyRollout(seq uint64, data []byte) error {
 	defer m.mu.Unlock()
 	j := m.jobs[rd.JobID]
 	if j == nil {
-		j = &jobView{JobID: rd.JobID, Status: events.RolloutCreated, Created: e.Time}
+		j = &jobView{JobID: rd.JobID, Status: events.RolloutCreated, Created: e.Time, ledger: waves.NewLedger(rd.JobID, 0)}
 		m.jobs[rd.JobID] = j
 	}
+	// A ledger that refuses the event (a plan twice, or none) leaves the
+	// rest of the view to follow it; the error is counted as a skip.
+	lerr := j.ledger.Apply(e.Type, rd)
 	j.Updated = e.Time
 	name := events.RolloutEventName(e.Type)
 	switch name {
@@ -244,7 +247,7 @@ func (m *model) applyRollout(seq uint64, data []byte) error {
 	}
 	m.pushRecent(recentEvent{Stream: events.StreamRollout, Seq: seq, Time: e.Time, Type: shortType(e.Type), JobID: rd.JobID, Wave: rd.Wave, Text: text})
 	m.version.Add(1)
-	return nil
+	return lerr
 }
 
 // applyAlert folds one ALERTS message (events.AlertData): a raised alert
@@ -331,34 +334,43 @@ func (m *model) activeAlerts() []alertView {
 	return out
 }
 
-// waveRow is one wave's progress on the dashboard and in /metrics.
+// waveRow is one wave's progress on the dashboard and in /metrics: the
+// devices of the wave in the job's plan by exclusive state, counted by
+// waves.Ledger.Progress as the rollout service's show counts them.
 type waveRow struct {
 	JobID string `json:"jobId"`
 	Wave  int    `json:"wave"`
-	fleet.WaveCounts
+	events.WaveProgress
 	// Progress is completed / targeted; SuccessRate is completed /
 	// (completed + failed), 1 when none finished.
 	Progress    float64 `json:"progress"`
 	SuccessRate float64 `json:"successRate"`
 }
 
-// waveRows returns every known wave, by job then wave. Caller holds a lock.
+// waveRows returns every wave of every started job, by job then wave, at
+// the wall clock (it is a view: the clock decides only which pending
+// devices have timed out). Every wave of the plan is there from the start,
+// the waves not started with all their devices queued. Caller holds a lock.
 func (m *model) waveRows() []waveRow {
-	jobs := make([]string, 0, len(m.waves))
-	for j := range m.waves {
-		jobs = append(jobs, j)
+	now := time.Now()
+	jobs := make([]string, 0, len(m.jobs))
+	for id, j := range m.jobs {
+		if j.ledger.Plan != nil {
+			jobs = append(jobs, id)
+		}
 	}
 	sort.Strings(jobs)
 	var out []waveRow
-	for _, j := range jobs {
-		for w := 1; w <= m.waves[j]; w++ {
-			c := m.fleet.Wave(j, w)
-			r := waveRow{JobID: j, Wave: w, WaveCounts: c, SuccessRate: 1}
-			if c.Targeted > 0 {
-				r.Progress = float64(c.Completed) / float64(c.Targeted)
+	for _, id := range jobs {
+		l := &m.jobs[id].ledger
+		for w := 1; w <= len(l.Plan); w++ {
+			p := l.Progress(w, m.fleet, now)
+			r := waveRow{JobID: id, Wave: w, WaveProgress: p, SuccessRate: 1}
+			if p.Targeted > 0 {
+				r.Progress = float64(p.Completed) / float64(p.Targeted)
 			}
-			if f := c.Completed + c.Failed; f > 0 {
-				r.SuccessRate = float64(c.Completed) / float64(f)
+			if f := p.Completed + p.Failed; f > 0 {
+				r.SuccessRate = float64(p.Completed) / float64(f)
 			}
 			out = append(out, r)
 		}

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/otawatch/otawatch/events"
-	"github.com/otawatch/otawatch/services/internal/fleet"
+	"github.com/otawatch/otawatch/services/internal/waves"
 )
 
 // Pending is an event a command or Decide wants appended to the job.
@@ -15,78 +15,23 @@ type Pending struct {
 	Data events.RolloutData
 }
 
-// Device states of a wave's device, as WaveProgress counts them.
+// The device states the retry-failed command picks (package waves has them
+// all: the one definition the api's dashboard counts with too).
 const (
-	stQueued     = "queued"
-	stPending    = "pending"
-	stInProgress = "in_progress"
-	stCompleted  = "completed"
-	stFailed     = "failed"
-	stTimedOut   = "timed_out"
-	stOffline    = "offline"
+	stFailed   = waves.Failed
+	stTimedOut = waves.TimedOut
 )
 
-// classify is one device's state in the job at now. A device that went
-// silent after it started the update stays in the gate's denominator and
-// times out: a firmware that bricks devices must not pass a gate because
-// the bricked devices dropped out of "online".
-func classify(j *Job, ref events.DeviceRef, fv FleetView, now time.Time) string {
-	if !j.Sent(ref) {
-		return stQueued
-	}
-	d, ok := fv.Device(ref.TypeID, ref.DeviceID)
-	if !ok || d.JobID != j.ID || d.Target == nil {
-		// Sent, but the fleet fold has not seen the desired event yet.
-		return stPending
-	}
-	switch d.JobStatus {
-	case fleet.JobCompleted:
-		return stCompleted
-	case fleet.JobFailed:
-		return stFailed
-	}
-	if d.JobStatus == fleet.JobPending && d.Reports > 0 && !d.Online {
-		return stOffline
-	}
-	if t := time.Duration(j.Spec.DeviceTimeout); t > 0 && now.Sub(d.DesiredAt) > t {
-		return stTimedOut
-	}
-	if d.JobStatus == fleet.JobInProgress {
-		return stInProgress
-	}
-	return stPending
+// classify is one device's state in the job at now (waves.Ledger.DeviceState).
+func classify(j *Job, ref events.DeviceRef, fv FleetView, now time.Time) waves.State {
+	return j.DeviceState(ref, fv, now)
 }
 
-func count(p *events.WaveProgress, st string) {
-	p.Targeted++
-	switch st {
-	case stQueued:
-		p.Queued++
-	case stPending:
-		p.Pending++
-	case stInProgress:
-		p.InProgress++
-	case stCompleted:
-		p.Completed++
-	case stFailed:
-		p.Failed++
-	case stTimedOut:
-		p.TimedOut++
-	case stOffline:
-		p.Offline++
-	}
-}
-
-// Progress is a wave's devices by state at now (wave is 1-based).
+// Progress is a wave's devices by state at now (wave is 1-based), as
+// waves.Ledger.Progress counts them: Targeted is the wave's size in the
+// plan, whether or not the wave has started.
 func Progress(j *Job, wave int, fv FleetView, now time.Time) events.WaveProgress {
-	var p events.WaveProgress
-	if wave < 1 || wave > len(j.Plan) {
-		return p
-	}
-	for _, ref := range j.Plan[wave-1] {
-		count(&p, classify(j, ref, fv, now))
-	}
-	return p
+	return j.Ledger.Progress(wave, fv, now)
 }
 
 // ExtraGate evaluates a job's extra (CEL) gate for a wave; nil means the job

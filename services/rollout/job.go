@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/services/internal/waves"
 )
 
 // Job is one rollout job's state: the fold of its ROLLOUT events (Apply).
@@ -19,13 +20,13 @@ type Job struct {
 	// Reason and By say why the job is paused or aborted.
 	Reason, By string
 
-	// Plan is the devices by wave, fixed at start.
-	Plan [][]events.DeviceRef
+	// Ledger holds the plan (Plan, fixed at start), the retry-failed
+	// rounds (Attempt) and which sends the broker acknowledged: the part
+	// of the fold that wave progress reads, shared with the api service.
+	waves.Ledger
 	// Wave is the open wave, 1-based; 0 before the first starts.
 	Wave  int
 	Waves []WaveState
-	// Attempt is the number of retry-failed rounds so far.
-	Attempt int
 	// PolicyWaived is the wave whose failure policy an operator waived by
 	// resuming a job the policy had paused: the policy applies again from
 	// the next wave.
@@ -35,12 +36,6 @@ type Job struct {
 	LastSeq uint64
 
 	pausedWave int
-	// want is the attempt a device must be sent (0, or the retry round that
-	// queued it again); sent is 1 + the latest attempt the broker
-	// acknowledged. A device of a started wave is due while sent <= want.
-	want   map[events.DeviceRef]int
-	sent   map[events.DeviceRef]int
-	waveOf map[events.DeviceRef]int
 	// retracted holds the devices of the plan whose retained desired state
 	// was cleared after the job was aborted (devices_retracted).
 	retracted map[events.DeviceRef]bool
@@ -53,9 +48,6 @@ type WaveState struct {
 	// is replaced by the snapshot of wave_completed.
 	Gate     *events.GateDecision
 	Progress *events.WaveProgress
-	// due counts the wave's devices still to send, so the sender skips
-	// finished waves without scanning them.
-	due int
 }
 
 // Apply folds one ROLLOUT event of the job into its state and returns it.
@@ -79,8 +71,7 @@ func Apply(j *Job, seq uint64, e events.Event) (*Job, error) {
 			return nil, fmt.Errorf("job %s: job_created without a spec", d.JobID)
 		}
 		j = &Job{ID: d.JobID, Spec: *d.Spec, Status: events.RolloutCreated, CreatedAt: e.Time,
-			want: map[events.DeviceRef]int{}, sent: map[events.DeviceRef]int{}, waveOf: map[events.DeviceRef]int{},
-			retracted: map[events.DeviceRef]bool{}}
+			Ledger: waves.NewLedger(d.JobID, time.Duration(d.Spec.DeviceTimeout)), retracted: map[events.DeviceRef]bool{}}
 		j.UpdatedAt, j.LastSeq = e.Time, seq
 		return j, nil
 	}
@@ -104,17 +95,11 @@ func Apply(j *Job, seq uint64, e events.Event) (*Job, error) {
 		if j.Plan != nil {
 			return j, fmt.Errorf("job %s: started twice (seq %d)", j.ID, seq)
 		}
-		j.Status, j.StartedAt = events.RolloutRunning, e.Time
-		j.Plan = d.Plan.Waves
-		j.Waves = make([]WaveState, len(j.Plan))
-		for i, w := range j.Plan {
-			for _, ref := range w {
-				j.waveOf[ref] = i + 1
-				if j.isDue(ref) {
-					j.Waves[i].due++
-				}
-			}
+		if err := j.Ledger.Apply(e.Type, d); err != nil {
+			return j, err
 		}
+		j.Status, j.StartedAt = events.RolloutRunning, e.Time
+		j.Waves = make([]WaveState, len(j.Plan))
 	case events.TypeRolloutWaveStarted:
 		ws, err := wave()
 		if err != nil {
@@ -136,28 +121,13 @@ func Apply(j *Job, seq uint64, e events.Event) (*Job, error) {
 		if d.Progress != nil {
 			ws.Progress = d.Progress
 		}
-	case events.TypeRolloutDevicesSent:
-		for _, ref := range d.Devices {
-			j.mark(ref, func() {
-				if j.sent[ref] < d.Attempt+1 {
-					j.sent[ref] = d.Attempt + 1
-				}
-			})
-		}
-	case events.TypeRolloutDevicesRetried:
-		if d.Attempt > j.Attempt {
-			j.Attempt = d.Attempt
-		}
-		for _, ref := range d.Devices {
-			j.mark(ref, func() {
-				if j.want[ref] < d.Attempt {
-					j.want[ref] = d.Attempt
-				}
-			})
+	case events.TypeRolloutDevicesSent, events.TypeRolloutDevicesRetried:
+		if err := j.Ledger.Apply(e.Type, d); err != nil {
+			return j, err
 		}
 	case events.TypeRolloutDevicesRetracted:
 		for _, ref := range d.Devices {
-			if j.waveOf[ref] > 0 {
+			if j.WaveOf(ref) > 0 {
 				j.retracted[ref] = true
 			}
 		}
@@ -182,62 +152,15 @@ func Apply(j *Job, seq uint64, e events.Event) (*Job, error) {
 	return j, nil
 }
 
-// mark runs change on a device's send bookkeeping and keeps its wave's due
-// count right.
-func (j *Job) mark(ref events.DeviceRef, change func()) {
-	before := j.isDue(ref)
-	change()
-	after := j.isDue(ref)
-	if w := j.waveOf[ref]; w > 0 && before != after {
-		if after {
-			j.Waves[w-1].due++
-		} else {
-			j.Waves[w-1].due--
-		}
-	}
-}
-
-func (j *Job) isDue(ref events.DeviceRef) bool { return j.sent[ref] <= j.want[ref] }
-
 // Send is one device's desired state to send: which wave and attempt.
-type Send struct {
-	Ref     events.DeviceRef
-	Wave    int
-	Attempt int
-}
+type Send = waves.Send
 
 // Due returns up to limit devices of the started waves whose desired state
 // is still to be sent, in plan order.
-func (j *Job) Due(limit int) []Send {
-	var out []Send
-	for w := 1; w <= min(j.Wave, len(j.Waves)) && len(out) < limit; w++ {
-		if j.Waves[w-1].due == 0 {
-			continue
-		}
-		for _, ref := range j.Plan[w-1] {
-			if j.isDue(ref) {
-				out = append(out, Send{Ref: ref, Wave: w, Attempt: j.want[ref]})
-				if len(out) == limit {
-					break
-				}
-			}
-		}
-	}
-	return out
-}
-
-// Sent reports whether the device's current attempt was acknowledged by the
-// broker.
-func (j *Job) Sent(ref events.DeviceRef) bool { return !j.isDue(ref) }
+func (j *Job) Due(limit int) []Send { return j.DueIn(j.Wave, limit) }
 
 // Active reports whether the job may still act on devices (running or
 // paused).
 func (j *Job) Active() bool {
 	return j.Status == events.RolloutRunning || j.Status == events.RolloutPaused
 }
-
-// Devices returns how many devices the plan holds.
-func (j *Job) Devices() int { return len(j.waveOf) }
-
-// WaveOf is the 1-based wave of a device, 0 when the job does not target it.
-func (j *Job) WaveOf(ref events.DeviceRef) int { return j.waveOf[ref] }

@@ -36,7 +36,7 @@ func needsRetract(j *Job, ref events.DeviceRef, fv FleetView) bool {
 	// Sent, but the fleet fold has not seen the desired event yet (or
 	// shows an older job's): clear it to be safe, an empty topic is
 	// harmless.
-	return j.sent[ref] > 0
+	return j.EverSent(ref)
 }
 
 // Retractions returns up to limit devices (limit < 1: all) of an aborted
