@@ -1,0 +1,313 @@
+// Package consume is the one loop that follows a stream of the log for a
+// consumer that folds it: an ordered consumer from a sequence on, recreated
+// after a failure with one backoff policy, one rule for "caught up", and
+// one policy for an event that cannot be handled.
+//
+// Every event is decoded once (events.Decode) and handed to the handler in
+// stream order. What the handler's answer means:
+//
+//   - nil: applied; the follower moves on.
+//   - an error wrapped by Poison, an envelope that does not decode, or a
+//     panic in the handler: the event can never be applied. It is recorded
+//     on the REJECTED stream (rejected.{source}, events.NewRejected, with
+//     the stream, sequence, raw bytes and reason) and the follower moves on,
+//     so one bad event does not stop a consumer for everyone.
+//   - any other error: transient. The same event is handed over again after
+//     a backoff (exponential with jitter, 100 ms up to 5 s).
+//
+// Caught up means: the follower applied every event that was in the stream
+// when it started following (its last sequence then). Until then Status
+// says how far it is, for /readyz.
+package consume
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/otawatch/otawatch/events"
+)
+
+// Msg is one event of the stream, decoded.
+type Msg struct {
+	Stream  string
+	Seq     uint64
+	Subject string
+	// Stored is when the stream stored it.
+	Stored time.Time
+	// Data is the message as stored; Event its envelope.
+	Data  []byte
+	Event events.Event
+}
+
+// Poison marks err as permanent for the event at hand: the event is
+// recorded on REJECTED and the follower moves on.
+func Poison(err error) error { return &poisonError{err} }
+
+type poisonError struct{ err error }
+
+func (e *poisonError) Error() string { return e.err.Error() }
+func (e *poisonError) Unwrap() error { return e.err }
+
+// IsPoison reports whether err was marked by Poison.
+func IsPoison(err error) bool {
+	var p *poisonError
+	return errors.As(err, &p)
+}
+
+// Config is what to follow and how.
+type Config struct {
+	// Stream is the stream to follow.
+	Stream string
+	// From is the first sequence to hand over (0 or 1: the start).
+	From uint64
+	// Source names the consumer on REJECTED: rejected.{Source}, with
+	// EventSource as the envelope's source (events.SourceAlerting, ...).
+	Source, EventSource string
+	// Handle applies one event (see the package doc for its errors).
+	Handle func(ctx context.Context, m Msg) error
+	// Log receives the follower's warnings; nil discards them.
+	Log *slog.Logger
+	// NewBackOff makes the backoff between attempts; nil is exponential
+	// with jitter from 100 ms to 5 s.
+	NewBackOff func() backoff.BackOff
+}
+
+// Follower follows one stream (Run) and says how far it is.
+type Follower struct {
+	js  jetstream.JetStream
+	cfg Config
+	log *slog.Logger
+
+	applied  atomic.Uint64 // the last sequence handed over and done with
+	target   atomic.Uint64 // the stream's last sequence when following began
+	pending  atomic.Uint64 // events behind the last one handled
+	caught   atomic.Bool
+	caughtUp chan struct{}
+	once     sync.Once
+	rejected atomic.Uint64
+
+	mu      sync.Mutex
+	lastErr error // the last failure to follow; nil while following
+}
+
+// New returns a follower of cfg.Stream; Run follows it.
+func New(js jetstream.JetStream, cfg Config) *Follower {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.NewBackOff == nil {
+		cfg.NewBackOff = DefaultBackOff
+	}
+	f := &Follower{js: js, cfg: cfg, log: cfg.Log.With("stream", cfg.Stream), caughtUp: make(chan struct{})}
+	if cfg.From > 1 {
+		f.applied.Store(cfg.From - 1)
+	}
+	return f
+}
+
+// DefaultBackOff is the backoff of every follower: exponential with jitter
+// from 100 ms to 5 s, never giving up.
+func DefaultBackOff() backoff.BackOff {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 100 * time.Millisecond
+	b.MaxInterval = 5 * time.Second
+	return b
+}
+
+// Applied is the last sequence handled (applied or rejected).
+func (f *Follower) Applied() uint64 { return f.applied.Load() }
+
+// Lag is how many events of the stream wait behind the last one handled.
+func (f *Follower) Lag() uint64 { return f.pending.Load() }
+
+// Rejected counts the events recorded on REJECTED.
+func (f *Follower) Rejected() uint64 { return f.rejected.Load() }
+
+// CaughtUp is closed once the follower has handled every event that was
+// in the stream when it began.
+func (f *Follower) CaughtUp() <-chan struct{} { return f.caughtUp }
+
+// Status is nil once caught up and following; otherwise it says why not.
+func (f *Follower) Status() error {
+	f.mu.Lock()
+	err := f.lastErr
+	f.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("follow %s: %w", f.cfg.Stream, err)
+	}
+	if !f.caught.Load() {
+		return fmt.Errorf("replaying %s: at sequence %d of %d", f.cfg.Stream, f.applied.Load(), f.target.Load())
+	}
+	return nil
+}
+
+func (f *Follower) setErr(err error) {
+	f.mu.Lock()
+	f.lastErr = err
+	f.mu.Unlock()
+}
+
+func (f *Follower) markCaughtUp() {
+	f.once.Do(func() {
+		f.caught.Store(true)
+		close(f.caughtUp)
+	})
+}
+
+// Run follows the stream until ctx ends (it returns nil then). A consumer
+// that cannot be created or fails is created again after the backoff, from
+// the next sequence not yet handled.
+func (f *Follower) Run(ctx context.Context) error {
+	bo := f.cfg.NewBackOff()
+	for ctx.Err() == nil {
+		began := time.Now()
+		err := f.follow(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		f.setErr(err)
+		f.log.Warn("following failed; trying again", "err", err)
+		if time.Since(began) > time.Minute {
+			bo.Reset() // it followed for a while: start the backoff afresh
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(bo.NextBackOff()):
+		}
+	}
+	return nil
+}
+
+// follow is one consumer's life: it reads the target, then hands over
+// events until ctx ends or the consumer fails.
+func (f *Follower) follow(ctx context.Context) error {
+	var last uint64
+	err := events.Retry(ctx, 3, func(ctx context.Context) error {
+		s, err := f.js.Stream(ctx, f.cfg.Stream)
+		if err != nil {
+			return err
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return err
+		}
+		last = info.State.LastSeq
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("stream info: %w", err)
+	}
+	if !f.caught.Load() {
+		f.target.Store(last)
+		if f.applied.Load() >= last {
+			f.markCaughtUp()
+		}
+	}
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if next := f.applied.Load() + 1; next > 1 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, next
+	}
+	cons, err := f.js.OrderedConsumer(ctx, f.cfg.Stream, cfg)
+	if err != nil {
+		return fmt.Errorf("ordered consumer: %w", err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
+	if err != nil {
+		return fmt.Errorf("read: %w", err)
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	f.setErr(nil)
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		meta, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("message metadata: %w", err)
+		}
+		seq := meta.Sequence.Stream
+		if seq <= f.applied.Load() {
+			continue // handled before the consumer was recreated
+		}
+		if err := f.handle(ctx, Msg{Stream: f.cfg.Stream, Seq: seq, Subject: m.Subject(), Stored: meta.Timestamp, Data: m.Data()}); err != nil {
+			return err // only ctx ending stops handle
+		}
+		f.applied.Store(seq)
+		f.pending.Store(meta.NumPending)
+		if !f.caught.Load() && (meta.NumPending == 0 || seq >= f.target.Load()) {
+			f.markCaughtUp()
+		}
+	}
+}
+
+// handle hands one event over until it is applied or rejected; it returns
+// an error only when ctx ends.
+func (f *Follower) handle(ctx context.Context, m Msg) error {
+	ev, err := events.Decode(m.Data)
+	if err != nil {
+		f.reject(ctx, m, fmt.Errorf("decode event: %w", err))
+		return nil
+	}
+	m.Event = ev
+	bo := f.cfg.NewBackOff()
+	for {
+		err := f.call(ctx, m)
+		switch {
+		case err == nil:
+			return nil
+		case IsPoison(err):
+			f.reject(ctx, m, err)
+			return nil
+		}
+		f.log.Warn("event not applied; trying again", "stream_seq", m.Seq, "event_id", ev.ID, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(bo.NextBackOff()):
+		}
+	}
+}
+
+// call runs the handler, turning a panic into poison.
+func (f *Follower) call(ctx context.Context, m Msg) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			f.log.Error("handler panicked", "stream_seq", m.Seq, "panic", p, "stack", string(debug.Stack()))
+			err = Poison(fmt.Errorf("handler panicked: %v", p))
+		}
+	}()
+	return f.cfg.Handle(ctx, m)
+}
+
+// reject records the event on REJECTED. A failure to record is logged:
+// the follower must go on either way (the event stays in its stream).
+func (f *Follower) reject(ctx context.Context, m Msg, cause error) {
+	f.rejected.Add(1)
+	f.log.Warn("event rejected", "stream_seq", m.Seq, "reason", cause)
+	ev, err := events.NewRejectedEvent(f.cfg.Source, f.cfg.EventSource, m.Stream, m.Seq, m.Stored, cause.Error(), m.Data)
+	if err == nil {
+		err = events.Retry(ctx, 3, func(ctx context.Context) error {
+			_, err := f.js.PublishMsg(ctx, ev)
+			return err
+		})
+	}
+	if err != nil {
+		f.log.Error("record a rejected event", "stream_seq", m.Seq, "err", err)
+	}
+}
