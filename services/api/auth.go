@@ -10,6 +10,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+
+	"github.com/otawatch/otawatch/services/internal/ops"
 )
 
 // Role is what a token may do.
@@ -193,6 +195,7 @@ func (a *authenticator) require(need Role, h http.Handler) http.Handler {
 			writeError(w, http.StatusUnauthorized, err.Error())
 			return
 		}
+		ops.SetCaller(r.Context(), p.Name) // the access log names the token, never shows it
 		if !p.Role.allows(need) {
 			writeError(w, http.StatusForbidden, fmt.Sprintf("token %q has role %s; this needs %s", p.Name, p.Role, need))
 			return

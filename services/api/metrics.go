@@ -9,9 +9,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/services/internal/ops"
 )
 
 // streamInfoTTL is how long stream counts are cached: a scrape or a
@@ -68,8 +68,9 @@ func (s *streamStats) get() []streamStat {
 	return out
 }
 
-// metrics are the service's Prometheus metrics, on a registry the service
-// owns (nothing is registered on the global default registry).
+// metrics are the service's Prometheus metrics, on the process's registry
+// (svc.Deps.Metrics) or, without one, a registry of its own: nothing is
+// registered on the global default registry.
 type metrics struct {
 	reg      *prometheus.Registry
 	requests *prometheus.CounterVec
@@ -78,8 +79,10 @@ type metrics struct {
 	skipped  *prometheus.CounterVec
 }
 
-func newMetrics(m *model, ss *streamStats, folds []*follower) *metrics {
-	reg := prometheus.NewRegistry()
+func newMetrics(reg *prometheus.Registry, m *model, ss *streamStats, folds []*follower) *metrics {
+	if reg == nil {
+		reg = ops.NewRegistry()
+	}
 	mt := &metrics{
 		reg: reg,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -105,8 +108,7 @@ func newMetrics(m *model, ss *streamStats, folds []*follower) *metrics {
 		Help: "Failed JetStream stream info requests.",
 	})
 	reg.MustRegister(mt.requests, mt.duration, mt.streams, mt.skipped, ss.errors,
-		&readModelCollector{m: m, folds: folds}, &streamCollector{s: ss},
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		&readModelCollector{m: m, folds: folds}, &streamCollector{s: ss})
 	return mt
 }
 

@@ -11,10 +11,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/services/internal/conf"
+	"github.com/otawatch/otawatch/services/internal/ops"
 	"github.com/otawatch/otawatch/services/internal/svc"
 )
 
@@ -49,6 +48,10 @@ func New(cfg Config, deps svc.Deps) (*Service, error) {
 	if deps.Log == nil {
 		deps.Log = slog.New(slog.DiscardHandler)
 	}
+	if deps.Health == nil {
+		// Alone (tests), the api's /readyz is its own readiness.
+		deps.Health = svc.NewHealth()
+	}
 	s := &Service{cfg: cfg, deps: deps, log: deps.Log.With("component", "api"), model: newModel()}
 	s.shadow = newFollower(events.StreamShadow, func(seq uint64, _ string, data []byte) error {
 		return s.model.applyShadow(seq, data)
@@ -61,7 +64,7 @@ func New(cfg Config, deps svc.Deps) (*Service, error) {
 		newFollower(events.StreamAlerts, s.model.applyAlert, s.skipped(events.StreamAlerts)),
 	}
 	s.stats = &streamStats{js: deps.JS}
-	s.metrics = newMetrics(s.model, s.stats, s.folds)
+	s.metrics = newMetrics(deps.Metrics, s.model, s.stats, s.folds)
 	s.dash = newDashboard(s.model, s.stats, s.folds)
 	return s, nil
 }
@@ -109,7 +112,7 @@ func (s *Service) Run(ctx context.Context) error {
 	defer endStreams()
 
 	srv := &http.Server{
-		Handler:           s.handler(auth),
+		Handler:           ops.AccessLog(s.log, s.handler(auth)),
 		ReadHeaderTimeout: min(s.cfg.ReadTimeout, 10*time.Second),
 		ReadTimeout:       s.cfg.ReadTimeout,
 		WriteTimeout:      s.cfg.WriteTimeout,
@@ -224,32 +227,8 @@ func (s *Service) trackReadiness(ctx context.Context) {
 	}
 }
 
-// notReady returns the components that are not ready; with no health
-// registry it checks the api's own read model.
-func (s *Service) notReady() []componentStatus {
-	var out []componentStatus
-	if s.deps.Health == nil {
-		for _, f := range s.folds {
-			if err := f.status(); err != nil {
-				out = append(out, componentStatus{Name: HealthComponent, Reason: err.Error()})
-				break
-			}
-		}
-		return out
-	}
-	for _, c := range s.deps.Health.Status() {
-		if c.Err != nil {
-			out = append(out, componentStatus{Name: c.Name, Reason: c.Err.Error()})
-		}
-	}
-	return out
-}
-
 // componentStatus is one line of /readyz.
-type componentStatus struct {
-	Name   string `json:"name"`
-	Reason string `json:"reason"`
-}
+type componentStatus = ops.ComponentStatus
 
 // route is one entry of the routing table.
 type route struct {
@@ -262,9 +241,11 @@ type route struct {
 func (s *Service) routes() []route {
 	const v0002 = "/api/v0002/device/types/{typeId}/devices/{deviceId}"
 	return []route{
-		{"GET /healthz", "", false, s.handleHealthz},
-		{"GET /readyz", "", false, s.handleReadyz},
-		{"GET /metrics", "", false, promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}).ServeHTTP},
+		// The process's probes and metrics, as every otawatch process
+		// serves them (services/internal/ops).
+		{"GET /healthz", "", false, ops.Healthz().ServeHTTP},
+		{"GET /readyz", "", false, ops.Readyz(s.deps.Health).ServeHTTP},
+		{"GET /metrics", "", false, ops.Metrics(s.metrics.reg).ServeHTTP},
 		{"GET /{$}", "", false, s.handleIndex},
 
 		{"GET " + v0002 + "/events/shadow", RoleReadOnly, true, s.handleShadowEvents},
@@ -334,19 +315,4 @@ func cutMethod(pattern string) (method, path string, ok bool) {
 		}
 	}
 	return "", pattern, false
-}
-
-func (s *Service) handleHealthz(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-}
-
-// handleReadyz answers 200 when every component is ready, else 503 with
-// the ones that are not and why.
-func (s *Service) handleReadyz(w http.ResponseWriter, _ *http.Request) {
-	bad := s.notReady()
-	if len(bad) == 0 {
-		writeJSON(w, http.StatusOK, map[string]any{"ready": true})
-		return
-	}
-	writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "notReady": bad})
 }
