@@ -3,13 +3,9 @@ package events
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"strconv"
 	"time"
 	"unicode/utf8"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // MaxRejectedRaw is how many bytes of refused input a REJECTED record
@@ -57,27 +53,17 @@ func cutString(s string, n int) string {
 	return s[:n] + "..."
 }
 
-// NewRejectedEvent is the message that records on REJECTED an event of the
+// NewRejectedEvent is the event that records on REJECTED an event of the
 // log that consumer source (its envelope source eventSource, e.g.
 // SourceAlerting) could never handle: stream and seq locate it, raw is the
 // event as stored, at is when the stream stored it. Its id, also its
 // Nats-Msg-Id, derives from (source, stream, seq), so a consumer that
 // rejects the same event again after a restart records it once; its
-// CloudEvents subject is the REJECTED subject, as for every record.
-func NewRejectedEvent(source, eventSource, stream string, seq uint64, at time.Time, reason string, raw []byte) (*nats.Msg, error) {
+// CloudEvents subject is the REJECTED subject it is published on, as for
+// every record.
+func NewRejectedEvent(source, eventSource, stream string, seq uint64, at time.Time, reason string, raw []byte) (Event, error) {
 	data := NewRejected(source, reason, raw)
 	data.Stream, data.StreamSeq = stream, seq
-	subject := RejectedSubject(source)
-	ev, err := New(IdentityID("rj", source, stream, strconv.FormatUint(seq, 10)), eventSource, TypeRejected, subject, at, data)
-	if err != nil {
-		return nil, err
-	}
-	b, err := ev.Marshal()
-	if err != nil {
-		return nil, fmt.Errorf("encode rejected event: %w", err)
-	}
-	m := nats.NewMsg(subject)
-	m.Data = b
-	m.Header.Set(jetstream.MsgIDHeader, ev.ID)
-	return m, nil
+	return New(IdentityID("rj", source, stream, strconv.FormatUint(seq, 10)), eventSource, TypeRejected,
+		RejectedSubject(source), at, data)
 }

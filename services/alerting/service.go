@@ -539,10 +539,7 @@ func (s *Service) handle(r *run, rec ruleeval.Record) {
 // reason and the raw bytes.
 func (s *Service) reject(r *run, rec ruleeval.Record, cause error) {
 	s.log.Warn("rejected", "stream", rec.Stream, "stream_seq", rec.Seq, "err", cause)
-	data := events.NewRejected(component, cause.Error(), rec.Raw)
-	data.Stream, data.StreamSeq = rec.Stream, rec.Seq
-	ev, err := events.New(events.IdentityID("rj", component, rec.Stream, fmt.Sprint(rec.Seq)), events.SourceAlerting,
-		events.TypeRejected, events.RejectedSubject(component), rec.Stored, data)
+	ev, err := events.NewRejectedEvent(component, events.SourceAlerting, rec.Stream, rec.Seq, rec.Stored, cause.Error(), rec.Raw)
 	if err == nil {
 		err = r.pub.add(events.RejectedSubject(component), ev)
 	}

@@ -287,13 +287,11 @@ func (p *pipeline) reject(ctx context.Context, it *item, reason string) error {
 	if p.js == nil {
 		return nil
 	}
-	id := events.IdentityID("rj", events.SourceProjector, it.stream, fmt.Sprint(it.seq))
-	data := events.NewRejected("projector", reason, it.raw)
-	data.Stream, data.StreamSeq = it.stream, it.seq
-	ev, err := events.New(id, events.SourceProjector, events.TypeRejected, it.subject, it.stamp, data)
+	ev, err := events.NewRejectedEvent("projector", events.SourceProjector, it.stream, it.seq, it.stamp, reason, it.raw)
 	if err != nil {
 		return err
 	}
+	id := ev.ID
 	b, err := ev.Marshal()
 	if err != nil {
 		return err

@@ -301,9 +301,13 @@ func (f *Follower) reject(ctx context.Context, m Msg, cause error) {
 	f.rejected.Add(1)
 	f.log.Warn("event rejected", "stream_seq", m.Seq, "reason", cause)
 	ev, err := events.NewRejectedEvent(f.cfg.Source, f.cfg.EventSource, m.Stream, m.Seq, m.Stored, cause.Error(), m.Data)
+	var b []byte
+	if err == nil {
+		b, err = ev.Marshal()
+	}
 	if err == nil {
 		err = events.Retry(ctx, 3, func(ctx context.Context) error {
-			_, err := f.js.PublishMsg(ctx, ev)
+			_, err := f.js.Publish(ctx, ev.Subject, b, jetstream.WithMsgID(ev.ID))
 			return err
 		})
 	}
