@@ -23,6 +23,13 @@ type Config struct {
 	TLS conf.TLSClient `yaml:"tls"`
 	// Topic is the subscription filter for device reports.
 	Topic string `yaml:"topic"`
+	// PresenceTopic is the subscription filter for device presence
+	// messages (a device's will "offline" and its "online" on connect,
+	// events.PresenceTopic), stored as device.presence events. Empty
+	// turns presence off; the configuration file's loader puts
+	// DefaultPresenceTopic in before decoding, so only an explicit empty
+	// value does (a Config built in code has it off unless set).
+	PresenceTopic string `yaml:"presence_topic"`
 	// MaxInFlight bounds the reports being stored at once (JetStream
 	// publishes awaiting their PubAck). Reports received beyond it wait
 	// in memory, as many as the broker's in-flight window lets it send
@@ -110,6 +117,7 @@ func (c *Config) Validate(p conf.Problems) {
 	if c.Topic == "" || strings.Count(c.Topic, "/") < 5 {
 		p.Addf("topic", "%q does not look like iot-2/type/{typeId}/id/{deviceId}/update/shadow", c.Topic)
 	}
+	validatePresenceTopic(p, c.PresenceTopic, c.Topic)
 	if c.MaxInFlight < 1 || c.MaxInFlight > 65535 {
 		p.Addf("max_in_flight", "%d is out of range 1..65535", c.MaxInFlight)
 	}

@@ -19,6 +19,19 @@
 // reason a person can read, under an id derived from topic and bytes, and
 // then acknowledged: the bridge moves on.
 //
+// Presence (the optional part of the device contract, events.PresenceTopic):
+// the bridge also subscribes to mqtt.presence_topic (default
+// iot-2/type/+/id/+/presence; empty turns it off), where a device says
+// "online" when it connects and the broker publishes its will, "offline",
+// when its connection drops. Each message becomes a device.presence event
+// on SHADOW (state online or offline, source otawatch/bridge), through the
+// same per-device line as the device's reports and acknowledged on MQTT
+// only after its PubAck; any other payload goes to REJECTED. On Mosquitto
+// a device's presence and reports reach SHADOW in the order it sent them;
+// the NATS MQTT listener feeds each subscription from its own JetStream
+// consumer, so there each kind is in order but not the two with each
+// other. See presence.go.
+//
 // At most mqtt.max_in_flight reports are being stored at a time, the rest
 // wait in arrival order; reports of different devices are decoded and
 // published concurrently and acknowledged as their PubAcks come. A device's

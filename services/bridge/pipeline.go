@@ -132,15 +132,15 @@ func newRunner(s *Service) (*runner, error) {
 
 func (r *runner) onConnect(c mqtt.Client) {
 	s := r.s
-	tok := c.Subscribe(s.cfg.Topic, 1, nil) // nil: the default handler
+	tok := c.SubscribeMultiple(s.subscriptions(), nil) // nil: the default handler
 	if !tok.WaitTimeout(s.cfg.ConnectTimeout) {
 		s.deps.Health.Set(HealthComponent, errors.New("mqtt subscribe timed out"))
-		s.log.Error("mqtt subscribe timed out", "topic", s.cfg.Topic)
+		s.log.Error("mqtt subscribe timed out", "topic", s.cfg.Topic, "presence_topic", s.cfg.PresenceTopic)
 		return
 	}
 	if err := tok.Error(); err != nil {
 		s.deps.Health.Set(HealthComponent, fmt.Errorf("mqtt subscribe: %w", err))
-		s.log.Error("mqtt subscribe failed", "topic", s.cfg.Topic, "err", err)
+		s.log.Error("mqtt subscribe failed", "topic", s.cfg.Topic, "presence_topic", s.cfg.PresenceTopic, "err", err)
 		return
 	}
 	if st, ok := tok.(*mqtt.SubscribeToken); ok {
@@ -153,7 +153,7 @@ func (r *runner) onConnect(c mqtt.Client) {
 		}
 	}
 	s.deps.Health.Set(HealthComponent, nil)
-	s.log.Info("mqtt connected", "broker", s.cfg.Broker, "topic", s.cfg.Topic)
+	s.log.Info("mqtt connected", "broker", s.cfg.Broker, "topic", s.cfg.Topic, "presence_topic", s.cfg.PresenceTopic)
 }
 
 // shutdown stops taking reports, drops the queued ones (unacknowledged:
@@ -373,6 +373,9 @@ func (r *runner) finish(p *pending, ack pubAck) {
 // its REJECTED event with the reason.
 func (s *Service) prepare(m mqtt.Message) (*pending, error) {
 	topic, payload := m.Topic(), m.Payload()
+	if events.IsPresenceTopic(topic) {
+		return s.preparePresence(m) // presence.go
+	}
 	data, err := s.dec.Decode(topic, payload, s.cfg.MaxPayload)
 	if err == nil {
 		p := &pending{

@@ -70,7 +70,8 @@ type hooks struct {
 
 // Stats are the bridge's counters since New.
 type Stats struct {
-	// Accepted is the number of reports stored as new SHADOW events.
+	// Accepted is the number of reports (and presence messages) stored as
+	// new SHADOW events.
 	Accepted uint64
 	// Duplicates is the number of reports JetStream had already stored
 	// under the same Nats-Msg-Id: MQTT redeliveries and device retries.
