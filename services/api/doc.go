@@ -61,4 +61,17 @@
 // With no tokens file the API is open to anonymous operators, which the
 // configuration allows only when http.listen is a loopback address; the
 // service logs a warning at start.
+//
+// # Dashboard
+//
+// The page at / asks for a token once (kept in the tab's sessionStorage),
+// asks GET /api/v1/whoami who it belongs to, and follows the WebSocket. For
+// an operator it offers each job's commands (pause, resume, abort with a
+// confirmation and a required reason, retry-failed) and a form that creates
+// and starts a rollout; they are the POST /api/v1/rollouts calls the CLI's
+// requests go through, so the rollout service records the token's name as
+// the actor. A read-only token gets the same page without them; the API,
+// not the page, is what refuses a read-only POST. The push carries what
+// the charts draw (charts.go): the active job's update-duration histogram,
+// the devices per firmware version and the newest jobs' timelines.
 package api
