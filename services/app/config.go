@@ -204,6 +204,8 @@ func LoadConfig(path string, env []string) (*Config, error) {
 	// mqtt_listen defaults to on, but an explicit empty value turns it off,
 	// so the default goes in before decoding.
 	c.NATS.MQTTListen = "127.0.0.1:1883"
+	// The same for the bridge's presence subscription.
+	c.MQTT.PresenceTopic = bridge.DefaultPresenceTopic
 	if err := conf.Load(path, env, &c); err != nil {
 		return nil, err
 	}
