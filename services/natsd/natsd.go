@@ -68,7 +68,11 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new embedded nats server: %w", err)
 	}
-	srv.SetLoggerV2(serverLogger{log: log}, false, false, false)
+	// fatal carries the server's first fatal error (a port in use, a store
+	// it cannot open): the start fails at once with it instead of waiting
+	// out ReadyTimeout.
+	fatal := make(chan string, 1)
+	srv.SetLoggerV2(serverLogger{log: log, fatal: fatal}, false, false, false)
 	// The authenticator binds clients to the accounts, which exist only
 	// now; no client connects before Start.
 	if auth.services, err = srv.LookupAccount(ServicesAccount); err == nil {
@@ -82,9 +86,17 @@ func Start(cfg Config) (*Server, error) {
 	if timeout <= 0 {
 		timeout = 30 * time.Second
 	}
-	if !srv.ReadyForConnections(timeout) {
-		srv.Shutdown()
-		return nil, fmt.Errorf("embedded nats server not ready after %s (its errors are logged with component=nats)", timeout)
+	ready := make(chan bool, 1)
+	go func() { ready <- srv.ReadyForConnections(timeout) }()
+	select {
+	case ok := <-ready:
+		if !ok {
+			srv.Shutdown()
+			return nil, fmt.Errorf("embedded nats server not ready after %s (its errors are logged with component=nats)", timeout)
+		}
+	case msg := <-fatal:
+		srv.Shutdown() // the readiness poll gives up on its own
+		return nil, fmt.Errorf("start embedded nats server: %s", msg)
 	}
 	return &Server{srv: srv, opts: opts, log: log}, nil
 }
@@ -199,7 +211,11 @@ func (s *Server) Shutdown() {
 
 // serverLogger sends the server's log to otawatch's, as component=nats:
 // warnings and errors as such, notices at debug (a start prints a dozen).
-type serverLogger struct{ log *slog.Logger }
+// A fatal error also goes to fatal, when it has room.
+type serverLogger struct {
+	log   *slog.Logger
+	fatal chan<- string
+}
 
 func (l serverLogger) Noticef(format string, v ...any) {
 	l.log.Debug(fmt.Sprintf(format, v...))
@@ -208,7 +224,12 @@ func (l serverLogger) Warnf(format string, v ...any) {
 	l.log.Warn(fmt.Sprintf(format, v...))
 }
 func (l serverLogger) Fatalf(format string, v ...any) {
-	l.log.Error(fmt.Sprintf(format, v...))
+	msg := fmt.Sprintf(format, v...)
+	l.log.Error(msg)
+	select {
+	case l.fatal <- msg:
+	default:
+	}
 }
 func (l serverLogger) Errorf(format string, v ...any) {
 	l.log.Error(fmt.Sprintf(format, v...))
