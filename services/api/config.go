@@ -35,6 +35,20 @@ type Config struct {
 	SSEHeartbeat time.Duration `yaml:"sse_heartbeat"`
 	// RolloutTimeout bounds one request to the rollout service.
 	RolloutTimeout time.Duration `yaml:"rollout_timeout"`
+	// MaxBodyBytes bounds a request body (1 MiB by default): a larger one
+	// is answered 413 before a handler reads it, or as soon as reading
+	// passes the bound when the length is not announced.
+	MaxBodyBytes conf.ByteSize `yaml:"max_body_bytes"`
+	// MaxStreams bounds the event streams open at once, Server-Sent
+	// Events and WebSockets together (512 by default): each holds a
+	// goroutine, a connection and, for SSE, a JetStream consumer. One more
+	// is answered 503 with Retry-After.
+	MaxStreams int `yaml:"max_streams"`
+	// TLS serves HTTPS with tls.cert_file and tls.key_file (both, or
+	// neither for plain HTTP); tls.client_ca_file asks browsers and
+	// clients for a certificate and checks any they show (tokens are still
+	// required).
+	TLS conf.TLSServer `yaml:"tls"`
 }
 
 // Defaults of the section.
@@ -46,6 +60,8 @@ const (
 	DefaultDashboardRefresh = time.Second
 	DefaultSSEHeartbeat     = 15 * time.Second
 	DefaultRolloutTimeout   = 10 * time.Second
+	DefaultMaxBodyBytes     = 1 << 20
+	DefaultMaxStreams       = 512
 )
 
 // SetDefaults fills in unset keys.
@@ -64,6 +80,12 @@ func (c *Config) SetDefaults() {
 	setDur(&c.DashboardRefresh, DefaultDashboardRefresh)
 	setDur(&c.SSEHeartbeat, DefaultSSEHeartbeat)
 	setDur(&c.RolloutTimeout, DefaultRolloutTimeout)
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.MaxStreams == 0 {
+		c.MaxStreams = DefaultMaxStreams
+	}
 }
 
 // Validate reports every problem of the section. It reads the tokens file,
@@ -85,6 +107,13 @@ func (c *Config) Validate(p conf.Problems) {
 			p.Addf(d.key, "must not be negative")
 		}
 	}
+	if c.MaxBodyBytes < 1 {
+		p.Addf("max_body_bytes", "%d is not a size of at least 1 byte", c.MaxBodyBytes)
+	}
+	if c.MaxStreams < 1 {
+		p.Addf("max_streams", "%d is not a count of at least 1", c.MaxStreams)
+	}
+	// TLS (a conf.Validator) is validated by conf.Decode's walk, as "tls".
 	if c.TokensFile == "" {
 		if err == nil && !conf.IsLoopback(host) {
 			p.Addf("tokens_file", "is required when listen (%q) is not a loopback address: without tokens anyone who reaches the port could drive rollouts", c.Listen)

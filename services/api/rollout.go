@@ -15,9 +15,6 @@ import (
 	"github.com/otawatch/otawatch/events"
 )
 
-// maxBodyBytes bounds a request body.
-const maxBodyBytes = 1 << 20
-
 // ActorHeader carries the API caller's token name on a rollout command, so
 // the rollout service can record who asked.
 const ActorHeader = "Otawatch-Actor"
@@ -69,7 +66,9 @@ func (s *Service) handleRolloutCommand(w http.ResponseWriter, r *http.Request) {
 // naming the field. The rollout service decodes the forwarded body the
 // same way; checking here too answers a bad body without a round trip.
 func readBody(w http.ResponseWriter, r *http.Request, cmd string) (map[string]json.RawMessage, bool) {
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	// The body is bounded by http.max_body_bytes (limitBody); past it
+	// the read fails with an error that names the limit.
+	b, err := io.ReadAll(r.Body)
 	if err != nil {
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("read body: %v", err))
 		return nil, false
@@ -123,6 +122,11 @@ func (s *Service) rolloutProxy(w http.ResponseWriter, r *http.Request, cmd, job 
 	defer cancel()
 	reply, err := s.deps.NC.RequestMsgWithContext(ctx, msg)
 	switch {
+	case errors.Is(err, nats.ErrMaxPayload):
+		// A body within http.max_body_bytes can still be over what the
+		// NATS server carries (max_payload, 1 MiB by default).
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("rollout %s: the request is %d bytes, over the NATS server's max payload of %d bytes", cmd, len(data), s.deps.NC.MaxPayload()))
+		return
 	case errors.Is(err, nats.ErrNoResponders):
 		writeError(w, http.StatusServiceUnavailable, "rollout service not running")
 		return

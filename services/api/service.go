@@ -35,6 +35,8 @@ type Service struct {
 	stats   *streamStats
 	metrics *metrics
 	dash    *dashboard
+	// streamSlots bounds the SSE and WebSocket clients (http.max_streams).
+	streamSlots *streamLimiter
 
 	addr atomic.Value // string: the bound address, once listening
 	// skippedLogged limits the warnings about undecodable events.
@@ -66,6 +68,7 @@ func New(cfg Config, deps svc.Deps) (*Service, error) {
 	s.stats = &streamStats{js: deps.JS}
 	s.metrics = newMetrics(deps.Metrics, s.model, s.stats, s.folds)
 	s.dash = newDashboard(s.model, s.stats, s.folds)
+	s.streamSlots = newStreamLimiter(s.cfg.MaxStreams)
 	return s, nil
 }
 
@@ -97,6 +100,10 @@ func (s *Service) Run(ctx context.Context) error {
 		return err
 	}
 	s.deps.Health.Set(HealthComponent, errors.New("starting"))
+	tlsCfg, err := s.cfg.TLS.Config()
+	if err != nil {
+		return fmt.Errorf("http.tls: %w", err)
+	}
 	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", s.cfg.Listen, err)
@@ -121,6 +128,12 @@ func (s *Service) Run(ctx context.Context) error {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	srv.RegisterOnShutdown(endStreams)
+	scheme := "http"
+	if tlsCfg != nil {
+		// ServeTLS adds HTTP/2 to NextProtos; SSE works over it, and
+		// browsers open WebSockets over HTTP/1.1, which stays offered.
+		srv.TLSConfig, scheme = tlsCfg, "https"
+	}
 
 	var wg sync.WaitGroup
 	for _, f := range s.folds {
@@ -143,8 +156,14 @@ func (s *Service) Run(ctx context.Context) error {
 	}()
 
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	s.log.Info("http listening", "addr", ln.Addr().String(), "auth", auth.mode())
+	go func() {
+		if tlsCfg != nil {
+			served <- srv.ServeTLS(ln, "", "")
+			return
+		}
+		served <- srv.Serve(ln)
+	}()
+	s.log.Info("http listening", "addr", ln.Addr().String(), "scheme", scheme, "auth", auth.mode())
 
 	var serveErr error
 	select {
@@ -253,6 +272,7 @@ func (s *Service) routes() []route {
 
 		{"GET /api/v1/devices", RoleReadOnly, false, s.handleDevices},
 		{"GET /api/v1/devices/{typeId}/{deviceId}", RoleReadOnly, false, s.handleDevice},
+		{"GET /api/v1/devices/{typeId}/{deviceId}/history", RoleReadOnly, false, s.handleHistory},
 		{"GET /api/v1/fleet", RoleReadOnly, false, s.handleFleet},
 		{"GET /api/v1/alerts", RoleReadOnly, false, s.handleAlerts},
 		{"GET /api/v1/rollouts", RoleReadOnly, false, s.handleRolloutList},
@@ -261,22 +281,28 @@ func (s *Service) routes() []route {
 		{"POST /api/v1/rollouts/{job}/{cmd}", RoleOperator, false, s.handleRolloutCommand},
 		{"GET /api/v1/ws", RoleReadOnly, true, s.handleWS},
 		{"GET /api/v1/whoami", RoleReadOnly, false, s.handleWhoami},
+		{"GET /api/v1/events", RoleReadOnly, true, s.handleEvents},
+		{"GET /api/v1/openapi.json", "", false, handleOpenAPI},
 	}
 }
 
 // handler builds the routing table: every route instrumented, the /api
-// routes behind auth, and the mux's own 404 and 405 answered as JSON.
+// routes behind auth, the event streams behind their limit, every body
+// bounded (limitBody), and the mux's own 404 and 405 answered as JSON.
 func (s *Service) handler(auth *authenticator) http.Handler {
 	mux := http.NewServeMux()
 	for _, rt := range s.routes() {
 		var h http.Handler = rt.h
+		if rt.stream {
+			h = s.streamSlots.limit(h)
+		}
 		if rt.role != "" {
 			h = auth.require(rt.role, h)
 		}
 		_, path, _ := cutMethod(rt.pattern)
 		mux.Handle(rt.pattern, s.metrics.instrument(path, rt.stream, h))
 	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return limitBody(int64(s.cfg.MaxBodyBytes), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, pattern := mux.Handler(r); pattern != "" {
 			mux.ServeHTTP(w, r)
 			return
@@ -304,7 +330,7 @@ func (s *Service) handler(auth *authenticator) http.Handler {
 		}
 		s.metrics.requests.WithLabelValues("unmatched", r.Method, fmt.Sprint(status)).Inc()
 		writeError(w, status, msg)
-	})
+	}))
 }
 
 // cutMethod splits "GET /path" into its method and path.

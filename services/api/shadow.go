@@ -41,10 +41,12 @@ type streamStart struct {
 // parseStreamStart reads where a client wants its stream to start: after
 // the sequence in Last-Event-ID (a reconnecting EventSource sends it), else
 // from ?since= — a stream sequence (events after it; 0 is the whole
-// history) or an RFC 3339 time (events stored at or after it) — else from
-// the device's latest event of each kind (latest report, desired state and
-// presence), so a client starts with the current state and then follows.
-func parseStreamStart(lastEventID, since string) (streamStart, error) {
+// history) or an RFC 3339 time (events stored at or after it) — else by
+// def: the device stream starts from the device's latest event of each
+// kind (DeliverLastPerSubjectPolicy: latest report, desired state and
+// presence), so a client starts with the current state and then follows;
+// the fleet-wide stream with new events only (DeliverNewPolicy).
+func parseStreamStart(lastEventID, since string, def jetstream.DeliverPolicy) (streamStart, error) {
 	if lastEventID != "" {
 		n, err := strconv.ParseUint(strings.TrimSpace(lastEventID), 10, 64)
 		if err != nil || n == math.MaxUint64 {
@@ -53,7 +55,7 @@ func parseStreamStart(lastEventID, since string) (streamStart, error) {
 		return streamStart{policy: jetstream.DeliverByStartSequencePolicy, seq: n + 1}, nil
 	}
 	if since == "" {
-		return streamStart{policy: jetstream.DeliverLastPerSubjectPolicy}, nil
+		return streamStart{policy: def}, nil
 	}
 	if n, err := strconv.ParseUint(since, 10, 64); err == nil && n < math.MaxUint64 {
 		return streamStart{policy: jetstream.DeliverByStartSequencePolicy, seq: n + 1}, nil
@@ -65,43 +67,72 @@ func parseStreamStart(lastEventID, since string) (streamStart, error) {
 	return streamStart{policy: jetstream.DeliverByStartTimePolicy, time: t}, nil
 }
 
+// requestStreamStart is parseStreamStart on a request: its Last-Event-ID
+// header (or ?lastEventId=, which EventSource polyfills that cannot set
+// headers send) and its ?since=.
+func requestStreamStart(r *http.Request, def jetstream.DeliverPolicy) (streamStart, error) {
+	lastID := r.Header.Get("Last-Event-ID")
+	if lastID == "" {
+		lastID = r.URL.Query().Get("lastEventId")
+	}
+	return parseStreamStart(lastID, r.URL.Query().Get("since"), def)
+}
+
 // handleShadowEvents is the seed's
 // GET /api/v0002/device/types/{typeId}/devices/{deviceId}/events/shadow:
 // Server-Sent Events of one device's SHADOW events (reported, desired,
-// presence) as they arrive. Each event's id is its stream sequence and its
-// data the CloudEvents envelope; a comment line every SSEHeartbeat keeps
-// an idle connection open through proxies.
+// presence) as they arrive (see serveSSE).
 func (s *Service) handleShadowEvents(w http.ResponseWriter, r *http.Request) {
 	typeID, deviceID, ok := deviceIDs(w, r)
 	if !ok {
 		return
 	}
-	lastID := r.Header.Get("Last-Event-ID")
-	if lastID == "" {
-		// EventSource polyfills that cannot set headers send it here.
-		lastID = r.URL.Query().Get("lastEventId")
-	}
-	start, err := parseStreamStart(lastID, r.URL.Query().Get("since"))
+	start, err := requestStreamStart(r, jetstream.DeliverLastPerSubjectPolicy)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	ctx := r.Context()
-	cfg := jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{
+	s.serveSSE(w, r, sseSource{
+		stream: events.StreamShadow,
+		filters: []string{
 			events.ShadowReportedSubject(typeID, deviceID),
 			events.ShadowDesiredSubject(typeID, deviceID),
 			events.DevicePresenceSubject(typeID, deviceID),
 		},
-		DeliverPolicy: start.policy,
-		OptStartSeq:   start.seq,
+		start:  start,
+		banner: "otawatch shadow events of " + typeID + "/" + deviceID,
+	})
+}
+
+// sseSource is what one Server-Sent Events stream serves: the events of a
+// log stream whose subjects match filters, from start.
+type sseSource struct {
+	stream  string
+	filters []string
+	start   streamStart
+	// banner is the comment line that opens the stream.
+	banner string
+}
+
+// serveSSE serves src as Server-Sent Events until the client goes or the
+// server stops: an ordered consumer on the stream, each event's id its
+// stream sequence (what a client sends back as Last-Event-ID) and its data
+// the CloudEvents envelope as stored. A comment line every SSEHeartbeat
+// keeps an idle connection open through proxies. The device stream of
+// /api/v0002 and the fleet-wide /api/v1/events are both this.
+func (s *Service) serveSSE(w http.ResponseWriter, r *http.Request, src sseSource) {
+	ctx := r.Context()
+	cfg := jetstream.OrderedConsumerConfig{
+		FilterSubjects: src.filters,
+		DeliverPolicy:  src.start.policy,
+		OptStartSeq:    src.start.seq,
 		// A client that went away leaves no consumer behind for long.
 		InactiveThreshold: 30 * time.Second,
 	}
-	if !start.time.IsZero() {
-		cfg.OptStartTime = &start.time
+	if !src.start.time.IsZero() {
+		cfg.OptStartTime = &src.start.time
 	}
-	cons, err := s.deps.JS.OrderedConsumer(ctx, events.StreamShadow, cfg)
+	cons, err := s.deps.JS.OrderedConsumer(ctx, src.stream, cfg)
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, "event log unavailable: "+err.Error())
 		return
@@ -128,7 +159,7 @@ func (s *Service) handleShadowEvents(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
 	w.WriteHeader(http.StatusOK)
-	if _, err := fmt.Fprint(w, "retry: 3000\n: otawatch shadow events of "+typeID+"/"+deviceID+"\n\n"); err != nil {
+	if _, err := fmt.Fprint(w, "retry: 3000\n: "+src.banner+"\n\n"); err != nil {
 		return
 	}
 	if err := rc.Flush(); err != nil {

@@ -264,25 +264,29 @@ func TestParseStreamStart(t *testing.T) {
 	tests := []struct {
 		name, lastID, since string
 		wantSeq             uint64
+		wantPolicy          jetstream.DeliverPolicy
 		wantErr             bool
 	}{
 		{name: "last event id", lastID: "41", wantSeq: 42},
 		{name: "last event id wins over since", lastID: "7", since: "100", wantSeq: 8},
 		{name: "since sequence", since: "0", wantSeq: 1},
 		{name: "since time", since: "2026-11-25T12:00:00Z"},
-		{name: "neither", since: ""},
+		{name: "neither: the default policy", since: "", wantPolicy: jetstream.DeliverNewPolicy},
 		{name: "bad id", lastID: "x", wantErr: true},
 		{name: "negative id", lastID: "-3", wantErr: true},
 		{name: "bad since", since: "soon", wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseStreamStart(tt.lastID, tt.since)
+			got, err := parseStreamStart(tt.lastID, tt.since, jetstream.DeliverNewPolicy)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
 			}
 			if got.seq != tt.wantSeq {
 				t.Errorf("seq = %d, want %d", got.seq, tt.wantSeq)
+			}
+			if tt.wantPolicy != 0 && got.policy != tt.wantPolicy {
+				t.Errorf("policy = %v, want %v", got.policy, tt.wantPolicy)
 			}
 		})
 	}
@@ -293,7 +297,7 @@ func FuzzParseStreamStart(f *testing.F) {
 		f.Add(s[0], s[1])
 	}
 	f.Fuzz(func(t *testing.T, lastID, since string) {
-		got, err := parseStreamStart(lastID, since)
+		got, err := parseStreamStart(lastID, since, jetstream.DeliverLastPerSubjectPolicy)
 		if err != nil {
 			return
 		}
