@@ -21,6 +21,12 @@
 //	                                    none once the device's job is aborted
 //	GET  /api/v1/devices                ?limit= ?after=typeId/deviceId ?type= ?status= ?job=
 //	GET  /api/v1/devices/{typeId}/{deviceId}
+//	GET  /api/v1/devices/{typeId}/{deviceId}/history
+//	                                    the device's SHADOW events from the log, paged:
+//	                                    ?order=desc (default, newest first) with ?before_seq=,
+//	                                    or ?order=asc (oldest first) with ?after_seq=;
+//	                                    ?limit= 1..1000 (100); a page's "next" is the cursor
+//	                                    of the following one; no event in the log is 404
 //	GET  /api/v1/fleet                  fleet.Metrics
 //	GET  /api/v1/alerts                 active alerts
 //	GET  /api/v1/rollouts               proxied to the rollout service ("list")
@@ -33,8 +39,21 @@
 //	GET  /api/v1/ws                     the dashboard's WebSocket
 //	GET  /api/v1/whoami                 the caller's token name and role (the dashboard
 //	                                    offers its controls to operators only)
+//	GET  /api/v1/events?subject=...     Server-Sent Events of the log, fleet-wide (below)
+//	GET  /api/v1/openapi.json           the OpenAPI 3 document of all of the above (no token)
 //
 // Errors are JSON, {"error": "..."}, on every path.
+//
+// # Limits and TLS
+//
+// A request body over http.max_body_bytes (1 MiB) is 413, before a handler
+// reads it when its length is announced; a rollout command that fits but is
+// over the NATS server's max_payload is 413 too. Event streams (SSE and the
+// WebSocket together) are bounded by http.max_streams (512): one more is 503
+// with Retry-After, and a caller without a valid token never takes a slot.
+// With http.tls.cert_file and http.tls.key_file the service serves HTTPS
+// (HTTP/2 for SSE; WebSockets over HTTP/1.1); http.tls.client_ca_file also
+// asks for client certificates and checks any that are shown.
 //
 // # Server-Sent Events
 //
@@ -44,6 +63,17 @@
 // 3339 time; without either the stream starts with the device's latest
 // report, desired state and presence event, then follows. A comment line
 // every http.sse_heartbeat (15 s) keeps idle connections open.
+//
+// GET /api/v1/events is the same for the whole log, for subscribers who do
+// not speak NATS. ?subject= (repeatable, at most 16, not overlapping)
+// filters within one log stream: shadow.reported.>, shadow.desired.>,
+// device.presence.> (SHADOW), rollout.> (ROLLOUT) or alert.> (ALERTS), or
+// narrower ("shadow.*.sensor.>"); tokens are ids, "*" or a final ">", and
+// the first is a root. Event ids are that stream's sequences, so filters
+// of two streams need two connections. NOTIFY, REJECTED and every subject
+// outside the log ($JS, $KV, _INBOX, otawatch) are not served. Last-Event-ID
+// and ?since= work as above; without either the stream starts with the
+// next new event.
 //
 // # Authentication
 //
