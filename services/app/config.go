@@ -10,6 +10,7 @@ import (
 	"github.com/otawatch/otawatch/services/api"
 	"github.com/otawatch/otawatch/services/bridge"
 	"github.com/otawatch/otawatch/services/internal/conf"
+	"github.com/otawatch/otawatch/services/internal/ops"
 	"github.com/otawatch/otawatch/services/projector"
 	"github.com/otawatch/otawatch/services/rollout"
 )
@@ -27,6 +28,9 @@ type Config struct {
 	Alerting   alerting.Config  `yaml:"alerting"`
 	Rollout    rollout.Config   `yaml:"rollout"`
 	Devices    DevicesConfig    `yaml:"devices"`
+	// Ops is where /healthz, /readyz and /metrics are served when the api
+	// does not run (services/internal/ops).
+	Ops ops.Config `yaml:"ops"`
 }
 
 // SetDefaults fills in unset top-level keys.

@@ -22,6 +22,7 @@ import (
 	"github.com/otawatch/otawatch/services/bridge"
 	"github.com/otawatch/otawatch/services/internal/conf"
 	"github.com/otawatch/otawatch/services/internal/identity"
+	"github.com/otawatch/otawatch/services/internal/ops"
 	"github.com/otawatch/otawatch/services/internal/svc"
 	"github.com/otawatch/otawatch/services/natsd"
 	"github.com/otawatch/otawatch/services/projector"
@@ -294,7 +295,17 @@ func Run(ctx context.Context, cfg *Config, names []string, log *slog.Logger, rel
 	defer inf.Close()
 
 	health := svc.NewHealth()
-	deps := svc.Deps{Log: log, NC: inf.NC, JS: inf.JS, Streams: cfg.NATS.StreamOptions(), Health: health}
+	reg := ops.NewRegistry()
+	deps := svc.Deps{Log: log, NC: inf.NC, JS: inf.JS, Streams: cfg.NATS.StreamOptions(), Health: health, Metrics: reg}
+	watcher := ops.NewWatcher(inf.JS, neededStreams(names), cfg.Ops.Interval, health, log.With("component", "ops"))
+	reg.MustRegister(watcher)
+	var opsSrv *ops.Server
+	if addr := opsAddr(cfg, names); addr != "" {
+		if opsSrv, err = ops.Listen(addr, health, reg, log); err != nil {
+			return fmt.Errorf("%w (set ops.listen to another address, or to %q)", err, ops.ListenOff)
+		}
+		defer opsSrv.Close()
+	}
 	builders := serviceBuilders()
 	var g run.Group
 	{
@@ -319,6 +330,9 @@ func Run(ctx context.Context, cfg *Config, names []string, log *slog.Logger, rel
 		if r, ok := s.(reloader); ok {
 			reloaders = append(reloaders, r)
 		}
+		if err := registerServiceMetrics(reg, s); err != nil {
+			return fmt.Errorf("metrics of service %s: %w", name, err)
+		}
 		// One actor per service: it runs until its context ends.
 		sctx, cancel := context.WithCancel(ctx)
 		name := name
@@ -331,6 +345,19 @@ func Run(ctx context.Context, cfg *Config, names []string, log *slog.Logger, rel
 			log.Info("service stopped", "service", name)
 			return nil
 		}, func(error) { cancel() })
+	}
+	{
+		// Streams: the check behind /readyz's "streams" and the durable
+		// consumers' pending counts on /metrics. Its context is not ctx:
+		// the group's first actor to return decides how it ended, and that
+		// must be the stop actor or a service.
+		wctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error { watcher.Run(wctx); return nil }, func(error) { cancel() })
+	}
+	if opsSrv != nil {
+		// Ops: /healthz, /readyz and /metrics for this process.
+		octx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error { return opsSrv.Serve(octx) }, func(error) { cancel() })
 	}
 	if len(reloaders) > 0 && reload != nil {
 		// Reload: services that reload their configuration (alert rules)
