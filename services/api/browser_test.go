@@ -305,7 +305,8 @@ func TestDashboardInBrowser(t *testing.T) {
 	r := startBrowserRig(t)
 	h := r.h
 
-	// The fleet before the rollout: twelve devices on 1.0, three on others.
+	// The fleet before the rollout: twelve devices on 1.0, three on others,
+	// one of them offline.
 	var devices []string
 	for i := 1; i <= 12; i++ {
 		devices = append(devices, fmt.Sprintf("sensor/d%02d", i))
@@ -317,7 +318,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	h.report(t, "sensor", "x1", "0.9", events.StatusCompleted, 30, start)
 	h.report(t, "sensor", "x2", "0.9", events.StatusFailed, 12, start)
-	h.waitShadow(t, h.report(t, "gateway", "g1", "7.1", events.StatusInProgress, 0, start))
+	h.report(t, "gateway", "g1", "7.1", events.StatusInProgress, 0, start)
+	// x1's will message said offline: the broker knows it is gone.
+	h.waitShadow(t, h.presence(t, "sensor", "x1", events.PresenceOffline, start, start.Add(time.Minute)))
 
 	op := newPage()
 	op.signIn(h.base, opToken)
@@ -448,7 +451,7 @@ func checkFleetNumbers(t *testing.T, p *page, h *harness) {
 	for {
 		h.getJSON(t, "/api/v1/fleet", http.StatusOK, &m)
 		want = map[string]string{
-			"devices": fmt.Sprint(m.Devices), "online": fmt.Sprint(m.Online), "potentiallyOffline": fmt.Sprint(m.PotentiallyOffline),
+			"devices": fmt.Sprint(m.Devices), "online": fmt.Sprint(m.Online), "potentiallyOffline": fmt.Sprint(m.PotentiallyOffline), "offline": fmt.Sprint(m.Offline),
 			"inProgress": fmt.Sprint(m.InProgress), "completed": fmt.Sprint(m.Completed), "failed": fmt.Sprint(m.Failed),
 			"successRate": fmt.Sprintf("%.1f%%", m.SuccessRate*100),
 		}
