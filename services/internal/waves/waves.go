@@ -27,7 +27,8 @@ const (
 	// TimedOut: neither completed nor failed within the job's device
 	// timeout.
 	TimedOut State = "timed_out"
-	// Offline: potentially offline without a report since its desired state.
+	// Offline: potentially offline, or offline by its presence will,
+	// without a report since its desired state.
 	Offline State = "offline"
 )
 
@@ -194,7 +195,10 @@ func (l *Ledger) DeviceState(ref events.DeviceRef, fv Fleet, now time.Time) Stat
 	case fleet.JobFailed:
 		return Failed
 	}
-	if d.JobStatus == fleet.JobPending && d.Reports > 0 && !d.Online {
+	// Offline: known to the fleet (it reported, or the broker told its
+	// presence) and not online, with nothing reported since its desired
+	// state.
+	if d.JobStatus == fleet.JobPending && d.Known() && !d.Online {
 		return Offline
 	}
 	if l.DeviceTimeout > 0 && now.Sub(d.DesiredAt) > l.DeviceTimeout {
