@@ -38,6 +38,7 @@ func cmdSimulate(ctx context.Context, env *Env, args []string) error {
 		offShare    = fs.Float64("offline-share", 0, "fleet: share of devices that go offline once")
 		offWithin   = fs.Duration("offline-within", simulator.DefaultOfflineWithin, "fleet: outages start within this time of connecting (device time)")
 		offFor      = fs.Duration("offline-for", simulator.DefaultOfflineFor, "fleet: mean outage length (device time)")
+		presence    = fs.Bool("presence", true, "fleet: each device sets its MQTT will to its presence topic (\"offline\") and says \"online\" there on connect; outages drop the connection so the broker publishes the will")
 		api         = fs.String("api", "", "fleet: otawatch HTTP API `URL`; devices back online GET their shadow delta there")
 		apiToken    = fs.String("api-token-file", "", "`FILE` holding a bearer token for --api")
 		conns       = fs.Int("connections", 0, "multiplex the devices over this many MQTT connections (0: one per device)")
@@ -121,6 +122,7 @@ func cmdSimulate(ctx context.Context, env *Env, args []string) error {
 		OfflineShare:       *offShare,
 		OfflineWithin:      *offWithin,
 		OfflineFor:         *offFor,
+		NoPresence:         !*presence,
 		APIURL:             *api,
 		APIToken:           token,
 		AckTimeout:         *ackTimeout,

@@ -126,6 +126,15 @@ type FleetConfig struct {
 	OfflineWithin time.Duration
 	OfflineFor    time.Duration
 
+	// NoPresence turns off the presence contract in fleet mode. By
+	// default a fleet-mode device with its own connection sets its MQTT
+	// will to its presence topic (events.PresenceTopic) = "offline" and
+	// publishes "online" there each time it connects; its outages drop the
+	// connection without a DISCONNECT, so the broker publishes the will.
+	// Multiplexed connections (Connections > 0) have one will for many
+	// devices and never do it.
+	NoPresence bool
+
 	// APIURL, when set, is otawatch's HTTP API: a device coming back online
 	// asks it for its shadow delta. APIToken is sent as a bearer token.
 	APIURL   string

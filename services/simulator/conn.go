@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"sync"
 	"time"
 
@@ -33,6 +34,9 @@ type conn struct {
 	byTopic   map[string]*device
 	own       bool // one device, whose outage is the connection's
 	subscribe bool // fleet mode: devices listen to their delta topics
+	// presenceTopic is the device's presence topic when it follows the
+	// presence contract (presence.go), else empty.
+	presenceTopic string
 	// filters are the wildcard filters of a Wildcard connection, one per
 	// device type; nil subscribes each device's topic.
 	filters []string
@@ -48,6 +52,9 @@ type conn struct {
 	// subscribed are the devices of a multiplexed connection whose topic
 	// the broker's session holds, as far as we know.
 	subscribed map[*device]bool
+	// raw is the connection's socket when the simulator opened it
+	// (presence over plain TCP), so an outage can cut it.
+	raw net.Conn
 }
 
 // quickLoss is how soon after connecting a lost connection counts toward
@@ -97,6 +104,7 @@ func newConn(f *Fleet, clientID string, devs []*device, own bool) *conn {
 		// simulation. So subscriptions register none.
 		SetDefaultPublishHandler(c.onMessage).
 		SetConnectionLostHandler(c.onLost)
+	c.setPresence(opts) // presence.go
 	c.client = mqtt.NewClient(opts)
 	return c
 }
@@ -119,6 +127,10 @@ func (c *conn) connectOnce(ctx context.Context) error {
 			c.client.Disconnect(0)
 			return err
 		}
+	}
+	if err := c.sayOnline(ctx); err != nil {
+		c.client.Disconnect(0)
+		return err
 	}
 	c.mu.Lock()
 	if !c.wantUp || c.f.stopped.Load() {
@@ -319,7 +331,9 @@ func (c *conn) onLost(_ mqtt.Client, err error) {
 	}()
 }
 
-// disconnect closes the connection on purpose.
+// disconnect closes the connection on purpose. A device that follows the
+// presence contract goes as a real one does, without a DISCONNECT, so the
+// broker publishes its will (presence.go).
 func (c *conn) disconnect() {
 	c.mu.Lock()
 	c.wantUp = false
@@ -328,6 +342,10 @@ func (c *conn) disconnect() {
 	c.mu.Unlock()
 	if wasUp {
 		c.f.counters.connected.Add(-int64(len(c.devs)))
+	}
+	if c.presenceTopic != "" {
+		c.vanish()
+		return
 	}
 	if c.client.IsConnectionOpen() {
 		c.client.Disconnect(100)

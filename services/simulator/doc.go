@@ -66,6 +66,22 @@
 // acknowledged or given up; in standalone mode one loop publishes a
 // device's in_progress before its final report, and nothing is retried.
 //
+// # Presence
+//
+// In fleet mode every device with its own connection follows the optional
+// presence contract (events.PresenceTopic), unless NoPresence (the CLI's
+// --presence=false) turns it off: its MQTT will is "offline" on
+// iot-2/type/{type}/id/{id}/presence (QoS 1, not retained), and it
+// publishes "online" there, QoS 1, each time it connects, after it has
+// subscribed to its desired state. An outage, and the fleet stopping, drop
+// the connection without a DISCONNECT, as a device that loses power does,
+// so the broker publishes the will and otawatch knows the device offline
+// at once instead of guessing from silence (over TLS or WebSocket, where
+// paho owns the socket, the device says "offline" itself and disconnects).
+// A multiplexed connection has one will for many devices, so its devices
+// do not take part. Stats.OnlineSent counts the "online" messages
+// acknowledged.
+//
 // # Authentication
 //
 // With DevicePasswords or PasswordSecret every device authenticates as

@@ -54,6 +54,9 @@ type Stats struct {
 	Reconciles      int64
 	ReconcileErrors int64
 	Republished     int64
+	// OnlineSent counts "online" presence messages the broker
+	// acknowledged (one per connection of a device with presence).
+	OnlineSent int64
 }
 
 // Sent is the number of reports the broker acknowledged.
@@ -76,6 +79,7 @@ type counters struct {
 	installs, completed, failed, localFailures          atomic.Int64
 	offlineEvents, reconnects, reconciles, reconcileErr atomic.Int64
 	republished                                         atomic.Int64
+	presence                                            atomic.Int64
 }
 
 func (c *counters) sent(status string) {
@@ -113,6 +117,7 @@ func (c *counters) snapshot(devices int) Stats {
 		Reconciles:      c.reconciles.Load(),
 		ReconcileErrors: c.reconcileErr.Load(),
 		Republished:     c.republished.Load(),
+		OnlineSent:      c.presence.Load(),
 	}
 }
 
