@@ -240,11 +240,15 @@ type RolloutSpec struct {
 	CELGate string `json:"celGate,omitempty"`
 }
 
-// WaveProgress is a wave's devices by state. The states are exclusive and
-// add up to Targeted: Queued (desired state not sent yet), Pending (sent,
-// no report since), InProgress, Completed, Failed, TimedOut (neither
-// completed nor failed within the device timeout), Offline (potentially
-// offline without a report since the desired state was sent).
+// WaveProgress is a wave's devices by state. Targeted is the wave's size
+// in the job's plan from the moment the job starts (a wave not started has
+// all its devices queued). The states are exclusive and add up to
+// Targeted: Queued (desired state not sent yet), Pending (sent, no report
+// since), InProgress, Completed, Failed, TimedOut (neither completed nor
+// failed within the device timeout), Offline (potentially offline, or
+// offline by its presence will, without a report since the desired state
+// was sent). otawatch computes it in one place for show, the API and the
+// dashboard alike.
 type WaveProgress struct {
 	Targeted   int `json:"targeted"`
 	Queued     int `json:"queued"`

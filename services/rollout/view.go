@@ -10,6 +10,12 @@ import (
 // wave's live progress from the fleet at now, the open wave's live gate
 // decision, and for an aborted job the retained desired state cleared and
 // still to clear. withWaves adds the per-wave detail.
+//
+// Each wave's progress is waves.Ledger.Progress, the function the api
+// service's dashboard counts with too: every wave of the plan, its
+// exclusive states adding up to its size in the plan from the start, so
+// the CLI's show, GET /api/v1/rollouts/{job} (both this view) and the
+// dashboard agree once they have applied the same events.
 func View(j *Job, fv FleetView, now time.Time, extra ExtraGate, withWaves bool) events.RolloutJob {
 	v := events.RolloutJob{
 		ID: j.ID, Status: j.Status, Spec: j.Spec, CreatedAt: j.CreatedAt, StartedAt: j.StartedAt,
