@@ -88,15 +88,16 @@ func (w *Watcher) Run(ctx context.Context) {
 // registry and returns the problem, nil when every stream is there.
 func (w *Watcher) Check(ctx context.Context) error {
 	present := map[string]bool{}
+	found := map[string]jetstream.Stream{}
 	var problems []string
 	for _, name := range w.allStreams() {
 		_, needed := w.need[name]
 		cctx, cancel := context.WithTimeout(ctx, callTimeout)
-		_, err := w.js.Stream(cctx, name)
+		st, err := w.js.Stream(cctx, name)
 		cancel()
 		switch {
 		case err == nil:
-			present[name] = true
+			present[name], found[name] = true, st
 		case errors.Is(err, jetstream.ErrStreamNotFound):
 			if needed {
 				problems = append(problems, fmt.Sprintf("stream %s is missing (needed by %s)", name, strings.Join(w.need[name], ", ")))
@@ -113,7 +114,7 @@ func (w *Watcher) Check(ctx context.Context) error {
 		if !present[name] {
 			continue
 		}
-		cs, err := w.listConsumers(ctx, name)
+		cs, err := listConsumers(ctx, found[name])
 		if err != nil {
 			w.errors.Inc()
 			w.log.Debug("list consumers failed", "stream", name, "err", err)
@@ -162,13 +163,10 @@ func (w *Watcher) allStreams() []string {
 
 // listConsumers reads the durable consumers of stream; ordered and other
 // ephemeral consumers (the api's and alerting's readers) are left out.
-func (w *Watcher) listConsumers(ctx context.Context, stream string) ([]consumerStat, error) {
+func listConsumers(ctx context.Context, s jetstream.Stream) ([]consumerStat, error) {
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	s, err := w.js.Stream(cctx, stream)
-	if err != nil {
-		return nil, err
-	}
+	stream := s.CachedInfo().Config.Name
 	l := s.ListConsumers(cctx)
 	var out []consumerStat
 	for ci := range l.Info() {
