@@ -144,16 +144,22 @@ func (s *Service) handleHistory(w http.ResponseWriter, r *http.Request) {
 // is found first, by direct gets on its subjects (the first and the last
 // of each); a page oldest-first is then one filtered ordered consumer from
 // the cursor, and a page newest-first reads windows of sequences backwards
-// from the cursor (each an ordered consumer over that window, growing
-// eightfold) until it has the page or reaches the device's first event.
-// The server skips other devices' events by its subject index either way,
-// so a page costs about its own events, not the stream's.
+// from the cursor (each an ordered consumer over that window, the next
+// one sized by the density of the last) until it has the page or reaches
+// the device's first event. The server still walks the other devices'
+// events inside a window, so a page costs about the span of sequences it
+// covers: with 100,000 events of 1,500 devices (BenchmarkDeviceHistory, 2
+// cores), the newest 10 of a device take 7.5 ms (20 ms with windows
+// growing eightfold), the oldest 10 3.2 ms, and all 67 of its events
+// 20-22 ms either way.
 type deviceHistory struct {
 	stream  jetstream.Stream
 	filters []string
 	// first and last are the stream sequences of the device's first and
 	// last event; 0 when it has none.
 	first, last uint64
+	// reads counts the consumers read, for tests.
+	reads int
 }
 
 func newDeviceHistory(ctx context.Context, js jetstream.JetStream, typeID, deviceID string) (*deviceHistory, error) {
@@ -240,7 +246,14 @@ func (h *deviceHistory) backward(ctx context.Context, before uint64, limit int) 
 		if lo == h.first {
 			break
 		}
-		hi, window = lo-1, window*8
+		// Size the next window for what is still needed at the density
+		// this one had (a quarter more), or eightfold when it had none.
+		if found := uint64(len(ring)); found == 0 {
+			window *= 8
+		} else {
+			window = (hi-lo+1)/found*uint64(need)*5/4 + 1
+		}
+		hi = lo - 1
 	}
 	return out, nil
 }
@@ -248,6 +261,7 @@ func (h *deviceHistory) backward(ctx context.Context, before uint64, limit int) 
 // read calls fn with the device's events from lo to hi, oldest first, until
 // fn returns false.
 func (h *deviceHistory) read(ctx context.Context, lo, hi uint64, fn func(historyEvent) bool) error {
+	h.reads++
 	cons, err := h.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects:    h.filters,
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,

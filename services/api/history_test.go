@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -114,6 +115,21 @@ func TestDeviceHistoryPages(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a sparse device's page reads several windows", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		dh, err := newDeviceHistory(ctx, h.js.JS, "sensor", "d1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		page, err := dh.backward(ctx, 0, 2)
+		if err != nil || len(page) != 2 || page[0].Seq != newest[0] || page[1].Seq != newest[1] {
+			t.Fatalf("backward by 2: %v, %v; want %v", page, err, newest[:2])
+		}
+		if dh.reads < 2 {
+			t.Fatalf("%d window read; the events are 150 apart, so a first window of 128 cannot hold two", dh.reads)
+		}
+	})
 	t.Run("default is newest first, 100 a page", func(t *testing.T) {
 		var page historyPage
 		h.getJSON(t, historyPath, http.StatusOK, &page)
