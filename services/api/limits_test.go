@@ -277,7 +277,19 @@ func TestTLS(t *testing.T) {
 		t.Errorf("protocol %s, want HTTP/2 over TLS", resp.Proto)
 	}
 
-	// An event stream over TLS (HTTP/2) delivers and resumes as over HTTP.
+	// The body limit holds over HTTP/2 as well.
+	breq, _ := http.NewRequest(http.MethodPost, base+"/api/v1/rollouts", strings.NewReader(strings.Repeat("x", 2<<20)))
+	breq.Header.Set("Authorization", "Bearer "+opToken)
+	bresp, err := client.Do(breq)
+	if err != nil {
+		t.Fatalf("POST 2 MiB over TLS: %v", err)
+	}
+	bresp.Body.Close()
+	if bresp.StatusCode != http.StatusRequestEntityTooLarge || bresp.ProtoMajor != 2 {
+		t.Fatalf("POST 2 MiB over TLS: %s %d, want HTTP/2 413", bresp.Proto, bresp.StatusCode)
+	}
+
+	// An event stream over TLS (HTTP/2) delivers as over HTTP.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+eventsPath("shadow.reported.>")+"&since=0", nil)
