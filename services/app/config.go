@@ -177,9 +177,6 @@ func (c *NATSConfig) Validate(p conf.Problems) {
 	if (c.Username == "") != (c.PasswordFile == "") {
 		p.Addf("password_file", "username and password_file go together")
 	}
-	c.ClientTLS.Validate(p.Sub("client_tls"))
-	c.TLS.Validate(p.Sub("tls"))
-	c.MQTTTLS.Validate(p.Sub("mqtt_tls"))
 	if c.Replicas < 1 || c.Replicas > 5 {
 		p.Addf("replicas", "%d is out of range 1..5", c.Replicas)
 	}

@@ -29,11 +29,11 @@ func CheckMQTTClientID(p Problems, key, id string) {
 	}
 }
 
-// CheckMQTTTLS adds problems under key (the section's "tls") when the TLS
-// files cannot be loaded, or are set for a broker URL that is not TLS
-// (ssl://, tls://, mqtts://, wss://).
+// CheckMQTTTLS adds a problem under key (the section's "tls") when TLS
+// files are set for a broker URL that is not TLS (ssl://, tls://, mqtts://,
+// wss://). The files themselves are checked by TLSClient.Validate, which
+// the config walk calls.
 func CheckMQTTTLS(p Problems, key, broker string, t TLSClient) {
-	t.Validate(p.Sub(key))
 	if t == (TLSClient{}) {
 		return
 	}

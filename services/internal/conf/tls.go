@@ -69,10 +69,20 @@ type TLSClient struct {
 }
 
 // Validate adds a problem for a half-set pair or a file that cannot be
-// loaded.
+// loaded, under the key of the file at fault.
 func (t TLSClient) Validate(p Problems) {
-	if _, err := t.Config(); err != nil {
-		p.Addf("tls", "%v", err)
+	if t.CAFile != "" {
+		if _, err := loadPool(t.CAFile); err != nil {
+			p.Addf("ca_file", "%v", err)
+		}
+	}
+	switch {
+	case (t.CertFile == "") != (t.KeyFile == ""):
+		p.Addf("key_file", "cert_file and key_file go together")
+	case t.CertFile != "":
+		if _, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile); err != nil {
+			p.Addf("cert_file", "load client certificate %s and key %s: %v", t.CertFile, t.KeyFile, err)
+		}
 	}
 }
 
