@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -95,7 +94,7 @@ func cmdRollout(ctx context.Context, env *Env, args []string) error {
 		fmt.Fprintln(env.Stderr, rolloutUsage)
 		return fmt.Errorf("%w: unknown rollout command %q", ErrUsage, sub)
 	}
-	pos, err := rolloutParse(fs, args)
+	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
 	}
@@ -172,22 +171,6 @@ func cmdRollout(ctx context.Context, env *Env, args []string) error {
 		printRolloutJob(env.Stdout, rep.Job)
 	}
 	return nil
-}
-
-// rolloutParse parses flags wherever they are among the positional
-// arguments ("show JOB --json" as well as "show --json JOB").
-func rolloutParse(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := parseFlags(fs, args); err != nil {
-			return nil, err
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
 }
 
 func rolloutSplit(s string) []string {
