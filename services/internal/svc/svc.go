@@ -33,6 +33,10 @@ type Deps struct {
 	// serves it on /metrics); nil: a service that serves metrics itself
 	// makes its own.
 	Metrics *prometheus.Registry
+	// Clock is the service's time source for its own timers; nil is the
+	// wall clock (ClockOf). Tests set a fake one here, the one seam for
+	// time.
+	Clock Clock
 }
 
 // Service is what the app runs: Run blocks until ctx ends or the service
