@@ -10,8 +10,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"sort"
 	"strings"
+	"syscall"
 
 	"github.com/otawatch/otawatch/services/internal/conf"
 )
@@ -24,6 +26,8 @@ type Env struct {
 	Stdin io.Reader
 	// Environ is the process environment (os.Environ()).
 	Environ []string
+	// reload receives SIGHUP for a command that reloads (run); Main sets it.
+	reload <-chan os.Signal
 }
 
 // command is one subcommand.
@@ -31,19 +35,22 @@ type command struct {
 	usage   string // one line: the arguments
 	summary string
 	run     func(ctx context.Context, env *Env, args []string) error
+	// reloads: the command reloads on SIGHUP (Env.reload) instead of
+	// being stopped by it.
+	reloads bool
 }
 
 // commands is the registry of subcommands; a command with words
 // ("rules check") is registered under its first word and dispatches itself.
 func commands() map[string]command {
 	return map[string]command{
-		"run":      {"[-c FILE] [service...]", "run the services (all by default: " + strings.Join(serviceNames(), ", ") + ")", cmdRun},
-		"check":    {"config [-c FILE]", "validate a configuration and print every problem", cmdCheck},
-		"simulate": {"[--devices N] [--broker URL] ...", "run a simulated device fleet that speaks the device contract", cmdSimulate},
-		"replay":   {"projector|verify ...", "re-project the log into ClickHouse, or compare two databases", cmdReplay},
-		"rules":    {"check|test|backtest ...", "check, test and backtest alert rules", cmdRules},
-		"rollout":  {"create|list|show|pause|resume|abort|retry-failed ...", "drive rollout jobs on the running system", cmdRollout},
-		"devices":  {"add|remove|list|import|mosquitto-passwd ...", "manage device identities (MQTT username = device id, and a password)", cmdDevices},
+		"run":      {"[-c FILE] [service...]", "run the services (all by default: " + strings.Join(serviceNames(), ", ") + ")", cmdRun, true},
+		"check":    {"config [-c FILE]", "validate a configuration and print every problem", cmdCheck, false},
+		"simulate": {"[--devices N] [--broker URL] ...", "run a simulated device fleet that speaks the device contract", cmdSimulate, false},
+		"replay":   {"projector|verify ...", "re-project the log into ClickHouse, or compare two databases", cmdReplay, false},
+		"rules":    {"check|test|backtest ...", "check, test and backtest alert rules", cmdRules, false},
+		"rollout":  {"create|list|show|pause|resume|abort|retry-failed ...", "drive rollout jobs on the running system", cmdRollout, false},
+		"devices":  {"add|remove|list|import|mosquitto-passwd ...", "manage device identities (MQTT username = device id, and a password)", cmdDevices, false},
 	}
 }
 
@@ -66,6 +73,20 @@ func Main(ctx context.Context, args []string, env *Env) int {
 		fmt.Fprintf(env.Stderr, "otawatch: unknown command %q\n\n", args[0])
 		usage(env.Stderr, cmds)
 		return 2
+	}
+	// Signals are handled here, once, for every command: SIGINT and
+	// SIGTERM end ctx (each command stops cleanly and returns), and a
+	// command that reloads gets SIGHUP. They are caught from the start, so
+	// a signal during start-up (opening the store) still stops cleanly.
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if cmd.reloads {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		e := *env
+		e.reload = hup
+		env = &e
 	}
 	err := cmd.run(ctx, env, args[1:])
 	switch {

@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -93,8 +91,6 @@ func cmdReplayProjector(ctx context.Context, env *Env, args []string) error {
 		return errors.New("replay needs clickhouse.addr (or OTAWATCH_CLICKHOUSE_ADDR)")
 	}
 	log := newLogger(env.Stderr, cfg.Log)
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
 
 	// The replay only reads the log: no MQTT listener, and a client port
 	// that cannot clash with anything.

@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -190,8 +188,6 @@ func cmdRulesBacktest(ctx context.Context, env *Env, args []string) error {
 		o.TickInterval = *tick
 	}
 	log := newLogger(env.Stderr, cfg.Log)
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	// Only the log is read: no MQTT listener, a client port that cannot
 	// clash, and nothing is published.
 	infraCfg := *cfg

@@ -2,12 +2,10 @@ package app
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/oklog/run"
@@ -140,10 +138,6 @@ func cmdSimulate(ctx context.Context, env *Env, args []string) error {
 	start := time.Now()
 	var g run.Group
 	{
-		// Signals: SIGINT and SIGTERM stop the fleet cleanly.
-		g.Add(run.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))
-	}
-	{
 		// The fleet: until --duration, --count or a signal.
 		fctx, cancel := context.WithCancel(ctx)
 		if *duration > 0 {
@@ -165,10 +159,6 @@ func cmdSimulate(ctx context.Context, env *Env, args []string) error {
 	}
 	err = g.Run()
 	fmt.Fprintf(env.Stdout, "simulate: done after %s: %s\n", time.Since(start).Round(time.Millisecond), fleet.Stats())
-	var sig run.SignalError
-	if errors.As(err, &sig) {
-		return nil
-	}
 	return err
 }
 

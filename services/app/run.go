@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime/debug"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -72,17 +70,8 @@ func cmdRun(ctx context.Context, env *Env, args []string) error {
 	if _, set := os.LookupEnv("GOGC"); !set {
 		debug.SetGCPercent(defaultGCPercent)
 	}
-	// Signals are caught from here on, not only once the group runs: a
-	// SIGTERM during start-up (opening the store, creating streams) must
-	// still stop cleanly instead of killing the process.
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	// SIGHUP too: services that can reload (alert rules) do; until the
-	// group runs, a SIGHUP waits in the channel instead of killing us.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	return Run(ctx, cfg, names, log, hup)
+	// SIGINT/SIGTERM end ctx and SIGHUP arrives on env.reload (Main).
+	return Run(ctx, cfg, names, log, env.reload)
 }
 
 // selectServices resolves the command line's service names: all by default,
