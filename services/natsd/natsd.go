@@ -145,7 +145,7 @@ func options(cfg Config) (*server.Options, error) {
 	if opts.MaxPayload <= 0 {
 		opts.MaxPayload = 1 << 20
 	}
-	if err := opts.ProcessConfigString(accountsConfig()); err != nil {
+	if err := opts.ProcessConfigString(accountsConfig(cfg.MQTTListen != "")); err != nil {
 		return nil, fmt.Errorf("embedded nats accounts: %w", err)
 	}
 	// The MQTT listener keeps one JetStream consumer per QoS 1
