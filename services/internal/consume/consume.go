@@ -17,7 +17,13 @@
 //
 // Caught up means: the follower applied every event that was in the stream
 // when it started following (its last sequence then). Until then Status
-// says how far it is, for /readyz.
+// says how far it is, for /readyz; Applied and Lag are its metrics.
+//
+// A Batcher (NewBatcher) is the same loop for a consumer that writes in
+// bulk: a durable pull consumer (or an ordered one, for a replay), events
+// prepared one by one as they arrive and written in batches bounded by size
+// and time, acked only after the write, with the same poison, panic,
+// backoff and caught-up rules (see batch.go).
 package consume
 
 import (
@@ -83,10 +89,17 @@ type Config struct {
 
 // Follower follows one stream (Run) and says how far it is.
 type Follower struct {
+	progress
 	js  jetstream.JetStream
 	cfg Config
 	log *slog.Logger
+	rej rejecter
+}
 
+// progress is how far a follower is (Follower and Batcher share it): what
+// Applied, Lag, Rejected, CaughtUp and Status report.
+type progress struct {
+	stream   string
 	applied  atomic.Uint64 // the last sequence handed over and done with
 	target   atomic.Uint64 // the stream's last sequence when following began
 	pending  atomic.Uint64 // events behind the last one handled
@@ -99,6 +112,14 @@ type Follower struct {
 	lastErr error // the last failure to follow; nil while following
 }
 
+// init sets up p for stream, with from the first sequence to hand over.
+func (p *progress) init(stream string, from uint64) {
+	p.stream, p.caughtUp = stream, make(chan struct{})
+	if from > 1 {
+		p.applied.Store(from - 1)
+	}
+}
+
 // New returns a follower of cfg.Stream; Run follows it.
 func New(js jetstream.JetStream, cfg Config) *Follower {
 	if cfg.Log == nil {
@@ -107,56 +128,61 @@ func New(js jetstream.JetStream, cfg Config) *Follower {
 	if cfg.NewBackOff == nil {
 		cfg.NewBackOff = DefaultBackOff
 	}
-	f := &Follower{js: js, cfg: cfg, log: cfg.Log.With("stream", cfg.Stream), caughtUp: make(chan struct{})}
-	if cfg.From > 1 {
-		f.applied.Store(cfg.From - 1)
-	}
+	log := cfg.Log.With("stream", cfg.Stream)
+	f := &Follower{js: js, cfg: cfg, log: log}
+	f.init(cfg.Stream, cfg.From)
+	f.rej = rejecter{js: js, source: cfg.Source, eventSource: cfg.EventSource, log: log, count: &f.rejected}
 	return f
 }
 
 // DefaultBackOff is the backoff of every follower: exponential with jitter
 // from 100 ms to 5 s, never giving up.
-func DefaultBackOff() backoff.BackOff {
+func DefaultBackOff() backoff.BackOff { return ExponentialBackOff(100*time.Millisecond, 5*time.Second) }
+
+// ExponentialBackOff is the followers' policy with other bounds (tests
+// shorten them): exponential with jitter from initial to max, never giving
+// up.
+func ExponentialBackOff(initial, max time.Duration) backoff.BackOff {
 	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = 100 * time.Millisecond
-	b.MaxInterval = 5 * time.Second
+	b.InitialInterval = initial
+	b.MaxInterval = max
 	return b
 }
 
 // Applied is the last sequence handled (applied or rejected).
-func (f *Follower) Applied() uint64 { return f.applied.Load() }
+func (f *progress) Applied() uint64 { return f.applied.Load() }
 
 // Lag is how many events of the stream wait behind the last one handled.
-func (f *Follower) Lag() uint64 { return f.pending.Load() }
+func (f *progress) Lag() uint64 { return f.pending.Load() }
 
 // Rejected counts the events recorded on REJECTED.
-func (f *Follower) Rejected() uint64 { return f.rejected.Load() }
+func (f *progress) Rejected() uint64 { return f.rejected.Load() }
 
 // CaughtUp is closed once the follower has handled every event that was
 // in the stream when it began.
-func (f *Follower) CaughtUp() <-chan struct{} { return f.caughtUp }
+func (f *progress) CaughtUp() <-chan struct{} { return f.caughtUp }
 
 // Status is nil once caught up and following; otherwise it says why not.
-func (f *Follower) Status() error {
+func (f *progress) Status() error {
 	f.mu.Lock()
 	err := f.lastErr
 	f.mu.Unlock()
 	if err != nil {
-		return fmt.Errorf("follow %s: %w", f.cfg.Stream, err)
+		return fmt.Errorf("follow %s: %w", f.stream, err)
 	}
 	if !f.caught.Load() {
-		return fmt.Errorf("replaying %s: at sequence %d of %d", f.cfg.Stream, f.applied.Load(), f.target.Load())
+		return fmt.Errorf("replaying %s: at sequence %d of %d", f.stream, f.applied.Load(), f.target.Load())
 	}
 	return nil
 }
 
-func (f *Follower) setErr(err error) {
+func (f *progress) setErr(err error) {
 	f.mu.Lock()
 	f.lastErr = err
 	f.mu.Unlock()
 }
 
-func (f *Follower) markCaughtUp() {
+func (f *progress) markCaughtUp() {
 	f.once.Do(func() {
 		f.caught.Store(true)
 		close(f.caughtUp)
@@ -167,15 +193,28 @@ func (f *Follower) markCaughtUp() {
 // that cannot be created or fails is created again after the backoff, from
 // the next sequence not yet handled.
 func (f *Follower) Run(ctx context.Context) error {
-	bo := f.cfg.NewBackOff()
+	return restart(ctx, f.log, &f.progress, f.cfg.NewBackOff, func(ctx context.Context) (bool, error) {
+		return false, f.follow(ctx)
+	})
+}
+
+// restart is the one restart loop of every follower: it runs follow until
+// ctx ends, follow says it is done, or it fails with an error marked by
+// Fatal (returned as it is); any other failure is reported by Status and
+// follow runs again after the backoff.
+func restart(ctx context.Context, log *slog.Logger, p *progress, newBackOff func() backoff.BackOff, follow func(context.Context) (done bool, err error)) error {
+	bo := newBackOff()
 	for ctx.Err() == nil {
 		began := time.Now()
-		err := f.follow(ctx)
-		if ctx.Err() != nil {
+		done, err := follow(ctx)
+		if fe := (*fatalError)(nil); errors.As(err, &fe) {
+			return fe.err
+		}
+		if done || ctx.Err() != nil {
 			return nil
 		}
-		f.setErr(err)
-		f.log.Warn("following failed; trying again", "err", err)
+		p.setErr(err)
+		log.Warn("following failed; trying again", "err", err)
 		if time.Since(began) > time.Minute {
 			bo.Reset() // it followed for a while: start the backoff afresh
 		}
@@ -188,25 +227,48 @@ func (f *Follower) Run(ctx context.Context) error {
 	return nil
 }
 
+// Fatal marks err as ending the follower: Run returns it at once, and
+// nothing of the batch at hand is acked or handed back, as if the process
+// had stopped there (tests use it to crash between a write and its acks).
+func Fatal(err error) error { return &fatalError{err} }
+
+type fatalError struct{ err error }
+
+func (e *fatalError) Error() string { return e.err.Error() }
+func (e *fatalError) Unwrap() error { return e.err }
+
+// Retry calls op until it succeeds, pausing as newBackOff says (nil: the
+// default) and logging the first failure and every tenth under what; it
+// returns ctx's error when ctx ends first. It is the one retry loop for
+// what a consumer needs before it can follow (a connection, a schema).
+func Retry(ctx context.Context, log *slog.Logger, newBackOff func() backoff.BackOff, what string, op func(context.Context) error) error {
+	if newBackOff == nil {
+		newBackOff = DefaultBackOff
+	}
+	attempt := 0
+	_, err := backoff.Retry(ctx, func() (struct{}, error) {
+		attempt++
+		err := op(ctx)
+		if err != nil && ctx.Err() != nil {
+			return struct{}{}, backoff.Permanent(ctx.Err())
+		}
+		return struct{}{}, err
+	}, backoff.WithBackOff(newBackOff()), backoff.WithMaxElapsedTime(0), backoff.WithNotify(func(err error, _ time.Duration) {
+		if log != nil && (attempt == 1 || attempt%10 == 0) {
+			log.Warn(what+" failed; retrying", "attempt", attempt, "err", err)
+		}
+	}))
+	return err
+}
+
 // follow is one consumer's life: it reads the target, then hands over
 // events until ctx ends or the consumer fails.
 func (f *Follower) follow(ctx context.Context) error {
-	var last uint64
-	err := events.Retry(ctx, 3, func(ctx context.Context) error {
-		s, err := f.js.Stream(ctx, f.cfg.Stream)
-		if err != nil {
-			return err
-		}
-		info, err := s.Info(ctx)
-		if err != nil {
-			return err
-		}
-		last = info.State.LastSeq
-		return nil
-	})
+	info, err := streamInfo(ctx, f.js, f.cfg.Stream)
 	if err != nil {
-		return fmt.Errorf("stream info: %w", err)
+		return err
 	}
+	last := info.State.LastSeq
 	if !f.caught.Load() {
 		f.target.Store(last)
 		if f.applied.Load() >= last {
@@ -261,7 +323,7 @@ func (f *Follower) follow(ctx context.Context) error {
 func (f *Follower) handle(ctx context.Context, m Msg) error {
 	ev, err := events.Decode(m.Data)
 	if err != nil {
-		f.reject(ctx, m, fmt.Errorf("decode event: %w", err))
+		_ = f.rej.reject(ctx, m, fmt.Errorf("decode event: %w", err))
 		return nil
 	}
 	m.Event = ev
@@ -272,7 +334,7 @@ func (f *Follower) handle(ctx context.Context, m Msg) error {
 		case err == nil:
 			return nil
 		case IsPoison(err):
-			f.reject(ctx, m, err)
+			_ = f.rej.reject(ctx, m, err)
 			return nil
 		}
 		f.log.Warn("event not applied; trying again", "stream_seq", m.Seq, "event_id", ev.ID, "err", err)
@@ -295,23 +357,43 @@ func (f *Follower) call(ctx context.Context, m Msg) (err error) {
 	return f.cfg.Handle(ctx, m)
 }
 
-// reject records the event on REJECTED. A failure to record is logged:
-// the follower must go on either way (the event stays in its stream).
-func (f *Follower) reject(ctx context.Context, m Msg, cause error) {
-	f.rejected.Add(1)
-	f.log.Warn("event rejected", "stream_seq", m.Seq, "reason", cause)
-	ev, err := events.NewRejectedEvent(f.cfg.Source, f.cfg.EventSource, m.Stream, m.Seq, m.Stored, cause.Error(), m.Data)
+// rejecter records events that can never be handled on REJECTED: the one
+// place a consumer's REJECTED record is published.
+type rejecter struct {
+	js                  jetstream.JetStream
+	source, eventSource string
+	log                 *slog.Logger
+	count               *atomic.Uint64
+	// noRecord only logs and counts (a replay: the live consumer recorded
+	// the event already).
+	noRecord bool
+}
+
+// reject records the event on REJECTED. A failure to record is logged and
+// returned: a Follower goes on either way (the event stays in its stream),
+// a Batcher hands the message back to be rejected again.
+func (r *rejecter) reject(ctx context.Context, m Msg, cause error) error {
+	r.count.Add(1)
+	r.log.Warn("event rejected", "stream_seq", m.Seq, "subject", m.Subject, "reason", cause)
+	if r.noRecord {
+		return nil
+	}
+	ev, err := events.NewRejectedEvent(r.source, r.eventSource, m.Stream, m.Seq, m.Stored, cause.Error(), m.Data)
 	var b []byte
 	if err == nil {
 		b, err = ev.Marshal()
 	}
 	if err == nil {
+		// Nats-Msg-Id makes a second record of the same event (after a
+		// crash before the ack) a duplicate the stream drops.
 		err = events.Retry(ctx, 3, func(ctx context.Context) error {
-			_, err := f.js.Publish(ctx, ev.Subject, b, jetstream.WithMsgID(ev.ID))
+			_, err := r.js.Publish(ctx, ev.Subject, b, jetstream.WithMsgID(ev.ID))
 			return err
 		})
 	}
 	if err != nil {
-		f.log.Error("record a rejected event", "stream_seq", m.Seq, "err", err)
+		r.log.Error("record a rejected event", "stream_seq", m.Seq, "err", err)
+		return fmt.Errorf("record rejected event %s seq %d: %w", m.Stream, m.Seq, err)
 	}
+	return nil
 }
