@@ -185,7 +185,9 @@ func TestBatcherFatalAcksNothing(t *testing.T) {
 	crash := errors.New("crash after write")
 	cfg := consume.BatchConfig[string]{Stream: events.StreamAlerts, Durable: "test-fatal", AckWait: 2 * time.Second,
 		BatchSize: 100, BatchTimeout: 20 * time.Millisecond, Source: "t", EventSource: events.SourceProjector, Prepare: prepareID,
-		Write: func(context.Context, []consume.Item[string]) ([]consume.Rejection, error) { return nil, consume.Fatal(crash) }}
+		Write: func(context.Context, []consume.Item[string]) ([]consume.Rejection, error) {
+			return nil, consume.Fatal(crash)
+		}}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := consume.NewBatcher(js.JS, cfg).Run(ctx); !errors.Is(err, crash) {
