@@ -11,6 +11,7 @@ import (
 	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/services/internal/conf"
 	"github.com/otawatch/otawatch/services/internal/identity"
+	"github.com/otawatch/otawatch/services/internal/svc"
 )
 
 // Mode is how devices decide to update.
@@ -150,8 +151,10 @@ type FleetConfig struct {
 
 	// Seed seeds every device's RNG.
 	Seed uint64
-	// Clock is the time source; nil is the wall clock.
-	Clock Clock
+	// Clock is the time source (svc.Clock, as every service's); nil is the
+	// wall clock. Devices never sleep: every wait is a timer, so a test's
+	// clock runs a whole update cycle by advancing time.
+	Clock svc.Clock
 }
 
 // SetDefaults fills in unset fields.
@@ -202,7 +205,7 @@ func (c *FleetConfig) SetDefaults() {
 		c.Backoff = DefaultBackoff
 	}
 	if c.Clock == nil {
-		c.Clock = RealClock{}
+		c.Clock = svc.RealClock{}
 	}
 }
 

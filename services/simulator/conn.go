@@ -11,6 +11,8 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
+
+	"github.com/otawatch/otawatch/services/internal/svc"
 )
 
 // errAckTimeout is a report the broker did not acknowledge in AckTimeout.
@@ -491,7 +493,7 @@ func subscribed(ctx context.Context, tok mqtt.Token) error {
 }
 
 // sleep waits d on clock, or until ctx ends.
-func sleep(ctx context.Context, clock Clock, d time.Duration) error {
+func sleep(ctx context.Context, clock svc.Clock, d time.Duration) error {
 	ch := make(chan struct{})
 	t := clock.AfterFunc(d, func() { close(ch) })
 	select {

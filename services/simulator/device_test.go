@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/services/internal/svc"
 )
 
 // sentReport is one publish attempt a fakeLink saw.
@@ -27,7 +28,7 @@ type sentReport struct {
 // fakeLink stands in for the broker in unit tests: it records every
 // publish and answers it at once, failing the attempts fail picks.
 type fakeLink struct {
-	clock    Clock
+	clock    svc.Clock
 	mu       sync.Mutex
 	attempts map[string]int // per status
 	fail     func(status string, attempt int) bool

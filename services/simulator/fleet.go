@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/services/internal/svc"
 )
 
 // Fleet is a simulated device fleet. Build it with NewFleet, run it with
@@ -21,7 +22,7 @@ import (
 type Fleet struct {
 	cfg   FleetConfig
 	log   *slog.Logger
-	clock Clock
+	clock svc.Clock
 	durs  durations
 	api   *apiClient
 

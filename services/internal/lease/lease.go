@@ -18,17 +18,8 @@ import (
 
 	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/services/internal/conf"
+	"github.com/otawatch/otawatch/services/internal/svc"
 )
-
-// Clock is the time source of the holder's step-down timer. Tests inject
-// their own.
-type Clock interface{ Now() time.Time }
-
-// WallClock is the clock of production.
-type WallClock struct{}
-
-// Now returns time.Now().
-func (WallClock) Now() time.Time { return time.Now() }
 
 // Config says which lease to open and for whom.
 type Config struct {
@@ -44,8 +35,9 @@ type Config struct {
 	TTL time.Duration
 	// Replicas of the bucket (at least 1).
 	Replicas int
-	// Clock is the holder's clock; nil is the wall clock.
-	Clock Clock
+	// Clock is the holder's clock for its step-down timer (the service's
+	// svc.Deps.Clock); nil is the wall clock.
+	Clock svc.Clock
 	// Log gets the lease's changes; nil discards them.
 	Log *slog.Logger
 }
@@ -64,7 +56,7 @@ type Lease struct {
 	holder   string
 	ttl      time.Duration
 	stepDown time.Duration
-	clock    Clock
+	clock    svc.Clock
 	log      *slog.Logger
 
 	mu      sync.Mutex
@@ -77,7 +69,7 @@ type Lease struct {
 // not take the lease: Run does.
 func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Lease, error) {
 	if cfg.Clock == nil {
-		cfg.Clock = WallClock{}
+		cfg.Clock = svc.RealClock{}
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)

@@ -13,24 +13,6 @@ import (
 	"github.com/otawatch/otawatch/services/internal/testutil"
 )
 
-// fakeClock is a clock a test moves by hand.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 func TestLeaseOneHolderAndTakeover(t *testing.T) {
 	js := testutil.StartJetStream(t, testutil.JetStreamOptions{NoStreams: true})
 	open := func(name string) (*Lease, *nats.Conn) {
@@ -103,7 +85,7 @@ func TestLeaseOneHolderAndTakeover(t *testing.T) {
 
 func TestLeaseReleasedOnCleanStop(t *testing.T) {
 	js := testutil.StartJetStream(t, testutil.JetStreamOptions{NoStreams: true})
-	clock := &fakeClock{now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
+	clock := testutil.NewFakeClock(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC))
 	// A long TTL: a takeover within the test can only come from a release.
 	a, err := Open(context.Background(), js.JS, Config{Bucket: "lease_test", Key: "k", Holder: "a", What: "test", TTL: time.Hour, Clock: clock})
 	if err != nil {
@@ -120,11 +102,11 @@ func TestLeaseReleasedOnCleanStop(t *testing.T) {
 
 	// The holder's own timer: without a renewal for two thirds of the TTL,
 	// it no longer drives, whatever the server thinks.
-	clock.Add(40 * time.Minute)
+	clock.Advance(40 * time.Minute)
 	if a.Held() {
 		t.Error("a holds the lease 40 min after its last renewal (TTL 1h)")
 	}
-	clock.Add(-40 * time.Minute)
+	clock.Advance(-40 * time.Minute)
 
 	b.attempt(context.Background())
 	if b.Held() {
