@@ -21,6 +21,10 @@ type Config struct {
 	// ("otawatch-rollout-<random>"), since two instances with one id would
 	// disconnect each other.
 	ClientID string `yaml:"client_id"`
+	// Instance names this instance: the driver lease's holder, as
+	// operators see it in the lease bucket and in log lines, and the
+	// suffix of the default client id. Empty is a random name per start.
+	Instance string `yaml:"instance"`
 	Username string `yaml:"username"`
 	// PasswordFile holds the MQTT password.
 	PasswordFile string `yaml:"password_file"`
@@ -136,6 +140,7 @@ func (c *Config) Validate(p conf.Problems) {
 		conf.CheckMQTTTLS(p, "tls", c.Broker, c.TLS)
 	}
 	conf.CheckMQTTClientID(p, "client_id", c.ClientID)
+	conf.CheckMQTTClientID(p, "instance", c.Instance) // the default client id ends in it
 	if c.Waves < 1 {
 		p.Addf("waves", "%d must be at least 1", c.Waves)
 	}

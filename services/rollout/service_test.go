@@ -121,8 +121,8 @@ func (r *rig) start(name string, cfg Config, prep func(s *Service)) *instance {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	s, err := New(cfg, svc.Deps{Log: testLog(), NC: nc, JS: jsx, Streams: events.StreamOptions{Replicas: 1}, Health: svc.NewHealth()},
-		WithInstance(name))
+	cfg.Instance = name
+	s, err := New(cfg, svc.Deps{Log: testLog(), NC: nc, JS: jsx, Streams: events.StreamOptions{Replicas: 1}, Health: svc.NewHealth()})
 	if err != nil {
 		r.t.Fatal(err)
 	}
