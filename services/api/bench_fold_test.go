@@ -86,8 +86,8 @@ func BenchmarkFoldFollow(b *testing.B) {
 
 // runFold runs the service's SHADOW follower alone until ctx ends.
 func runFold(ctx context.Context, s *Service) {
-	s.shadow.run(ctx, s.deps.JS, func(error) {})
+	_ = s.shadow.Run(ctx)
 }
 
 // foldApplied is the last SHADOW sequence the fold applied.
-func foldApplied(s *Service) uint64 { return s.shadow.applied.Load() }
+func foldApplied(s *Service) uint64 { return s.shadow.Applied() }

@@ -100,7 +100,11 @@ func BenchmarkReadModelReplay(b *testing.B) {
 		raw += drain(func(uint64, []byte) {})
 		m := newModel()
 		fold += drain(func(seq uint64, data []byte) {
-			if err := m.applyShadow(seq, data); err != nil {
+			e, err := events.Decode(data)
+			if err == nil {
+				err = m.applyShadow(seq, e)
+			}
+			if err != nil {
 				b.Fatal(err)
 			}
 		})

@@ -50,7 +50,7 @@ type snapshot struct {
 type dashboard struct {
 	m      *model
 	stats  *streamStats
-	folds  []*follower
+	folds  []*fold
 	mu     sync.Mutex
 	snap   []byte
 	change chan struct{} // closed when snap is replaced
@@ -58,7 +58,7 @@ type dashboard struct {
 	at     time.Time
 }
 
-func newDashboard(m *model, stats *streamStats, folds []*follower) *dashboard {
+func newDashboard(m *model, stats *streamStats, folds []*fold) *dashboard {
 	return &dashboard{m: m, stats: stats, folds: folds, change: make(chan struct{})}
 }
 
@@ -91,7 +91,7 @@ func (d *dashboard) build() snapshot {
 	streams := d.stats.get() // outside the model lock: it may wait on JetStream
 	ready := true
 	for _, f := range d.folds {
-		ready = ready && f.caught.Load()
+		ready = ready && f.caughtUp()
 	}
 	d.m.mu.RLock()
 	defer d.m.mu.RUnlock()

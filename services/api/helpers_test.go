@@ -109,8 +109,8 @@ func startAPI(t *testing.T, o harnessOpts) *harness {
 // waitCaughtUp waits until the read model has applied SHADOW up to seq.
 func (h *harness) waitShadow(t *testing.T, seq uint64) {
 	t.Helper()
-	testutil.Eventually(t, 10*time.Second, func() bool { return h.svc.shadow.applied.Load() >= seq },
-		"the read model did not apply SHADOW up to %d (at %d)", seq, h.svc.shadow.applied.Load())
+	testutil.Eventually(t, 10*time.Second, func() bool { return h.svc.shadow.Applied() >= seq },
+		"the read model did not apply SHADOW up to %d (at %d)", seq, h.svc.shadow.Applied())
 }
 
 // publish stores e on subject and returns its stream sequence.

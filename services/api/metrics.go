@@ -76,10 +76,9 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	streams  *prometheus.GaugeVec
-	skipped  *prometheus.CounterVec
 }
 
-func newMetrics(reg *prometheus.Registry, m *model, ss *streamStats, folds []*follower) *metrics {
+func newMetrics(reg *prometheus.Registry, m *model, ss *streamStats, folds []*fold) *metrics {
 	if reg == nil {
 		reg = ops.NewRegistry()
 	}
@@ -98,16 +97,12 @@ func newMetrics(reg *prometheus.Registry, m *model, ss *streamStats, folds []*fo
 			Name: "otawatch_http_streams_active",
 			Help: "Open event streams by kind (sse, websocket).",
 		}, []string{"kind"}),
-		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "otawatch_api_events_skipped_total",
-			Help: "Events the api's read model could not decode, by stream.",
-		}, []string{"stream"}),
 	}
 	ss.errors = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "otawatch_stream_info_errors_total",
 		Help: "Failed JetStream stream info requests.",
 	})
-	reg.MustRegister(mt.requests, mt.duration, mt.streams, mt.skipped, ss.errors,
+	reg.MustRegister(mt.requests, mt.duration, mt.streams, ss.errors,
 		&readModelCollector{m: m, folds: folds}, &streamCollector{s: ss})
 	return mt
 }
@@ -152,6 +147,10 @@ var (
 		"Last stream sequence the api's read model applied, by stream.", []string{"stream"}, nil)
 	descFoldReady = prometheus.NewDesc("otawatch_api_fold_caught_up",
 		"1 once the api's read model has replayed the stream's history.", []string{"stream"}, nil)
+	descFoldLag = prometheus.NewDesc("otawatch_api_fold_lag",
+		"Events of the stream waiting behind the last one the api's read model handled.", []string{"stream"}, nil)
+	descFoldRejected = prometheus.NewDesc("otawatch_api_events_rejected_total",
+		"Events the api's read model could not apply (recorded on REJECTED as rejected.api), by stream.", []string{"stream"}, nil)
 
 	descStreamMsgs = prometheus.NewDesc("otawatch_stream_messages",
 		"Messages stored in a JetStream stream (cached a few seconds).", []string{"stream"}, nil)
@@ -167,12 +166,12 @@ var (
 // the gauges cost nothing between scrapes.
 type readModelCollector struct {
 	m     *model
-	folds []*follower
+	folds []*fold
 }
 
 func (c *readModelCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDevices, descOnline, descOffline, descByStatus, descSuccess,
-		descAvgDur, descP95Dur, descWave, descAlerts, descFoldSeq, descFoldReady} {
+		descAvgDur, descP95Dur, descWave, descAlerts, descFoldSeq, descFoldReady, descFoldLag, descFoldRejected} {
 		ch <- d
 	}
 }
@@ -216,12 +215,14 @@ func (c *readModelCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descAlerts, float64(n), sev)
 	}
 	for _, f := range c.folds {
-		gauge(descFoldSeq, float64(f.applied.Load()), f.stream)
+		gauge(descFoldSeq, float64(f.Applied()), f.stream)
 		ready := 0.0
-		if f.caught.Load() {
+		if f.caughtUp() {
 			ready = 1
 		}
 		gauge(descFoldReady, ready, f.stream)
+		gauge(descFoldLag, float64(f.Lag()), f.stream)
+		ch <- prometheus.MustNewConstMetric(descFoldRejected, prometheus.CounterValue, float64(f.Rejected()), f.stream)
 	}
 }
 

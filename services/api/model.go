@@ -1,7 +1,6 @@
 package api
 
 import (
-	"encoding/json"
 	"fmt"
 	"sort"
 	"strconv"
@@ -128,15 +127,10 @@ func (m *model) recentEvents() []recentEvent {
 	return out
 }
 
-// applyShadow folds one SHADOW message. A message that is not an envelope,
-// or whose data does not decode, changes nothing and is returned as an
-// error for the caller to count: the api only reads the log, the services
-// that write it own REJECTED.
-func (m *model) applyShadow(seq uint64, data []byte) error {
-	e, err := events.Decode(data)
-	if err != nil {
-		return err
-	}
+// applyShadow folds one SHADOW event. An event whose data does not decode
+// changes nothing and is returned as an error (the fold records it on
+// REJECTED).
+func (m *model) applyShadow(seq uint64, e events.Event) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	d, err := m.fleet.Apply(seq, e)
@@ -173,11 +167,7 @@ func (m *model) applyShadow(seq uint64, data []byte) error {
 // service's own fold is the authority (GET /api/v1/rollouts asks it); this
 // one only labels the dashboard's waves and survives that service being
 // down.
-func (m *model) applyRollout(seq uint64, data []byte) error {
-	e, err := events.Decode(data)
-	if err != nil {
-		return err
-	}
+func (m *model) applyRollout(seq uint64, e events.Event) error {
 	var rd events.RolloutData
 	if err := e.DecodeData(&rd); err != nil {
 		return err
@@ -193,7 +183,7 @@ func (m *model) applyRollout(seq uint64, data []byte) error {
 		m.jobs[rd.JobID] = j
 	}
 	// A ledger that refuses the event (a plan twice, or none) leaves the
-	// rest of the view to follow it; the error is counted as a skip.
+	// rest of the view to follow it; the error goes to REJECTED.
 	lerr := j.ledger.Apply(e.Type, rd)
 	j.Updated = e.Time
 	name := events.RolloutEventName(e.Type)
@@ -257,20 +247,10 @@ func (m *model) applyRollout(seq uint64, data []byte) error {
 // (alert.{state}.{severity}.{ruleId}), and a missing key is made from the
 // rule and the device or job, so an older or foreign alert event still
 // folds.
-func (m *model) applyAlert(seq uint64, subject string, data []byte) error {
-	e, err := events.Decode(data)
-	if err != nil {
-		return err
-	}
+func (m *model) applyAlert(seq uint64, subject string, e events.Event) error {
 	var d events.AlertData
-	_ = json.Unmarshal(e.Data, &d) // a data we cannot read still has a subject
-	tokens := strings.Split(subject, ".")
-	sub := func(i int) string {
-		if len(tokens) > i {
-			return tokens[i]
-		}
-		return ""
-	}
+	_ = e.DecodeData(&d) // a data we cannot read still has a subject
+	subj, _ := events.ParseAlertSubject(subject)
 	state := d.State
 	switch {
 	case state != "":
@@ -279,9 +259,9 @@ func (m *model) applyAlert(seq uint64, subject string, data []byte) error {
 	case e.Type == events.TypeAlertResolved || strings.Contains(e.Type, ".resolved"):
 		state = events.AlertResolved
 	default:
-		state = sub(1)
+		state = subj.State
 	}
-	rule := firstNonEmpty(d.RuleID, sub(3))
+	rule := firstNonEmpty(d.RuleID, subj.RuleID)
 	key := d.Key
 	if key == "" {
 		parts := []string{rule}
@@ -293,7 +273,7 @@ func (m *model) applyAlert(seq uint64, subject string, data []byte) error {
 		}
 		key = strings.Join(parts, "/")
 	}
-	severity := firstNonEmpty(d.Severity, sub(2))
+	severity := firstNonEmpty(d.Severity, subj.Severity)
 	since := d.StartsAt
 	if since.IsZero() {
 		since = e.Time

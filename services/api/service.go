@@ -13,6 +13,7 @@ import (
 
 	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/services/internal/conf"
+	"github.com/otawatch/otawatch/services/internal/consume"
 	"github.com/otawatch/otawatch/services/internal/ops"
 	"github.com/otawatch/otawatch/services/internal/svc"
 )
@@ -30,8 +31,8 @@ type Service struct {
 	log  *slog.Logger
 
 	model   *model
-	folds   []*follower
-	shadow  *follower
+	folds   []*fold
+	shadow  *fold
 	stats   *streamStats
 	metrics *metrics
 	dash    *dashboard
@@ -39,14 +40,19 @@ type Service struct {
 	streamSlots *streamLimiter
 
 	addr atomic.Value // string: the bound address, once listening
-	// skippedLogged limits the warnings about undecodable events.
-	skippedLogged sync.Map // stream -> *atomic.Uint64
 }
 
 // New builds the service; it does no I/O. Unset keys of cfg take their
-// defaults.
+// defaults, and a configuration that Validate refuses is an *conf.Error
+// listing every problem (keys under "http", as in the file).
 func New(cfg Config, deps svc.Deps) (*Service, error) {
 	cfg.SetDefaults()
+	p := conf.NewProblems()
+	cfg.Validate(p.Sub("http"))
+	cfg.TLS.Validate(p.Sub("http.tls")) // in a file, conf's walk does this
+	if list := p.List(); len(list) > 0 {
+		return nil, &conf.Error{Problems: list}
+	}
 	if deps.Log == nil {
 		deps.Log = slog.New(slog.DiscardHandler)
 	}
@@ -55,34 +61,17 @@ func New(cfg Config, deps svc.Deps) (*Service, error) {
 		deps.Health = svc.NewHealth()
 	}
 	s := &Service{cfg: cfg, deps: deps, log: deps.Log.With("component", "api"), model: newModel()}
-	s.shadow = newFollower(events.StreamShadow, func(seq uint64, _ string, data []byte) error {
-		return s.model.applyShadow(seq, data)
-	}, s.skipped(events.StreamShadow))
-	s.folds = []*follower{
+	s.shadow = s.newFold(events.StreamShadow, func(m consume.Msg) error { return s.model.applyShadow(m.Seq, m.Event) })
+	s.folds = []*fold{
 		s.shadow,
-		newFollower(events.StreamRollout, func(seq uint64, _ string, data []byte) error {
-			return s.model.applyRollout(seq, data)
-		}, s.skipped(events.StreamRollout)),
-		newFollower(events.StreamAlerts, s.model.applyAlert, s.skipped(events.StreamAlerts)),
+		s.newFold(events.StreamRollout, func(m consume.Msg) error { return s.model.applyRollout(m.Seq, m.Event) }),
+		s.newFold(events.StreamAlerts, func(m consume.Msg) error { return s.model.applyAlert(m.Seq, m.Subject, m.Event) }),
 	}
 	s.stats = &streamStats{js: deps.JS}
 	s.metrics = newMetrics(deps.Metrics, s.model, s.stats, s.folds)
 	s.dash = newDashboard(s.model, s.stats, s.folds)
 	s.streamSlots = newStreamLimiter(s.cfg.MaxStreams)
 	return s, nil
-}
-
-// skipped returns the callback for an event the read model could not
-// apply: counted, and logged (the first ten, then every thousandth, so a
-// log of bad events does not flood the log).
-func (s *Service) skipped(stream string) func(uint64, error) {
-	return func(seq uint64, err error) {
-		s.metrics.skipped.WithLabelValues(stream).Inc()
-		v, _ := s.skippedLogged.LoadOrStore(stream, new(atomic.Uint64))
-		if n := v.(*atomic.Uint64).Add(1); n <= 10 || n%1000 == 0 {
-			s.log.Warn("event skipped by the read model", "stream", stream, "stream_seq", seq, "skipped", n, "err", err)
-		}
-	}
 }
 
 // Addr returns the address the service listens on, once it does ("" before):
@@ -140,9 +129,7 @@ func (s *Service) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			f.run(ctx, s.deps.JS, func(err error) {
-				s.log.Warn("read model not following", "stream", f.stream, "err", err)
-			})
+			_ = f.Run(ctx) // nil when ctx ends; it logs its own failures
 		}()
 	}
 	wg.Add(2)
@@ -222,14 +209,14 @@ func (s *Service) trackReadiness(ctx context.Context) {
 	for {
 		var notReady error
 		for _, f := range s.folds {
-			if err := f.status(); err != nil {
+			if err := f.Status(); err != nil {
 				notReady = err
 				break
 			}
 		}
 		if notReady == nil && !caughtUp {
 			caughtUp = true
-			s.log.Info("read model caught up", "shadow_seq", s.shadow.applied.Load())
+			s.log.Info("read model caught up", "shadow_seq", s.shadow.Applied())
 		}
 		if notReady == nil && s.deps.NC != nil && !s.deps.NC.IsConnected() {
 			notReady = fmt.Errorf("nats connection %s", s.deps.NC.Status())

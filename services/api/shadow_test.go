@@ -239,7 +239,7 @@ func TestShadowDelta(t *testing.T) {
 		waitRollout := func(seq uint64) {
 			t.Helper()
 			f := h.svc.folds[1]
-			testutil.Eventually(t, 10*time.Second, func() bool { return f.applied.Load() >= seq },
+			testutil.Eventually(t, 10*time.Second, func() bool { return f.Applied() >= seq },
 				"the read model did not apply ROLLOUT up to %d", seq)
 		}
 		spec := &events.RolloutSpec{ID: "job3", Target: events.DesiredFirmware{Version: "4.0"}}
