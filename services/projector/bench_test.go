@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/services/internal/consume"
 	"github.com/otawatch/otawatch/services/internal/svc"
 	"github.com/otawatch/otawatch/services/internal/testutil"
 )
@@ -280,7 +281,7 @@ func benchConsume(b *testing.B, js jetstream.JetStream, n, batch int) float64 {
 		b.Fatal(err)
 	}
 	defer func() { _ = js.DeleteConsumer(ctx, events.StreamShadow, "bench-consume") }()
-	it, err := cons.Messages(jetstream.PullMaxMessages(pullBuffer(batch)))
+	it, err := cons.Messages(jetstream.PullMaxMessages(consume.PullBuffer(batch)))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -10,9 +10,11 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/cenkalti/backoff/v5"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/services/internal/consume"
 	"github.com/otawatch/otawatch/services/internal/svc"
 	"github.com/otawatch/otawatch/services/internal/testutil"
 )
@@ -72,7 +74,7 @@ func (e *env) start(h hooks) *running {
 		e.t.Fatal(err)
 	}
 	s.hooks = h
-	s.retryMax = 500 * time.Millisecond
+	s.newBackOff = func() backoff.BackOff { return consume.ExponentialBackOff(100*time.Millisecond, 500*time.Millisecond) }
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- s.Run(ctx) }()

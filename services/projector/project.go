@@ -6,8 +6,6 @@ import (
 	"sort"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/otawatch/otawatch/events"
 )
 
@@ -28,12 +26,8 @@ type item struct {
 	stream  string
 	seq     uint64
 	subject string
-	// stamp is when the stream stored the message: the time of a REJECTED
-	// record, so replaying a poison event records the same thing.
-	stamp time.Time
-	raw   []byte
-	msg   jetstream.Msg
-	kind  kind
+	raw     []byte
+	kind    kind
 	// poison says why the event cannot be projected (kind is kindNone).
 	poison string
 

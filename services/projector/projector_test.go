@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/services/internal/consume"
 )
 
 // fleetHistory is a SHADOW stream of n reports from devices devices, some
@@ -204,32 +205,38 @@ func TestOutOfOrderArrival(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	batch, err := cons.Fetch(len(evs), jetstream.FetchMaxWait(10*time.Second))
+	fetched, err := cons.Fetch(len(evs), jetstream.FetchMaxWait(10*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var msgs []jetstream.Msg
-	for m := range batch.Messages() {
+	for m := range fetched.Messages() {
 		msgs = append(msgs, m)
 	}
 	if len(msgs) != len(evs) {
 		t.Fatalf("fetched %d messages, want %d", len(msgs), len(evs))
 	}
 	rand.New(rand.NewSource(7)).Shuffle(len(msgs), func(i, j int) { msgs[i], msgs[j] = msgs[j], msgs[i] })
-	p := &pipeline{stream: events.StreamShadow, log: testLogger(t), index: index, batchSize: 11, batchTimeout: time.Second,
-		w: &writer{conn: conn, log: testLogger(t), stream: events.StreamShadow, retryMin: time.Millisecond, retryMax: time.Millisecond}}
-	i := 0
-	err = p.run(ctx, func(ctx context.Context) (jetstream.Msg, error) {
-		if i == len(msgs) {
-			return nil, errEnd
+	// The projection the consume loop drives, fed by hand: each message
+	// prepared in the shuffled order, written in batches of 11.
+	p := &projection{stream: events.StreamShadow, conn: conn, log: testLogger(t), index: index}
+	var batch []consume.Item[*item]
+	for i, m := range msgs {
+		md, err := m.Metadata()
+		if err != nil {
+			t.Fatal(err)
 		}
-		i++
-		return msgs[i-1], nil
-	})
-	if err != errEnd {
-		t.Fatalf("pipeline: %v", err)
+		it, err := p.prepare(consume.Msg{Stream: events.StreamShadow, Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data()})
+		if err != nil {
+			t.Fatalf("prepare: %v", err)
+		}
+		batch = append(batch, consume.Item[*item]{Value: it})
+		if len(batch) == 11 || i == len(msgs)-1 {
+			if refused, err := p.write(ctx, batch); err != nil || len(refused) > 0 {
+				t.Fatalf("write: %v (refused %v)", err, refused)
+			}
+			batch = nil
+		}
 	}
 	checkShadow(t, e, evs)
 }
-
-var errEnd = fmt.Errorf("end of test messages")

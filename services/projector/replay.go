@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/services/internal/consume"
 )
 
 // ReplayOptions choose what Replay re-projects.
@@ -64,10 +65,23 @@ type StreamProgress struct {
 	Done   bool
 }
 
-type streamCounters struct {
-	events, seq, poison atomic.Uint64
+// replayStream is one stream of a replay: where it stops and how far it is.
+type replayStream struct {
+	name                string
 	lastSeq             uint64
+	events, seq, poison atomic.Uint64
 	done                atomic.Bool
+}
+
+func (r *replayStream) flushed(n int, lastSeq uint64, poison int) {
+	r.events.Add(uint64(n))
+	r.seq.Store(lastSeq)
+	r.poison.Add(uint64(poison))
+}
+
+func (r *replayStream) progress() StreamProgress {
+	return StreamProgress{Stream: r.name, Events: r.events.Load(), Seq: r.seq.Load(), LastSeq: r.lastSeq,
+		Poison: r.poison.Load(), Done: r.done.Load()}
 }
 
 // Replay re-projects the log into ClickHouse with ordered consumers, which
@@ -81,71 +95,29 @@ func Replay(ctx context.Context, cfg Config, js jetstream.JetStream, log *slog.L
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("component", "projector-replay")
-	if opts.Database == "" {
-		opts.Database = cfg.Database
-	}
-	if err := events.ValidateID("database", opts.Database); err != nil {
+	if err := opts.resolve(cfg); err != nil {
 		return ReplayProgress{}, err
 	}
-	streams := opts.Streams
-	if len(streams) == 0 {
-		for _, s := range projected {
-			streams = append(streams, s.Stream)
-		}
-	}
-	for _, s := range streams {
-		if !slices.ContainsFunc(projected, func(x struct{ Stream, Durable string }) bool { return x.Stream == s }) {
-			return ReplayProgress{}, fmt.Errorf("stream %q is not projected (streams: SHADOW, ROLLOUT, ALERTS, NOTIFY)", s)
-		}
-	}
-	conn, err := Open(ctx, cfg, opts.Database)
+	conn, err := openSchema(ctx, cfg, opts.Database)
 	if err != nil {
 		return ReplayProgress{}, err
 	}
 	defer conn.Close()
-	if _, err := Migrate(ctx, conn); err != nil {
-		return ReplayProgress{}, err
-	}
 
 	start := time.Now()
-	counters := make([]*streamCounters, len(streams))
-	consumers := make([]jetstream.Consumer, len(streams))
-	for i, s := range streams {
-		counters[i] = &streamCounters{}
-		info, err := streamInfo(ctx, js, s)
-		if err != nil {
-			return ReplayProgress{}, err
-		}
-		counters[i].lastSeq = info.State.LastSeq
-		cc := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
-		switch {
-		case opts.FromSeq > 0:
-			cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, opts.FromSeq
-		case !opts.FromTime.IsZero():
-			t := opts.FromTime
-			cc.DeliverPolicy, cc.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
-		}
-		cons, err := js.OrderedConsumer(ctx, s, cc)
-		if err != nil {
-			return ReplayProgress{}, fmt.Errorf("replay %s: %w", s, err)
-		}
-		consumers[i] = cons
-		if cons.CachedInfo().NumPending == 0 || info.State.Msgs == 0 {
-			counters[i].done.Store(true)
-		}
+	streams, err := replayBounds(ctx, js, opts.Streams)
+	if err != nil {
+		return ReplayProgress{}, err
 	}
 	snapshot := func(done bool) ReplayProgress {
 		p := ReplayProgress{Elapsed: time.Since(start), Done: done}
-		for i, s := range streams {
-			c := counters[i]
-			p.Streams = append(p.Streams, StreamProgress{Stream: s, Events: c.events.Load(), Seq: c.seq.Load(),
-				LastSeq: c.lastSeq, Poison: c.poison.Load(), Done: c.done.Load()})
+		for _, r := range streams {
+			p.Streams = append(p.Streams, r.progress())
 		}
 		return p
 	}
-
 	var index *desiredIndex
-	if slices.Contains(streams, events.StreamShadow) {
+	if slices.Contains(opts.Streams, events.StreamShadow) {
 		index = newDesiredIndex()
 		n, err := warmDesired(ctx, js, index)
 		if err != nil {
@@ -154,85 +126,121 @@ func Replay(ctx context.Context, cfg Config, js jetstream.JetStream, log *slog.L
 		log.Info("desired-state fold warmed", "desired_events", n)
 	}
 
+	stopProgress := reportProgress(opts, snapshot)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stopProgress := make(chan struct{})
-	var progressDone sync.WaitGroup
-	if opts.Progress != nil {
-		every := opts.ProgressEvery
-		if every <= 0 {
-			every = time.Second
-		}
-		progressDone.Add(1)
-		go func() {
-			defer progressDone.Done()
-			tick := time.NewTicker(every)
-			defer tick.Stop()
-			for {
-				select {
-				case <-stopProgress:
-					return
-				case <-tick.C:
-					opts.Progress(snapshot(false))
-				}
-			}
-		}()
-	}
-
 	errs := make([]error, len(streams))
 	var wg sync.WaitGroup
-	for i, s := range streams {
-		c := counters[i]
-		if c.done.Load() {
+	for i, r := range streams {
+		if r.done.Load() {
 			continue
 		}
-		p := &pipeline{
-			stream:       s,
-			log:          log.With("stream", s),
-			w:            &writer{conn: conn, log: log.With("stream", s), stream: s, retryMin: 100 * time.Millisecond, retryMax: 5 * time.Second},
-			batchSize:    cfg.BatchSize,
-			batchTimeout: cfg.BatchTimeout,
-			lastSeq:      c.lastSeq,
-			flushed: func(n int, last uint64, poison int) {
-				c.events.Add(uint64(n))
-				c.seq.Store(last)
-				c.poison.Add(uint64(poison))
-			},
-		}
-		if s == events.StreamShadow {
+		p := &projection{stream: r.name, conn: conn, log: log.With("stream", r.name), flushed: r.flushed}
+		if r.name == events.StreamShadow {
 			p.index = index
 		}
-		it, err := consumers[i].Messages(jetstream.PullMaxMessages(pullBuffer(cfg.BatchSize)))
-		if err != nil {
-			errs[i] = fmt.Errorf("replay %s: %w", s, err)
-			continue
-		}
+		b := p.batcher(js, consume.BatchConfig[*item]{
+			From: opts.FromSeq, FromTime: opts.FromTime, Until: r.lastSeq,
+			BatchSize: cfg.BatchSize, BatchTimeout: cfg.BatchTimeout,
+			// The live projector recorded the poison on REJECTED already.
+			NoRecord: true,
+		})
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer it.Stop()
-			err := p.run(ctx, func(ctx context.Context) (jetstream.Msg, error) {
-				return it.Next(jetstream.NextContext(ctx))
-			})
-			if err == nil && ctx.Err() == nil {
-				c.done.Store(true)
-				return
+			if err := replayOne(ctx, b, r); err != nil {
+				errs[i] = err
+				cancel()
 			}
-			if err == nil {
-				err = ctx.Err()
-			}
-			errs[i] = fmt.Errorf("replay %s: %w", s, err)
-			cancel()
 		}()
 	}
 	wg.Wait()
-	close(stopProgress)
-	progressDone.Wait()
+	stopProgress()
 	final := snapshot(true)
 	if opts.Progress != nil {
 		opts.Progress(final)
 	}
 	return final, errors.Join(errs...)
+}
+
+// resolve applies the defaults of opts (the configured database, every
+// projected stream) and checks them.
+func (opts *ReplayOptions) resolve(cfg Config) error {
+	if opts.Database == "" {
+		opts.Database = cfg.Database
+	}
+	if err := events.ValidateID("database", opts.Database); err != nil {
+		return err
+	}
+	if len(opts.Streams) == 0 {
+		for _, s := range projected {
+			opts.Streams = append(opts.Streams, s.Stream)
+		}
+	}
+	for _, s := range opts.Streams {
+		if !slices.ContainsFunc(projected, func(x struct{ Stream, Durable string }) bool { return x.Stream == s }) {
+			return fmt.Errorf("stream %q is not projected (streams: SHADOW, ROLLOUT, ALERTS, NOTIFY)", s)
+		}
+	}
+	return nil
+}
+
+// replayBounds reads where each stream is now: a replay stops there.
+func replayBounds(ctx context.Context, js jetstream.JetStream, names []string) ([]*replayStream, error) {
+	out := make([]*replayStream, len(names))
+	for i, name := range names {
+		info, err := streamInfo(ctx, js, name)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = &replayStream{name: name, lastSeq: info.State.LastSeq}
+		if info.State.Msgs == 0 {
+			out[i].done.Store(true)
+		}
+	}
+	return out, nil
+}
+
+// reportProgress calls opts.Progress every opts.ProgressEvery until the
+// returned stop is called.
+func reportProgress(opts ReplayOptions, snapshot func(done bool) ReplayProgress) (stop func()) {
+	if opts.Progress == nil {
+		return func() {}
+	}
+	every := opts.ProgressEvery
+	if every <= 0 {
+		every = time.Second
+	}
+	quit := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-tick.C:
+				opts.Progress(snapshot(false))
+			}
+		}
+	}()
+	return func() { close(quit); wg.Wait() }
+}
+
+// replayOne runs one stream's batcher to r.lastSeq, counting into r.
+func replayOne(ctx context.Context, b *consume.Batcher[*item], r *replayStream) error {
+	err := b.Run(ctx)
+	if err == nil && ctx.Err() == nil {
+		r.done.Store(true)
+		return nil
+	}
+	if err == nil {
+		err = ctx.Err()
+	}
+	return fmt.Errorf("replay %s: %w", r.name, err)
 }
 
 func streamInfo(ctx context.Context, js jetstream.JetStream, name string) (*jetstream.StreamInfo, error) {

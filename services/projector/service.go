@@ -7,12 +7,14 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/cenkalti/backoff/v5"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/services/internal/conf"
+	"github.com/otawatch/otawatch/services/internal/consume"
 	"github.com/otawatch/otawatch/services/internal/svc"
 )
 
@@ -32,10 +34,11 @@ type Service struct {
 	deps  svc.Deps
 	log   *slog.Logger
 	hooks hooks
-	// retryMin and retryMax bound the pause between ClickHouse attempts.
-	retryMin, retryMax time.Duration
-	// counts are the Stats, by stream.
-	counts map[string]*streamCounts
+	// newBackOff paces every retry: ClickHouse, JetStream, a batch.
+	newBackOff func() backoff.BackOff
+	// counts are the Stats, by stream; followers are set while Run runs.
+	counts    map[string]*streamCounts
+	followers sync.Map // stream name -> *consume.Batcher[*item]
 }
 
 // streamCounts are one stream's live counters.
@@ -51,24 +54,41 @@ type StreamStats struct {
 	Batches uint64
 	// Rejected is events recorded on REJECTED instead of projected.
 	Rejected uint64
+	// Seq is the last stream sequence written and acked; Lag is how many
+	// events of the stream wait behind it (0 before Run reads the stream).
+	Seq, Lag uint64
 }
 
 // Stats returns the projector's counters by stream name.
 func (s *Service) Stats() map[string]StreamStats {
 	out := make(map[string]StreamStats, len(s.counts))
 	for name, c := range s.counts {
-		out[name] = StreamStats{Rows: c.rows.Load(), Batches: c.batches.Load(), Rejected: c.rejected.Load()}
+		st := StreamStats{Rows: c.rows.Load(), Batches: c.batches.Load(), Rejected: c.rejected.Load()}
+		if f, ok := s.followers.Load(name); ok {
+			b := f.(*consume.Batcher[*item])
+			st.Seq, st.Lag = b.Applied(), b.Lag()
+		}
+		out[name] = st
 	}
 	return out
 }
 
-// New builds the service; it does no I/O.
+// New builds the service from its section of the configuration: it applies
+// the defaults and returns a *conf.Error listing every problem of cfg. It
+// does no I/O.
 func New(cfg Config, deps svc.Deps) (*Service, error) {
+	cfg.SetDefaults()
+	p := conf.NewProblems()
+	section := p.Sub("clickhouse")
 	if cfg.Addr == "" {
-		return nil, errors.New("projector needs clickhouse.addr")
+		section.Addf("addr", "is required to run the projector")
+	}
+	cfg.Validate(section)
+	if list := p.List(); len(list) > 0 {
+		return nil, &conf.Error{Problems: list}
 	}
 	if deps.JS == nil {
-		return nil, errors.New("projector needs jetstream")
+		return nil, errors.New("projector needs jetstream (deps.JS)")
 	}
 	log := deps.Log
 	if log == nil {
@@ -78,8 +98,7 @@ func New(cfg Config, deps svc.Deps) (*Service, error) {
 	for _, st := range projected {
 		counts[st.Stream] = &streamCounts{}
 	}
-	return &Service{cfg: cfg, deps: deps, log: log.With("component", "projector"),
-		retryMin: 100 * time.Millisecond, retryMax: 10 * time.Second, counts: counts}, nil
+	return &Service{cfg: cfg, deps: deps, log: log.With("component", "projector"), newBackOff: consume.DefaultBackOff, counts: counts}, nil
 }
 
 // errStarting is the readiness state until the schema is in place.
@@ -92,22 +111,19 @@ func (s *Service) Run(ctx context.Context) error {
 	h.set("clickhouse", errStarting)
 	conn, err := s.connect(ctx, h)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return err
+		return nil // only ctx's end stops connect
 	}
 	defer conn.Close()
 
 	index := newDesiredIndex()
-	if err := s.retry(ctx, "read desired events", func(ctx context.Context) error {
+	if err := consume.Retry(ctx, s.log, s.newBackOff, "read desired events", func(ctx context.Context) error {
 		n, err := warmDesired(ctx, s.deps.JS, index)
 		if err == nil {
 			s.log.Info("desired-state fold warmed", "desired_events", n, "devices", len(index.m))
 		}
 		return err
 	}); err != nil {
-		return nil // only ctx's end stops retry
+		return nil
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -118,26 +134,27 @@ func (s *Service) Run(ctx context.Context) error {
 		firstErr error
 	)
 	for _, st := range projected {
-		p := &pipeline{
-			stream:       st.Stream,
-			log:          s.log.With("stream", st.Stream),
-			w:            &writer{conn: conn, log: s.log.With("stream", st.Stream), stream: st.Stream, health: h, retryMin: s.retryMin, retryMax: s.retryMax},
-			batchSize:    s.cfg.BatchSize,
-			batchTimeout: s.cfg.BatchTimeout,
-			ack:          true,
-			ackWait:      s.cfg.AckWait,
-			js:           s.deps.JS,
-			hooks:        s.hooks,
-			counts:       s.counts[st.Stream],
-		}
+		p := &projection{stream: st.Stream, conn: conn, log: s.log.With("stream", st.Stream), health: h, hooks: s.hooks, counts: s.counts[st.Stream]}
 		if st.Stream == events.StreamShadow {
 			p.index = index
 		}
-		durable := st.Durable
+		b := p.batcher(s.deps.JS, consume.BatchConfig[*item]{
+			Durable:     st.Durable,
+			Description: "otawatch projector: " + st.Stream + " -> ClickHouse",
+			AckWait:     s.cfg.AckWait,
+			// Room for the batch being written, the next one being read
+			// and the client's pull buffer.
+			MaxAckPending: max(4*s.cfg.BatchSize, 1000),
+			BatchSize:     s.cfg.BatchSize,
+			BatchTimeout:  s.cfg.BatchTimeout,
+			NewBackOff:    s.newBackOff,
+		})
+		s.followers.Store(st.Stream, b)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := s.consume(ctx, p, durable); err != nil {
+			// Run ends with an error only when a test hook stopped it.
+			if err := b.Run(ctx); err != nil {
 				mu.Lock()
 				if firstErr == nil {
 					firstErr = err
@@ -157,20 +174,11 @@ func (s *Service) Run(ctx context.Context) error {
 // or ctx ends.
 func (s *Service) connect(ctx context.Context, h *health) (driver.Conn, error) {
 	var conn driver.Conn
-	err := s.retry(ctx, "connect to clickhouse", func(ctx context.Context) error {
-		c, err := Open(ctx, s.cfg, s.cfg.Database)
+	err := consume.Retry(ctx, s.log, s.newBackOff, "connect to clickhouse", func(ctx context.Context) error {
+		c, err := openSchema(ctx, s.cfg, s.cfg.Database)
 		if err != nil {
 			h.set("clickhouse", err)
 			return err
-		}
-		applied, err := Migrate(ctx, c)
-		if err != nil {
-			c.Close()
-			h.set("clickhouse", err)
-			return err
-		}
-		if len(applied) > 0 {
-			s.log.Info("schema applied", "database", s.cfg.Database, "versions", applied)
 		}
 		conn = c
 		return nil
@@ -178,86 +186,17 @@ func (s *Service) connect(ctx context.Context, h *health) (driver.Conn, error) {
 	return conn, err
 }
 
-// retry runs call until it succeeds, pausing with backoff; it returns
-// ctx's error when ctx ends first.
-func (s *Service) retry(ctx context.Context, what string, call func(context.Context) error) error {
-	pause := s.retryMin
-	for attempt := 1; ; attempt++ {
-		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := call(cctx)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if attempt == 1 || attempt%10 == 0 {
-			s.log.Warn(what+" failed; retrying", "attempt", attempt, "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(pause):
-		}
-		pause = min(pause*2, s.retryMax)
+// openSchema opens database on cfg's server and applies the schema.
+func openSchema(ctx context.Context, cfg Config, database string) (driver.Conn, error) {
+	c, err := Open(ctx, cfg, database)
+	if err != nil {
+		return nil, err
 	}
-}
-
-// consumerConfig is the durable consumer of one stream. MaxAckPending
-// leaves room for the batch being written, the next one being read and the
-// client's pull buffer.
-func (s *Service) consumerConfig(stream, durable string) jetstream.ConsumerConfig {
-	return jetstream.ConsumerConfig{
-		Durable:       durable,
-		Description:   "otawatch projector: " + stream + " -> ClickHouse",
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       s.cfg.AckWait,
-		// Poison events are terminated by the projector itself, after
-		// recording them on REJECTED, so deliveries are not capped.
-		MaxDeliver:    -1,
-		MaxAckPending: max(4*s.cfg.BatchSize, 1000),
+	if _, err := Migrate(ctx, c); err != nil {
+		c.Close()
+		return nil, err
 	}
-}
-
-func pullBuffer(batchSize int) int { return min(max(batchSize, 100), 50_000) }
-
-// consume runs one stream's pipeline on its durable consumer, starting it
-// again after a consumer or connection failure, until ctx ends. It returns
-// an error only when a test hook stopped it.
-func (s *Service) consume(ctx context.Context, p *pipeline, durable string) error {
-	for ctx.Err() == nil {
-		var cons jetstream.Consumer
-		err := s.retry(ctx, "create consumer "+durable, func(ctx context.Context) error {
-			var err error
-			cons, err = s.deps.JS.CreateOrUpdateConsumer(ctx, p.stream, s.consumerConfig(p.stream, durable))
-			return err
-		})
-		if err != nil {
-			return nil
-		}
-		it, err := cons.Messages(jetstream.PullMaxMessages(pullBuffer(p.batchSize)))
-		if err != nil {
-			s.log.Warn("consume failed", "stream", p.stream, "err", err)
-			continue
-		}
-		err = p.run(ctx, func(ctx context.Context) (jetstream.Msg, error) {
-			return it.Next(jetstream.NextContext(ctx))
-		})
-		it.Stop()
-		if errors.Is(err, errStopped) {
-			return err
-		}
-		if err != nil && ctx.Err() == nil {
-			s.log.Warn("consumer stopped; starting it again", "stream", p.stream, "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
-		}
-	}
-	return nil
+	return c, nil
 }
 
 // warmDesired reads every shadow.desired event of the SHADOW stream, up to
@@ -276,7 +215,7 @@ func warmDesired(ctx context.Context, js jetstream.JetStream, index *desiredInde
 	if pending == 0 {
 		return 0, nil
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(pullBuffer(int(min(pending, 50_000)))))
+	it, err := cons.Messages(jetstream.PullMaxMessages(consume.PullBuffer(int(min(pending, 50_000)))))
 	if err != nil {
 		return 0, fmt.Errorf("read desired events: %w", err)
 	}

@@ -7,11 +7,11 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
-	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/otawatch/otawatch/services/internal/consume"
 	"github.com/otawatch/otawatch/services/internal/svc"
 )
 
@@ -61,13 +61,6 @@ func rowFault(err error) bool {
 	return false
 }
 
-// rejection is a row ClickHouse refused on its own: its event goes to
-// REJECTED.
-type rejection struct {
-	seq    uint64
-	reason string
-}
-
 // health tracks each stream loop's state and reports the worst to the
 // shared registry under "projector".
 type health struct {
@@ -104,68 +97,34 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-// writer inserts a stream's rows, retrying with backoff while ClickHouse is
-// down or busy, and finding poison rows by bisection.
+// writer inserts rows into ClickHouse, finding poison rows by bisection.
 type writer struct {
-	conn   driver.Conn
-	log    *slog.Logger
-	stream string
-	health *health
-	// keepalive is called while a batch waits for ClickHouse, so the
-	// messages it holds are not redelivered meanwhile (nil: nothing held).
-	keepalive func()
-	// retryMin and retryMax bound the pause between attempts.
-	retryMin, retryMax time.Duration
+	conn driver.Conn
+	log  *slog.Logger
 }
 
 // insert writes rows into t. It returns the rows ClickHouse refused on their
-// own, and an error only when ctx ends first.
-func insert[R any](ctx context.Context, w *writer, t *table[R], rows []R) ([]rejection, error) {
+// own, and an error when the insert failed for another reason (ClickHouse
+// down or busy: the caller tries the batch again).
+func insert[R any](ctx context.Context, w *writer, t *table[R], rows []R) ([]consume.Rejection, error) {
 	if len(rows) == 0 {
 		return nil, nil
 	}
-	pause := w.retryMin
-	failing := false
-	for {
-		err := t.send(ctx, w.conn, rows)
-		if err == nil {
-			if failing {
-				w.log.Info("clickhouse accepts inserts again", "table", t.name)
-			}
-			w.health.set(w.stream, nil)
-			return nil, nil
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		if rowFault(err) {
-			if len(rows) == 1 {
-				w.log.Warn("clickhouse refused a row", "table", t.name, "stream_seq", t.seq(&rows[0]), "err", err)
-				return []rejection{{seq: t.seq(&rows[0]), reason: fmt.Sprintf("clickhouse refused the row for %s: %v", t.name, err)}}, nil
-			}
-			// Some row is at fault: split until the refused ones are alone.
-			// The halves that go in are in; only the poison rows come back.
-			mid := len(rows) / 2
-			left, err := insert(ctx, w, t, rows[:mid])
-			if err != nil {
-				return nil, err
-			}
-			right, err := insert(ctx, w, t, rows[mid:])
-			return append(left, right...), err
-		}
-		if !failing {
-			w.log.Warn("clickhouse insert failed; retrying with backoff", "table", t.name, "rows", len(rows), "err", err)
-			failing = true
-		}
-		w.health.set(w.stream, fmt.Errorf("clickhouse: %w", err))
-		if w.keepalive != nil {
-			w.keepalive()
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(pause):
-		}
-		pause = min(pause*2, w.retryMax)
+	err := t.send(ctx, w.conn, rows)
+	if err == nil || !rowFault(err) {
+		return nil, err
 	}
+	if len(rows) == 1 {
+		w.log.Warn("clickhouse refused a row", "table", t.name, "stream_seq", t.seq(&rows[0]), "err", err)
+		return []consume.Rejection{{Seq: t.seq(&rows[0]), Reason: fmt.Sprintf("clickhouse refused the row for %s: %v", t.name, err)}}, nil
+	}
+	// Some row is at fault: split until the refused ones are alone. The
+	// halves that go in are in; only the poison rows come back.
+	mid := len(rows) / 2
+	left, err := insert(ctx, w, t, rows[:mid])
+	if err != nil {
+		return nil, err
+	}
+	right, err := insert(ctx, w, t, rows[mid:])
+	return append(left, right...), err
 }
