@@ -37,13 +37,6 @@ type Config struct {
 	// active one's end.
 	LeaseBucket string        `yaml:"lease_bucket"`
 	LeaseTTL    time.Duration `yaml:"lease_ttl"`
-
-	// Now is the wall clock ticks take their time from; nil is time.Now.
-	// Tests set it.
-	Now func() time.Time `yaml:"-"`
-	// ManualTicks turns the ticker off: ticks happen only through
-	// Service.Tick (tests and benchmarks drive time themselves).
-	ManualTicks bool `yaml:"-"`
 }
 
 // Defaults of the alerting section.

@@ -5,8 +5,9 @@
 //
 // # Position and restart
 //
-// The service reads SHADOW and ROLLOUT with ordered consumers, not
-// durables: its position is part of its state, saved with it in the
+// The service follows SHADOW and ROLLOUT with the shared consume loop
+// (services/internal/consume: ordered consumers, not durables, one
+// backoff, one rule for caught up): its position is part of its state, saved with it in the
 // JetStream KV bucket snapshot_bucket (default "otawatch_alerting") every
 // snapshot_interval. A start restores the snapshot, folds the ALERTS
 // events published after it (so an alert raised or resolved after the
@@ -19,8 +20,9 @@
 //
 // # Ticks and presence
 //
-// Every tick_interval (at multiples of it, wall clock; ManualTicks lets a
-// test drive them) devices that owe a report (sent a desired state they
+// Every tick_interval (at multiples of it, on the service's clock,
+// svc.Deps.Clock; a test's clock that never fires leaves ticks to Tick)
+// devices that owe a report (sent a desired state they
 // have not finished, or last seen in_progress) and have been quiet for
 // offline_after get a device.presence potentially_offline event,
 // published to SHADOW before the state applies it (the copy read back is
@@ -62,7 +64,17 @@
 // These alerts are not the rule engine's: a restart reads them back from
 // ALERTS.
 //
-// Messages the engine cannot use go to REJECTED (source "alerting"). A
-// poison message read again after a restart is recorded again once the
-// duplicate window has passed.
+// An event that does not decode, that the engine refuses, or whose
+// handling panics goes to REJECTED (rejected.alerting, through the consume
+// loop and events.NewRejectedEvent) with the reason, and the service goes
+// on. A poison message read again after a restart is recorded again once
+// the duplicate window has passed.
+//
+// # Files
+//
+// service.go is the Service and its Status; active.go the active term
+// (the followers' handler and the loop of ticks, reloads and snapshots,
+// which take turns on the state under one lock); snapshot.go the snapshot
+// and the restore; publish.go the publishes awaited before a turn ends;
+// watch.go the rule reloads; streamfull.go the stream-full alerts.
 package alerting

@@ -25,16 +25,17 @@ var t0 = time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC)
 func at(d time.Duration) time.Time { return t0.Add(d) }
 
 // harness is one embedded JetStream and the alerting services a test runs
-// on it.
+// on it, on one fake clock at t0.
 type harness struct {
-	t   *testing.T
-	js  *testutil.JetStream
-	log *logBuffer
+	t     *testing.T
+	js    *testutil.JetStream
+	log   *logBuffer
+	clock *testutil.FakeClock
 }
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	return &harness{t: t, js: testutil.StartJetStream(t, testutil.JetStreamOptions{}), log: &logBuffer{}}
+	return &harness{t: t, js: testutil.StartJetStream(t, testutil.JetStreamOptions{}), log: &logBuffer{}, clock: testutil.NewFakeClock(t0)}
 }
 
 // running is a started service.
@@ -44,8 +45,9 @@ type running struct {
 	done   chan error
 }
 
-// start runs a service with cfg (ManualTicks set) until stop or the test's
-// end.
+// start runs a service with cfg on the harness's clock (which moves only
+// when a test advances it: otherwise ticks happen only through Tick) until
+// stop or the test's end.
 func (h *harness) start(cfg Config) *running {
 	return h.startWith(cfg, nil)
 }
@@ -66,12 +68,8 @@ func (h *harness) launch(cfg Config) *running {
 
 func (h *harness) launchWith(cfg Config, prepare func(*Service)) *running {
 	h.t.Helper()
-	cfg.ManualTicks = true
-	if cfg.Now == nil {
-		cfg.Now = func() time.Time { return t0 }
-	}
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(h.log), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	s, err := New(cfg, svc.Deps{Log: log, NC: h.js.NC, JS: h.js.JS, Streams: events.StreamOptions{Replicas: 1}})
+	s, err := New(cfg, svc.Deps{Log: log, NC: h.js.NC, JS: h.js.JS, Streams: events.StreamOptions{Replicas: 1}, Clock: h.clock})
 	if err != nil {
 		h.t.Fatalf("new alerting: %v", err)
 	}

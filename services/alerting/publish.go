@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/services/internal/consume"
 )
 
 // publisher publishes events asynchronously with their id as Nats-Msg-Id
@@ -55,40 +56,15 @@ func (p *publisher) add(subject string, ev events.Event) error {
 }
 
 // flush waits for every queued publish; a failed one is published again
-// (its Nats-Msg-Id makes that safe) until it is stored or ctx ends.
+// (its Nats-Msg-Id makes that safe), after the consume loop's backoff,
+// until it is stored or ctx ends. What ctx's end leaves unstored stays
+// queued for the next flush.
 func (p *publisher) flush(ctx context.Context) error {
-	defer func() { p.pending = p.pending[:0] }()
-	for _, pd := range p.pending {
-		var ack *jetstream.PubAck
-		if pd.fut != nil {
-			select {
-			case ack = <-pd.fut.Ok():
-			case <-pd.fut.Err():
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-		pause := 50 * time.Millisecond
-		for ack == nil {
-			err := events.Retry(ctx, 3, func(ctx context.Context) error {
-				var err error
-				ack, err = p.js.PublishMsg(ctx, pd.msg)
-				return err
-			})
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				return fmt.Errorf("publish to %s: %w", pd.msg.Subject, err)
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(pause):
-			}
-			if pause < 5*time.Second {
-				pause *= 2
-			}
+	for i, pd := range p.pending {
+		ack, err := p.await(ctx, pd)
+		if err != nil {
+			p.pending = p.pending[:copy(p.pending, p.pending[i:])]
+			return err
 		}
 		p.published[ack.Stream]++
 		if p.stored != nil && !ack.Duplicate {
@@ -98,7 +74,41 @@ func (p *publisher) flush(ctx context.Context) error {
 			p.alertsSeq = ack.Sequence
 		}
 	}
+	p.pending = p.pending[:0]
 	return nil
+}
+
+// await returns pd's acknowledgement, publishing it again while it fails.
+func (p *publisher) await(ctx context.Context, pd pending) (*jetstream.PubAck, error) {
+	if pd.fut != nil {
+		select {
+		case ack := <-pd.fut.Ok():
+			return ack, nil
+		case <-pd.fut.Err():
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	bo := consume.DefaultBackOff()
+	for {
+		var ack *jetstream.PubAck
+		err := events.Retry(ctx, 3, func(ctx context.Context) error {
+			var err error
+			ack, err = p.js.PublishMsg(ctx, pd.msg)
+			return err
+		})
+		if err == nil {
+			return ack, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("publish to %s: %w", pd.msg.Subject, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(bo.NextBackOff()):
+		}
+	}
 }
 
 // publishNow queues events and flushes.

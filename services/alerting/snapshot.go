@@ -16,6 +16,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/rules"
+	"github.com/otawatch/otawatch/services/internal/ruleeval"
 )
 
 // The snapshot lives in a KV bucket as gzip'd JSON of the engine, split
@@ -161,4 +163,147 @@ func saveSnapshot(ctx context.Context, kv jetstream.KeyValue, m manifest, state 
 		}
 	}
 	return nil
+}
+
+// restore builds the engine from the snapshot (if any) and folds the
+// ALERTS events published after it, so a restart neither raises again an
+// alert that is active nor forgets one it must resolve.
+func (s *Service) restore(ctx context.Context, set *rules.Set) (*run, error) {
+	kv, err := openBucket(ctx, s.deps.JS, s.cfg.SnapshotBucket, s.deps.Streams.Replicas)
+	if err != nil {
+		return nil, err
+	}
+	r := &run{kv: kv, pub: newPublisher(s.deps.JS), published: map[string]bool{}}
+	r.pub.stored = s.countAlert
+	r.eng = s.newEngine(set)
+	m, state, err := loadSnapshot(ctx, kv)
+	if err != nil {
+		s.log.Warn("snapshot unusable; rebuilding from the log", "err", err)
+	}
+	alertsFrom := uint64(1)
+	if m != nil {
+		if err := r.eng.UnmarshalJSON(state); err != nil {
+			s.log.Warn("snapshot unusable; rebuilding from the log", "err", err)
+			r.eng = s.newEngine(set)
+		} else {
+			r.manifest = m
+			r.pub.alertsSeq = m.AlertsSeq
+			alertsFrom = m.AlertsSeq + 1
+			s.setStatus(func(st *Status) { st.Restored = true })
+			s.log.Info("snapshot restored", "gen", m.Gen, "shadow_seq", m.ShadowSeq, "rollout_seq", m.RolloutSeq,
+				"alerts_seq", m.AlertsSeq, "devices", r.eng.Fleet().Len())
+		}
+	}
+	rd, err := ruleeval.OpenReader(ctx, s.deps.JS, events.StreamAlerts, alertsFrom)
+	if err != nil {
+		return nil, err
+	}
+	defer rd.Close()
+	n := 0
+	for {
+		rec, ok, err := rd.Next(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("fold %s: %w", events.StreamAlerts, err)
+		}
+		if !ok {
+			break
+		}
+		r.pub.alertsSeq = max(r.pub.alertsSeq, rec.Seq)
+		var a events.AlertData
+		if rec.DecodeErr == nil {
+			rec.DecodeErr = rec.Event.DecodeData(&a)
+		}
+		if rec.DecodeErr != nil {
+			s.log.Warn("skipping an ALERTS message that does not decode", "stream_seq", rec.Seq, "err", rec.DecodeErr)
+			continue
+		}
+		if a.RuleID == StreamFullRule {
+			continue // not the engine's: checkStreams reads them back
+		}
+		r.eng.Restore(a)
+		r.published[rec.Event.ID] = true
+		n++
+	}
+	if n > 0 {
+		s.log.Info("alerts folded", "events", n, "active_alerts", r.eng.ActiveCount())
+	}
+	return r, nil
+}
+
+type snapResult struct {
+	m   manifest
+	err error
+}
+
+// startSnapshot copies the state (on the caller's turn) and writes it in
+// a goroutine that reports on done, so the followers go on meanwhile. It
+// reports whether a write was started: only a changed state is written,
+// and only once caught up.
+func (s *Service) startSnapshot(ctx context.Context, r *run, done chan<- snapResult) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.dirty || !r.caughtUp {
+		return false
+	}
+	snap, m, err := s.prepareSnapshot(r)
+	if err != nil {
+		s.log.Warn("snapshot failed", "err", err)
+		return false
+	}
+	r.dirty = false
+	kv, prev := r.kv, r.manifest
+	go func() {
+		sctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		state, err := snap.MarshalJSON()
+		if err == nil {
+			err = saveSnapshot(sctx, kv, m, state, prev)
+		}
+		done <- snapResult{m: m, err: err}
+	}()
+	return true
+}
+
+// prepareSnapshot copies the engine on the loop, after every publish it
+// caused was acknowledged (the loop flushes before it gets here), so the
+// copy and its sequences agree with ALERTS.
+func (s *Service) prepareSnapshot(r *run) (*ruleeval.Snapshot, manifest, error) {
+	// Events the followers rejected without the engine are behind the
+	// snapshot too.
+	r.eng.Skip(events.StreamShadow, r.shadow.Applied())
+	r.eng.Skip(events.StreamRollout, r.rollout.Applied())
+	snap, err := r.eng.Snapshot()
+	if err != nil {
+		return nil, manifest{}, fmt.Errorf("copy state for a snapshot: %w", err)
+	}
+	m := manifest{Gen: 1, ShadowSeq: r.eng.ShadowSeq, RolloutSeq: r.eng.RolloutSeq, AlertsSeq: r.pub.alertsSeq, SavedAt: s.clock.Now().UTC()}
+	if r.manifest != nil {
+		m.Gen = r.manifest.Gen + 1
+	}
+	return snap, m, nil
+}
+
+func (s *Service) saveSnapshot(ctx context.Context, r *run) snapResult {
+	snap, m, err := s.prepareSnapshot(r)
+	if err == nil {
+		var state []byte
+		if state, err = snap.MarshalJSON(); err == nil {
+			err = saveSnapshot(ctx, r.kv, m, state, r.manifest)
+		}
+	}
+	res := snapResult{m: m, err: err}
+	s.snapshotted(r, res)
+	return res
+}
+
+func (s *Service) snapshotted(r *run, res snapResult) {
+	if res.err != nil {
+		r.dirty = true
+		s.log.Warn("snapshot failed; the next one tries again", "err", res.err)
+		return
+	}
+	m := res.m
+	r.manifest = &m
+	s.log.Debug("snapshot saved", "gen", m.Gen, "bytes", m.Size, "shadow_seq", m.ShadowSeq)
+	s.setStatus(func(st *Status) { st.Snapshots++ })
 }

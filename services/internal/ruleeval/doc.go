@@ -6,6 +6,13 @@
 // test or a backtest computes what the live service computes; the rollout
 // service uses DeviceVars, FleetVars and RolloutVars for its extra CEL gate.
 //
+// The engine is in three files along its seams: engine.go is the state
+// and the fold (ApplyShadow, ApplyRollout, Tick), eval.go the evaluation
+// of rules and the alert lifecycle, snapshot.go the state's way out and
+// back in (Snapshot, UnmarshalJSON, Restore). history.go reads recorded
+// history once through (Replay, Backtest, the ALERTS fold of a restart);
+// following the live log is services/internal/consume's job.
+//
 // It lives under services/internal, not in rules, because Go allows only
 // packages under services/ to import services/internal/fleet.
 package ruleeval

@@ -23,21 +23,22 @@ type Record struct {
 	DecodeErr error
 }
 
-// Reader reads a stream in order with an ordered consumer (no durable
-// state on the server), from a sequence on.
+// Reader reads a stream once through, in order, with an ordered consumer
+// (no durable state on the server): from a sequence up to the message that
+// was last when it opened. It is for history read to an end (a backtest,
+// the ALERTS fold of a restart); a consumer that follows the live log uses
+// services/internal/consume.
 type Reader struct {
 	stream string
 	iter   jetstream.MessagesContext
 	// Last is the stream's last sequence when the reader was opened.
 	Last uint64
-	tail bool
 	done bool
 }
 
-// OpenReader starts reading stream at sequence from (1 or 0: the start).
-// With tail false, Next reports the end after the message that was last
-// when the reader opened; with tail true it waits for new messages.
-func OpenReader(ctx context.Context, js jetstream.JetStream, stream string, from uint64, tail bool) (*Reader, error) {
+// OpenReader starts reading stream at sequence from (1 or 0: the start);
+// Next reports the end after the message that was last when it opened.
+func OpenReader(ctx context.Context, js jetstream.JetStream, stream string, from uint64) (*Reader, error) {
 	var info *jetstream.StreamInfo
 	err := events.Retry(ctx, 5, func(ctx context.Context) error {
 		s, err := js.Stream(ctx, stream)
@@ -50,8 +51,8 @@ func OpenReader(ctx context.Context, js jetstream.JetStream, stream string, from
 	if err != nil {
 		return nil, fmt.Errorf("stream %s info: %w", stream, err)
 	}
-	r := &Reader{stream: stream, Last: info.State.LastSeq, tail: tail}
-	if !tail && (info.State.Msgs == 0 || from > r.Last) {
+	r := &Reader{stream: stream, Last: info.State.LastSeq}
+	if info.State.Msgs == 0 || from > r.Last {
 		r.done = true
 		return r, nil
 	}
@@ -75,31 +76,28 @@ func OpenReader(ctx context.Context, js jetstream.JetStream, stream string, from
 	return r, nil
 }
 
-// Next returns the next record; ok is false at the end (tail false) or
-// when ctx ends.
+// Next returns the next record; ok is false at the end or when ctx ends.
 func (r *Reader) Next(ctx context.Context) (Record, bool, error) {
 	if r.done {
 		return Record{}, false, nil
 	}
-	for {
-		msg, err := r.iter.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				return Record{}, false, ctx.Err()
-			}
-			return Record{}, false, fmt.Errorf("read %s: %w", r.stream, err)
+	msg, err := r.iter.Next(jetstream.NextContext(ctx))
+	if err != nil {
+		if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			return Record{}, false, ctx.Err()
 		}
-		meta, err := msg.Metadata()
-		if err != nil {
-			return Record{}, false, fmt.Errorf("read %s: metadata: %w", r.stream, err)
-		}
-		rec := Record{Stream: r.stream, Seq: meta.Sequence.Stream, Raw: msg.Data(), Stored: meta.Timestamp}
-		rec.Event, rec.DecodeErr = events.Decode(rec.Raw)
-		if !r.tail && rec.Seq >= r.Last {
-			r.done = true
-		}
-		return rec, true, nil
+		return Record{}, false, fmt.Errorf("read %s: %w", r.stream, err)
 	}
+	meta, err := msg.Metadata()
+	if err != nil {
+		return Record{}, false, fmt.Errorf("read %s: metadata: %w", r.stream, err)
+	}
+	rec := Record{Stream: r.stream, Seq: meta.Sequence.Stream, Raw: msg.Data(), Stored: meta.Timestamp}
+	rec.Event, rec.DecodeErr = events.Decode(rec.Raw)
+	if rec.Seq >= r.Last {
+		r.done = true
+	}
+	return rec, true, nil
 }
 
 // Close stops the consumer.
@@ -251,12 +249,12 @@ type BacktestOptions struct {
 // at or after From. It publishes nothing.
 func Backtest(ctx context.Context, js jetstream.JetStream, set *rules.Set, o BacktestOptions) ([]Transition, *Engine, error) {
 	eng := New(set, Options{OfflineAfter: o.OfflineAfter})
-	shadow, err := OpenReader(ctx, js, events.StreamShadow, 1, false)
+	shadow, err := OpenReader(ctx, js, events.StreamShadow, 1)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer shadow.Close()
-	rollout, err := OpenReader(ctx, js, events.StreamRollout, 1, false)
+	rollout, err := OpenReader(ctx, js, events.StreamRollout, 1)
 	if err != nil {
 		return nil, nil, err
 	}
