@@ -2,20 +2,23 @@ package bridge
 
 import (
 	"bytes"
+	"encoding/json"
 	"testing"
 	"time"
 
 	"github.com/otawatch/otawatch/events"
 )
 
-// referenceEvent is what encodeReportEvent must equal, byte for byte.
+// referenceEvent is what the bridge must publish for a report, byte for
+// byte: encoding/json on the contract's structs.
 func referenceEvent(t testing.TB, id, subject string, at time.Time, d events.ShadowReportedData) []byte {
 	t.Helper()
-	ev, err := events.New(id, events.SourceBridge, events.TypeShadowReported, subject, at, d)
+	data, err := json.Marshal(d)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := ev.Marshal()
+	b, err := json.Marshal(events.Event{SpecVersion: events.SpecVersion, ID: id, Source: events.SourceBridge,
+		Type: events.TypeShadowReported, Subject: subject, Time: at.UTC(), DataContentType: "application/json", Data: data})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,10 +27,10 @@ func referenceEvent(t testing.TB, id, subject string, at time.Time, d events.Sha
 
 func checkEncoding(t testing.TB, id, subject string, at time.Time, d events.ShadowReportedData) {
 	t.Helper()
-	got, err := encodeReportEvent(id, subject, at, &d)
+	got, err := reportEvent(id, subject, at, &d)
 	want := referenceEvent(t, id, subject, at, d)
 	if err != nil || !bytes.Equal(got, want) {
-		t.Fatalf("encodeReportEvent differs from events.New + Marshal (err %v)\n got: %s\nwant: %s", err, got, want)
+		t.Fatalf("the bridge's report event differs from encoding/json's (err %v)\n got: %s\nwant: %s", err, got, want)
 	}
 }
 
@@ -61,15 +64,15 @@ func TestEncodeReportEventMatchesEvents(t *testing.T) {
 func BenchmarkEncodeReportEvent(b *testing.B) {
 	d, _ := report(5)
 	at := time.Now()
-	b.Run("direct", func(b *testing.B) {
+	b.Run("events", func(b *testing.B) {
 		b.ReportAllocs()
 		for range b.N {
-			if _, err := encodeReportEvent("sr-1", "shadow.reported.gateway.dev-1", at, &d); err != nil {
+			if _, err := reportEvent("sr-1", "shadow.reported.gateway.dev-1", at, &d); err != nil {
 				b.Fatal(err)
 			}
 		}
 	})
-	b.Run("events.New+Marshal", func(b *testing.B) {
+	b.Run("encoding_json", func(b *testing.B) {
 		b.ReportAllocs()
 		for range b.N {
 			referenceEvent(b, "sr-1", "shadow.reported.gateway.dev-1", at, d)

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/events/jsonscan"
 	"github.com/otawatch/otawatch/schemas"
 )
 
@@ -29,19 +30,15 @@ import (
 //     604800 as a float64 but more than the maximum to the schema);
 //   - nesting deeper than fastMaxDepth.
 //
+// It reads with the scanner of events' own decoder (events/jsonscan).
 // A declined report goes through the schema path (decodeSchema), which
 // accepts it or gives the reason. So the schema stays the one definition of
 // a valid report; FuzzDecodeFast checks that whatever this path accepts,
 // the schema path accepts with the same firmware.
 func decodeFast(payload []byte) (events.Firmware, bool) {
-	p := fastParser{jsonParser{b: payload}}
-	p.space()
-	fw, ok := p.report()
-	if !ok {
-		return events.Firmware{}, false
-	}
-	p.space()
-	return fw, p.i == len(p.b)
+	s := jsonscan.New(payload)
+	fw, ok := readReport(&s)
+	return fw, ok && s.End()
 }
 
 // fastMaxDepth bounds nesting in the parts of a report the fast path
@@ -49,80 +46,37 @@ func decodeFast(payload []byte) (events.Firmware, bool) {
 // judged by the schema path.
 const fastMaxDepth = 64
 
-// fastParser is jsonParser's scanner (space, literal, scanNumber) with the
-// report's one-pass reading on top.
-type fastParser struct {
-	jsonParser
-}
-
-// next skips space and reports whether the next byte is c, consuming it
-// if so.
-func (p *fastParser) next(c byte) bool {
-	p.space()
-	if p.i < len(p.b) && p.b[p.i] == c {
-		p.i++
-		return true
-	}
-	return false
-}
-
-// members parses the members of an object, its opening brace included,
-// calling member for each key (plain ASCII, as a slice of the payload, not
-// copied). member parses the value, or returns false to decline.
-func (p *fastParser) members(member func(key []byte) bool) bool {
-	if !p.next('{') {
-		return false
-	}
-	if p.next('}') {
-		return true
-	}
-	for {
-		p.space()
-		key, ok := p.plain()
-		if !ok || !p.next(':') {
-			return false
-		}
-		if !member(key) {
-			return false
-		}
-		if p.next(',') {
-			continue
-		}
-		return p.next('}')
-	}
-}
-
-// report parses {"state":{"reported":{"firmware":{...}}}} with any other
+// readReport parses {"state":{"reported":{"firmware":{...}}}} with any other
 // members skipped.
-func (p *fastParser) report() (events.Firmware, bool) {
+func readReport(s *jsonscan.Scanner) (events.Firmware, bool) {
 	var fw events.Firmware
 	var seen bool
-	ok := p.members(func(key []byte) bool {
+	ok := s.Members(func(key []byte) bool {
 		if string(key) != "state" {
-			return p.skip(1)
+			return s.Skip(1, fastMaxDepth)
 		}
 		if seen {
 			return false
 		}
 		seen = true
-		return p.members(func(key []byte) bool {
+		return s.Members(func(key []byte) bool {
 			if string(key) != "reported" {
-				return p.skip(2)
+				return s.Skip(2, fastMaxDepth)
 			}
 			if fw.Version != "" {
 				return false // a second "reported" after a complete one
 			}
 			var seenFW bool
-			return p.members(func(key []byte) bool {
+			return s.Members(func(key []byte) bool {
 				if string(key) != "firmware" {
-					return p.skip(3)
+					return s.Skip(3, fastMaxDepth)
 				}
 				if seenFW {
 					return false
 				}
 				seenFW = true
 				var okFW bool
-				fw, okFW = p.firmware()
+				fw, okFW = readFirmware(s)
 				return okFW
 			}) && seenFW
 		}) && fw.Version != ""
@@ -141,12 +95,12 @@ const (
 	fwErrorCode
 )
 
-// firmware parses the firmware object: the schema's types, lengths, enum,
+// readFirmware parses the firmware object: the schema's types, lengths, enum,
 // date-time and minimum, and its required members.
-func (p *fastParser) firmware() (events.Firmware, bool) {
+func readFirmware(s *jsonscan.Scanner) (events.Firmware, bool) {
 	var fw events.Firmware
 	var seen int
-	ok := p.members(func(key []byte) bool {
+	ok := s.Members(func(key []byte) bool {
 		var bit int
 		switch string(key) {
 		case "version":
@@ -164,36 +118,35 @@ func (p *fastParser) firmware() (events.Firmware, bool) {
 		case "errorCode":
 			bit = fwErrorCode
 		default:
-			return p.skip(4)
+			return s.Skip(4, fastMaxDepth)
 		}
 		if seen&bit != 0 {
 			return false
 		}
 		seen |= bit
-		p.space()
 		switch bit {
 		case fwVersion:
-			s, ok := p.plain()
-			if !ok || len(s) < 1 || len(s) > 64 {
+			v, ok := s.Plain()
+			if !ok || len(v) < 1 || len(v) > 64 {
 				return false
 			}
-			fw.Version = string(s)
+			fw.Version = string(v)
 		case fwTimestamp:
-			s, ok := p.plain()
+			v, ok := s.Plain()
 			if !ok {
 				return false
 			}
-			t, ok := parseTimestamp(s)
+			t, ok := parseTimestamp(v)
 			if !ok || !schemas.ReportTimeOK(t) {
 				return false
 			}
 			fw.Timestamp = t
 		case fwStatus:
-			s, ok := p.plain()
+			v, ok := s.Plain()
 			if !ok {
 				return false
 			}
-			switch string(s) {
+			switch string(v) {
 			case events.StatusInProgress:
 				fw.Status = events.StatusInProgress
 			case events.StatusCompleted:
@@ -204,32 +157,32 @@ func (p *fastParser) firmware() (events.Firmware, bool) {
 				return false
 			}
 		case fwChecksum:
-			s, ok := p.plain()
-			if !ok || len(s) > 256 {
+			v, ok := s.Plain()
+			if !ok || len(v) > 256 {
 				return false
 			}
-			fw.Checksum = string(s)
+			fw.Checksum = string(v)
 		case fwPrevious:
-			s, ok := p.plain()
-			if !ok || len(s) > 64 {
+			v, ok := s.Plain()
+			if !ok || len(v) > 64 {
 				return false
 			}
-			fw.PreviousVersion = string(s)
+			fw.PreviousVersion = string(v)
 		case fwDuration:
-			f, ok := p.duration()
+			f, ok := duration(s)
 			if !ok {
 				return false
 			}
 			fw.UpdateDuration = f
 		case fwErrorCode:
-			if p.literal("null") {
+			if s.Null() {
 				return true
 			}
-			s, ok := p.plain()
-			if !ok || len(s) > 128 {
+			v, ok := s.Plain()
+			if !ok || len(v) > 128 {
 				return false
 			}
-			code := string(s)
+			code := string(v)
 			fw.ErrorCode = &code
 		}
 		return true
@@ -238,121 +191,18 @@ func (p *fastParser) firmware() (events.Firmware, bool) {
 	return fw, ok && seen&required == required
 }
 
-// plain parses a string of printable ASCII without escapes and returns its
-// contents (a slice of the payload).
-func (p *fastParser) plain() ([]byte, bool) {
-	if p.i >= len(p.b) || p.b[p.i] != '"' {
-		return nil, false
-	}
-	start := p.i + 1
-	for j := start; j < len(p.b); j++ {
-		switch c := p.b[j]; {
-		case c == '"':
-			p.i = j + 1
-			return p.b[start:j], true
-		case c == '\\' || c < 0x20 || c > 0x7e:
-			return nil, false
-		}
-	}
-	return nil, false
-}
-
 // duration parses a non-negative JSON number below
 // schemas.MaxUpdateDuration.
-func (p *fastParser) duration() (float64, bool) {
-	start := p.i
-	if !p.scanNumber() || p.b[start] == '-' {
+func duration(s *jsonscan.Scanner) (float64, bool) {
+	lit, ok := s.Number()
+	if !ok || lit[0] == '-' {
 		return 0, false
 	}
-	f, err := strconv.ParseFloat(string(p.b[start:p.i]), 64)
+	f, err := strconv.ParseFloat(string(lit), 64)
 	if err != nil || !(f < schemas.MaxUpdateDuration) {
 		return 0, false
 	}
 	return f, true
-}
-
-// skip checks and passes over one JSON value a report may carry besides its
-// firmware, depth being the nesting of the object it is in.
-func (p *fastParser) skip(depth int) bool {
-	p.space()
-	if p.i >= len(p.b) {
-		return false
-	}
-	switch c := p.b[p.i]; {
-	case c == '{':
-		if depth >= fastMaxDepth {
-			return false
-		}
-		return p.members(func([]byte) bool { return p.skip(depth + 1) })
-	case c == '[':
-		if depth >= fastMaxDepth {
-			return false
-		}
-		p.i++
-		if p.next(']') {
-			return true
-		}
-		for {
-			if !p.skip(depth + 1) {
-				return false
-			}
-			if p.next(',') {
-				continue
-			}
-			return p.next(']')
-		}
-	case c == '"':
-		return p.skipString()
-	case c == '-' || c >= '0' && c <= '9':
-		return p.scanNumber()
-	case c == 't':
-		return p.literal("true")
-	case c == 'f':
-		return p.literal("false")
-	case c == 'n':
-		return p.literal("null")
-	}
-	return false
-}
-
-// skipString passes over a string the report carries besides its firmware:
-// valid escapes, no control bytes; other bytes are taken as they are, as
-// encoding/json takes them.
-func (p *fastParser) skipString() bool {
-	for j := p.i + 1; j < len(p.b); j++ {
-		switch c := p.b[j]; {
-		case c == '"':
-			p.i = j + 1
-			return true
-		case c < 0x20:
-			return false
-		case c == '\\':
-			j++
-			if j >= len(p.b) {
-				return false
-			}
-			switch p.b[j] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-			case 'u':
-				if j+4 >= len(p.b) {
-					return false
-				}
-				for _, h := range p.b[j+1 : j+5] {
-					if !isHex(h) {
-						return false
-					}
-				}
-				j += 4
-			default:
-				return false
-			}
-		}
-	}
-	return false
-}
-
-func isHex(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
 }
 
 // parseTimestamp parses the one RFC 3339 form the fast path takes:

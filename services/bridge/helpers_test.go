@@ -23,6 +23,8 @@ type env struct {
 	js      *testutil.JetStream
 	mqttURL string
 	mosq    *testutil.Mosquitto // nil when the broker is the NATS MQTT listener
+	// clock is the bridges' svc.Deps.Clock (nil: the wall clock).
+	clock svc.Clock
 }
 
 // brokerKind starts one of the two brokers the bridge is tested against.
@@ -102,7 +104,7 @@ func (e *env) launchBridge(t *testing.T, cfg Config, h hooks) *running {
 		cfg.MaxReconnectInterval = 500 * time.Millisecond
 	}
 	health := svc.NewHealth()
-	s, err := New(cfg, svc.Deps{Log: testLogger(t), NC: e.js.NC, JS: e.js.JS, Health: health})
+	s, err := New(cfg, svc.Deps{Log: testLogger(t), NC: e.js.NC, JS: e.js.JS, Health: health, Clock: e.clock})
 	if err != nil {
 		t.Fatalf("new bridge: %v", err)
 	}

@@ -9,9 +9,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/services/internal/consume"
 )
 
 // The path of one report: paho's inbound goroutine hands it to handle,
@@ -94,10 +96,10 @@ type pending struct {
 	// when it went out.
 	token uint64
 	sent  time.Time
-	// attempt counts failed publishes; backoff is the wait before the
-	// next one.
+	// attempt counts failed publishes; backoff gives the wait before the
+	// next one (nil until the first failure).
 	attempt int
-	backoff time.Duration
+	backoff backoff.BackOff
 }
 
 func newRunner(s *Service) (*runner, error) {
@@ -327,18 +329,25 @@ func (r *runner) outcome(p *pending, ack pubAck, err error) {
 // retry of a publish that did land harmless. p keeps its slot meanwhile,
 // and its device's later reports wait behind it; other devices' do not.
 func (r *runner) retry(p *pending, err error) {
-	const firstBackoff, maxBackoff = 50 * time.Millisecond, 5 * time.Second
 	p.attempt++
 	r.s.noteRefused(p, err)
-	p.backoff = min(max(2*p.backoff, firstBackoff), maxBackoff)
+	if p.backoff == nil {
+		// The followers' policy (exponential with jitter, never giving
+		// up), starting sooner: a publish is one round trip.
+		p.backoff = consume.ExponentialBackOff(50*time.Millisecond, 5*time.Second)
+	}
+	wait := p.backoff.NextBackOff()
 	r.s.log.Warn("jetstream publish failed, retrying", "subject", p.subject, "event_id", p.msgID,
-		"attempt", p.attempt, "backoff", p.backoff, "err", err)
+		"attempt", p.attempt, "backoff", wait, "err", err)
+	due := make(chan struct{})
+	timer := r.s.clock.AfterFunc(wait, func() { close(due) })
 	go func() {
 		select {
-		case <-time.After(p.backoff):
+		case <-due:
 			r.s.retries.Add(1)
 			r.send(p)
 		case <-r.hard.Done():
+			timer.Stop()
 			r.abandon(p.m)
 		}
 	}()
@@ -384,7 +393,7 @@ func (s *Service) prepare(m mqtt.Message) (*pending, error) {
 			msgID:   events.ReportEventID(data.TypeID, data.DeviceID, data.Firmware),
 			stream:  events.StreamShadow,
 		}
-		p.body, err = encodeReportEvent(p.msgID, p.subject, s.now(), &data)
+		p.body, err = reportEvent(p.msgID, p.subject, s.clock.Now(), &data)
 		if err != nil {
 			return nil, err
 		}
@@ -395,6 +404,15 @@ func (s *Service) prepare(m mqtt.Message) (*pending, error) {
 		err = reject("event is %d bytes, over the NATS server's max_payload of %d", len(p.body), limit)
 	}
 	return s.prepareRefusal(m, err.Error())
+}
+
+// reportEvent is the JSON of the TypeShadowReported event of d.
+func reportEvent(id, subject string, t time.Time, d *events.ShadowReportedData) ([]byte, error) {
+	ev, err := events.New(id, events.SourceBridge, events.TypeShadowReported, subject, t, d)
+	if err != nil {
+		return nil, err
+	}
+	return ev.Marshal()
 }
 
 func (s *Service) prepareRefusal(m mqtt.Message, reason string) (*pending, error) {
@@ -410,7 +428,7 @@ func (s *Service) prepareRefusal(m mqtt.Message, reason string) (*pending, error
 	data := events.NewRejected(RejectSource, reason, payload)
 	data.Topic = topic
 	var err error
-	p.body, err = rejectedBody(p.msgID, p.subject, s.now(), data, min(s.deps.NC.MaxPayload(), int64(events.MaxRejectedEventSize)))
+	p.body, err = rejectedBody(p.msgID, p.subject, s.clock.Now(), data, min(s.deps.NC.MaxPayload(), int64(events.MaxRejectedEventSize)))
 	return p, err
 }
 

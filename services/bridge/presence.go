@@ -57,7 +57,7 @@ func (s *Service) preparePresence(m mqtt.Message) (*pending, error) {
 	if err != nil {
 		return s.prepareRefusal(m, err.Error())
 	}
-	now := s.now()
+	now := s.clock.Now()
 	p := &pending{
 		m:       m,
 		subject: events.DevicePresenceSubject(typeID, deviceID),

@@ -37,7 +37,9 @@ type Service struct {
 	deps svc.Deps
 	log  *slog.Logger
 	dec  *Decoder
-	now  func() time.Time
+	// clock is deps.Clock: event times and retry waits (tests set a fake
+	// one).
+	clock svc.Clock
 	// holder names this instance in the bridge lease.
 	holder string
 
@@ -112,7 +114,7 @@ func New(cfg Config, deps svc.Deps) (*Service, error) {
 		deps:   deps,
 		log:    log.With("component", "bridge"),
 		dec:    dec,
-		now:    time.Now,
+		clock:  deps.ClockOf(),
 		holder: lease.InstanceName(),
 	}, nil
 }
