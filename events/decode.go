@@ -237,9 +237,45 @@ func str(s *jsonscan.Scanner, dst *string) bool {
 	}
 	v, ok := s.Plain()
 	if ok {
-		*dst = string(v)
+		*dst = intern(v)
 	}
 	return ok
+}
+
+// intern returns the values every event repeats (spec version, content
+// type, sources, types, statuses) without allocating a string for each.
+func intern(b []byte) string {
+	switch string(b) { // no allocation: the compiler compares in place
+	case SpecVersion:
+		return SpecVersion
+	case "application/json":
+		return "application/json"
+	case SourceBridge:
+		return SourceBridge
+	case SourceRollout:
+		return SourceRollout
+	case SourceAlerting:
+		return SourceAlerting
+	case TypeShadowReported:
+		return TypeShadowReported
+	case TypeShadowDesired:
+		return TypeShadowDesired
+	case TypeDevicePresence:
+		return TypeDevicePresence
+	case StatusInProgress:
+		return StatusInProgress
+	case StatusCompleted:
+		return StatusCompleted
+	case StatusFailed:
+		return StatusFailed
+	case PresenceOnline:
+		return PresenceOnline
+	case PresenceOffline:
+		return PresenceOffline
+	case PresencePotentiallyOffline:
+		return PresencePotentiallyOffline
+	}
+	return string(b)
 }
 
 // timeValue reads a time as time.Time's UnmarshalJSON does (strict RFC
