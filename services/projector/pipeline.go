@@ -92,13 +92,13 @@ func collect(batch []consume.Item[*item]) *rows {
 				r.firmware[i] = it.shadow
 			}
 		case kindDevice:
-			r.device = append(r.device, it.device)
+			r.device = append(r.device, *it.device)
 		case kindRollout:
-			r.rollout = append(r.rollout, it.rollout)
+			r.rollout = append(r.rollout, *it.rollout)
 		case kindAlert:
-			r.alerts = append(r.alerts, it.alert)
+			r.alerts = append(r.alerts, *it.alert)
 		case kindNotification:
-			r.notifs = append(r.notifs, it.notification)
+			r.notifs = append(r.notifs, *it.notification)
 		}
 	}
 	return &r

@@ -31,11 +31,13 @@ type item struct {
 	// poison says why the event cannot be projected (kind is kindNone).
 	poison string
 
+	// The row, by kind: a report's inline (most events are reports), the
+	// others behind a pointer, which keeps an item small.
 	shadow       shadowRow
-	device       deviceEventRow
-	rollout      rolloutRow
-	alert        alertRow
-	notification notificationRow
+	device       *deviceEventRow
+	rollout      *rolloutRow
+	alert        *alertRow
+	notification *notificationRow
 }
 
 // deviceKey names a device.
@@ -168,7 +170,7 @@ func project(it *item, index *desiredIndex) {
 				r.JobID = d.JobID
 			}
 		}
-		it.kind, it.rollout = kindRollout, r
+		it.kind, it.rollout = kindRollout, &r
 	case events.StreamAlerts:
 		r := alertRow{Seq: it.seq, EventID: ev.ID, Type: ev.Type, Source: ev.Source, Subject: it.subject,
 			EventTime: eventTime, Data: string(ev.Data)}
@@ -186,12 +188,12 @@ func project(it *item, index *desiredIndex) {
 		if json.Unmarshal(ev.Data, &d) == nil {
 			r.AlertKey, r.JobID, r.TypeID, r.DeviceID = d.Key, d.JobID, d.TypeID, d.DeviceID
 		}
-		it.kind, it.alert = kindAlert, r
+		it.kind, it.alert = kindAlert, &r
 	case events.StreamNotify:
 		r := notificationRow{Seq: it.seq, EventID: ev.ID, Type: ev.Type, Source: ev.Source, Subject: it.subject,
 			EventTime: eventTime, Data: string(ev.Data)}
 		r.Receiver, r.Outcome, _ = events.ParseNotifySubject(it.subject)
-		it.kind, it.notification = kindNotification, r
+		it.kind, it.notification = kindNotification, &r
 	default:
 		it.kind, it.poison = kindNone, fmt.Sprintf("stream %s is not projected", it.stream)
 	}
@@ -265,7 +267,7 @@ func projectShadow(it *item, ev events.Event, eventTime time.Time, timeOK bool, 
 		if badTime() {
 			return
 		}
-		it.kind, it.device = kindDevice, deviceEventRow{
+		it.kind, it.device = kindDevice, &deviceEventRow{
 			Seq: it.seq, EventID: ev.ID, Type: ev.Type, Subject: it.subject, TypeID: typeID, DeviceID: deviceID,
 			EventTime: eventTime, JobID: d.JobID, Wave: waveOf(d.Wave),
 			Version: d.Firmware.Version, Checksum: d.Firmware.Checksum, Data: string(ev.Data),
@@ -279,7 +281,7 @@ func projectShadow(it *item, ev events.Event, eventTime time.Time, timeOK bool, 
 		if badTime() {
 			return
 		}
-		it.kind, it.device = kindDevice, deviceEventRow{
+		it.kind, it.device = kindDevice, &deviceEventRow{
 			Seq: it.seq, EventID: ev.ID, Type: ev.Type, Subject: it.subject, TypeID: typeID, DeviceID: deviceID,
 			EventTime: eventTime, Status: d.State, Data: string(ev.Data),
 		}
@@ -289,7 +291,7 @@ func projectShadow(it *item, ev events.Event, eventTime time.Time, timeOK bool, 
 		if badTime() {
 			return
 		}
-		it.kind, it.device = kindDevice, deviceEventRow{
+		it.kind, it.device = kindDevice, &deviceEventRow{
 			Seq: it.seq, EventID: ev.ID, Type: ev.Type, Subject: it.subject, TypeID: typeID, DeviceID: deviceID,
 			EventTime: eventTime, Data: string(ev.Data),
 		}

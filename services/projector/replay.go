@@ -141,7 +141,7 @@ func Replay(ctx context.Context, cfg Config, js jetstream.JetStream, log *slog.L
 		}
 		b := p.batcher(js, consume.BatchConfig[*item]{
 			From: opts.FromSeq, FromTime: opts.FromTime, Until: r.lastSeq,
-			BatchSize: cfg.BatchSize, BatchTimeout: cfg.BatchTimeout,
+			BatchSize: cfg.BatchSize, BatchTimeout: cfg.BatchTimeout, Parallel: writesInFlight,
 			// The live projector recorded the poison on REJECTED already.
 			NoRecord: true,
 		})

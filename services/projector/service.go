@@ -101,6 +101,11 @@ func New(cfg Config, deps svc.Deps) (*Service, error) {
 	return &Service{cfg: cfg, deps: deps, log: log.With("component", "projector"), newBackOff: consume.DefaultBackOff, counts: counts}, nil
 }
 
+// writesInFlight is how many batches of a stream are written at once.
+// Inserts wait on the server (parsing, sorting, writing a part), and a
+// second batch in flight keeps ClickHouse busy meanwhile.
+const writesInFlight = 2
+
 // errStarting is the readiness state until the schema is in place.
 var errStarting = errors.New("connecting to clickhouse")
 
@@ -142,11 +147,12 @@ func (s *Service) Run(ctx context.Context) error {
 			Durable:     st.Durable,
 			Description: "otawatch projector: " + st.Stream + " -> ClickHouse",
 			AckWait:     s.cfg.AckWait,
-			// Room for the batch being written, the next one being read
-			// and the client's pull buffer.
-			MaxAckPending: max(4*s.cfg.BatchSize, 1000),
+			// Room for the batches being written, the next one being
+			// read and the client's pull buffer.
+			MaxAckPending: max((writesInFlight+2)*s.cfg.BatchSize, 1000),
 			BatchSize:     s.cfg.BatchSize,
 			BatchTimeout:  s.cfg.BatchTimeout,
+			Parallel:      writesInFlight,
 			NewBackOff:    s.newBackOff,
 		})
 		s.followers.Store(st.Stream, b)

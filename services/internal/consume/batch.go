@@ -65,6 +65,11 @@ type BatchConfig[T any] struct {
 	// BatchSize and BatchTimeout bound a batch (defaults 1000 and 200 ms).
 	BatchSize    int
 	BatchTimeout time.Duration
+	// Parallel is how many batches are written at once (default 1); they
+	// are acked in the order they were read, each once Write accepted it
+	// and every batch before it is done with. MaxAckPending must leave room
+	// for them.
+	Parallel int
 	// Source and EventSource name the consumer on REJECTED, as in Config.
 	Source, EventSource string
 	// NoRecord logs and counts poison without recording it on REJECTED (a
@@ -95,10 +100,6 @@ type Batcher[T any] struct {
 	cfg BatchConfig[T]
 	log *slog.Logger
 	rej rejecter
-
-	mu        sync.Mutex // guards held and keptAlive
-	held      []Item[T]
-	keptAlive time.Time
 }
 
 // NewBatcher returns a batch follower of cfg.Stream; Run follows it.
@@ -114,6 +115,9 @@ func NewBatcher[T any](js jetstream.JetStream, cfg BatchConfig[T]) *Batcher[T] {
 	}
 	if cfg.BatchTimeout <= 0 {
 		cfg.BatchTimeout = 200 * time.Millisecond
+	}
+	if cfg.Parallel < 1 {
+		cfg.Parallel = 1
 	}
 	log := cfg.Log.With("stream", cfg.Stream)
 	b := &Batcher[T]{js: js, cfg: cfg, log: log}
@@ -214,6 +218,8 @@ func (b *Batcher[T]) follow(ctx context.Context) (bool, error) {
 		readErr <- b.read(rctx, it, items)
 	}()
 
+	w := &inFlight[T]{b: b, sem: make(chan struct{}, b.cfg.Parallel), prev: closed(), fail: make(chan struct{})}
+	defer w.wg.Wait()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	var timerC <-chan time.Time
@@ -224,7 +230,7 @@ func (b *Batcher[T]) follow(ctx context.Context) (bool, error) {
 		if len(batch) == 0 {
 			return nil
 		}
-		err := b.flush(ctx, batch)
+		err := w.dispatch(ctx, batch)
 		batch = make([]Item[T], 0, len(batch))
 		return err
 	}
@@ -234,6 +240,9 @@ func (b *Batcher[T]) follow(ctx context.Context) (bool, error) {
 			if !ok {
 				err := <-readErr
 				if ferr := flush(); ferr != nil {
+					return false, ferr
+				}
+				if ferr := w.wait(); ferr != nil {
 					return false, ferr
 				}
 				if err == nil && ctx.Err() == nil {
@@ -255,6 +264,9 @@ func (b *Batcher[T]) follow(ctx context.Context) (bool, error) {
 			if err := flush(); err != nil {
 				return false, err
 			}
+		case <-w.fail:
+			cancelRead()
+			return false, w.wait()
 		case <-ctx.Done():
 			// A clean stop hands back what was read, so another
 			// instance (or this one restarted) gets it at once.
@@ -265,6 +277,63 @@ func (b *Batcher[T]) follow(ctx context.Context) (bool, error) {
 			}
 			return false, nil
 		}
+	}
+}
+
+func closed() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}
+
+// inFlight writes up to Parallel batches at once and commits them (acks,
+// REJECTED records, progress) in the order they were read, so nothing read
+// after a batch that failed for good is acked.
+type inFlight[T any] struct {
+	b    *Batcher[T]
+	sem  chan struct{}
+	prev chan struct{} // closed once the last batch dispatched is done with
+	wg   sync.WaitGroup
+
+	once sync.Once
+	fail chan struct{} // closed on the first Fatal error (err)
+	err  error
+}
+
+// dispatch starts writing batch once fewer than Parallel batches are in
+// flight; it returns the Fatal error of an earlier batch, if any.
+func (w *inFlight[T]) dispatch(ctx context.Context, batch []Item[T]) error {
+	select {
+	case w.sem <- struct{}{}:
+	case <-w.fail:
+		return w.wait()
+	}
+	prev, done := w.prev, make(chan struct{})
+	w.prev = done
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		defer func() { <-w.sem }()
+		defer close(done)
+		if err := w.b.flush(ctx, batch, prev, w.fail); err != nil {
+			w.once.Do(func() {
+				w.err = err
+				close(w.fail)
+			})
+		}
+	}()
+	return nil
+}
+
+// wait waits for the batches in flight and returns the Fatal error of one
+// of them, if any.
+func (w *inFlight[T]) wait() error {
+	w.wg.Wait()
+	select {
+	case <-w.fail:
+		return w.err
+	default:
+		return nil
 	}
 }
 
@@ -315,18 +384,11 @@ func (b *Batcher[T]) prepare(m Msg) (v T, err error) {
 	return b.cfg.Prepare(m)
 }
 
-// flush writes one batch until Write accepts it, then acks it and records
-// its poison. It returns an error only for a Fatal one; when ctx ends it
-// hands the batch back.
-func (b *Batcher[T]) flush(ctx context.Context, batch []Item[T]) error {
-	b.mu.Lock()
-	b.held, b.keptAlive = batch, time.Now()
-	b.mu.Unlock()
-	defer func() {
-		b.mu.Lock()
-		b.held = nil
-		b.mu.Unlock()
-	}()
+// flush writes one batch until Write accepts it, waits for the batch
+// before it (prev) to be done with, then acks it and records its poison. It
+// returns an error only for a Fatal one; when ctx ends it hands the batch
+// back, and after an earlier batch's Fatal error (fail) it does nothing.
+func (b *Batcher[T]) flush(ctx context.Context, batch []Item[T], prev, fail <-chan struct{}) error {
 	good := make([]Item[T], 0, len(batch))
 	poison := map[uint64]string{}
 	for _, it := range batch {
@@ -336,7 +398,13 @@ func (b *Batcher[T]) flush(ctx context.Context, batch []Item[T]) error {
 			good = append(good, it)
 		}
 	}
-	refused, err := b.write(ctx, good)
+	refused, err := b.write(ctx, good, batch)
+	<-prev
+	select {
+	case <-fail:
+		return nil // as if the process had stopped at the failed batch
+	default:
+	}
 	if err != nil {
 		if fe := (*fatalError)(nil); errors.As(err, &fe) {
 			return err
@@ -385,11 +453,12 @@ func (b *Batcher[T]) flush(ctx context.Context, batch []Item[T]) error {
 
 // write calls Write until it accepts the batch, with the backoff between
 // attempts; it returns an error only when ctx ends or for a Fatal one.
-func (b *Batcher[T]) write(ctx context.Context, items []Item[T]) ([]Rejection, error) {
+func (b *Batcher[T]) write(ctx context.Context, items, held []Item[T]) ([]Rejection, error) {
 	if len(items) == 0 {
 		return nil, nil
 	}
 	bo := b.cfg.NewBackOff()
+	keptAlive := time.Now()
 	for attempt := 1; ; attempt++ {
 		refused, err := b.call(ctx, items)
 		if err == nil {
@@ -409,7 +478,7 @@ func (b *Batcher[T]) write(ctx context.Context, items []Item[T]) ([]Rejection, e
 		if attempt == 1 || attempt%10 == 0 {
 			b.log.Warn("batch not written; trying again", "events", len(items), "attempt", attempt, "err", err)
 		}
-		b.keepalive()
+		b.keepalive(held, &keptAlive)
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -442,16 +511,14 @@ func (b *Batcher[T]) call(ctx context.Context, items []Item[T]) (refused []Rejec
 	return append(left, right...), err
 }
 
-// keepalive marks the held batch in progress, at most every third of
-// AckWait, while Write is retried.
-func (b *Batcher[T]) keepalive() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.cfg.Durable == "" || b.cfg.AckWait <= 0 || time.Since(b.keptAlive) < b.cfg.AckWait/3 {
+// keepalive marks the messages of a batch in progress, at most every
+// third of AckWait, while Write is retried.
+func (b *Batcher[T]) keepalive(held []Item[T], keptAlive *time.Time) {
+	if b.cfg.Durable == "" || b.cfg.AckWait <= 0 || time.Since(*keptAlive) < b.cfg.AckWait/3 {
 		return
 	}
-	b.keptAlive = time.Now()
-	for _, it := range b.held {
+	*keptAlive = time.Now()
+	for _, it := range held {
 		_ = it.msg.InProgress()
 	}
 }
