@@ -1,0 +1,417 @@
+package notify
+
+import (
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/services/internal/svc"
+)
+
+// dispatcher is the state of one active run: the alerts (the fold of
+// ALERTS), their groups, and what NOTIFY says was decided and delivered
+// (the fold of NOTIFY: Alertmanager's notification log, silences). The
+// service's mutex guards it.
+type dispatcher struct {
+	root    *route
+	inhibit []inhibitRule
+
+	alerts map[string]*alert // by events.NotifyAlertID
+	groups map[string]*group // by groupID(receiver, key)
+	// nflog is what each group last told its receiver (NOTIFY's sent
+	// events), by groupID.
+	nflog map[string]*entry
+	// notifs are the notifications NOTIFY has attempts of, by id.
+	notifs   map[string]*notifRecord
+	silences map[string]*silence
+	// suppressed are the suppressed events on NOTIFY, by id.
+	suppressed map[string]bool
+	// live is false while the log as it was at start is read: groups
+	// collect alerts but no flush runs, so a half-read log decides
+	// nothing.
+	live bool
+}
+
+type alert struct {
+	id       string
+	data     events.AlertData
+	labels   map[string]string
+	resolved bool
+	// groups is how many groups hold it.
+	groups int
+}
+
+// group is an aggregation group: the alerts of one route with the same
+// group_by values, notified together to the route's receiver.
+type group struct {
+	id       string
+	key      string
+	route    *route
+	labels   map[string]string
+	alerts   map[string]*alert
+	timer    svc.Timer
+	inflight bool
+}
+
+// entry is what a group's last sent notification reported.
+type entry struct {
+	firing, resolved map[string]bool
+	at               time.Time
+	// count is the number of notifications of the group sent so far.
+	count int
+}
+
+type notifRecord struct {
+	attempts int
+	sent     bool
+	// refused: a final failure that retrying cannot fix; the same
+	// notification is not tried again (a change of its group is a new
+	// one).
+	refused bool
+}
+
+type silence struct {
+	data     events.SilenceData
+	matchers Matchers
+	expired  *time.Time
+}
+
+type inhibitRule struct {
+	source, target Matchers
+	equal          []string
+}
+
+func groupID(receiver, key string) string { return receiver + "\x00" + key }
+
+func newDispatcher(root *route, inhibit []inhibitRule) *dispatcher {
+	return &dispatcher{
+		root: root, inhibit: inhibit,
+		alerts: map[string]*alert{}, groups: map[string]*group{}, nflog: map[string]*entry{},
+		notifs: map[string]*notifRecord{}, silences: map[string]*silence{}, suppressed: map[string]bool{},
+	}
+}
+
+// applyAlert folds one ALERTS event. It returns the groups that are new
+// (the caller schedules their first flush once live).
+func (d *dispatcher) applyAlert(a events.AlertData) []*group {
+	id := events.NotifyAlertID(a)
+	al := d.alerts[id]
+	var fresh []*group
+	if al == nil {
+		al = &alert{id: id, labels: Labels(a)}
+		d.alerts[id] = al
+		for _, r := range d.root.match(al.labels) {
+			if r.receiver == "" {
+				continue // a route without a receiver drops what ends there
+			}
+			gl := r.groupLabels(al.labels)
+			key := r.groupKey(gl)
+			gid := groupID(r.receiver, key)
+			g := d.groups[gid]
+			if g == nil {
+				g = &group{id: gid, key: key, route: r, labels: gl, alerts: map[string]*alert{}}
+				d.groups[gid] = g
+				fresh = append(fresh, g)
+			}
+			if g.alerts[id] == nil {
+				g.alerts[id] = al
+				al.groups++
+			}
+		}
+		if al.groups == 0 {
+			delete(d.alerts, id)
+			return nil
+		}
+	}
+	al.data = a
+	al.resolved = a.State == events.AlertResolved
+	if al.resolved && !d.live {
+		// Reading the log at start: an alert resolved before its group
+		// last told anyone it fired needs no announcement; forget it now
+		// rather than hold the whole history until the first flush.
+		for _, g := range d.groupsOf(al) {
+			if e := d.nflog[g.id]; (e == nil || !e.firing[id]) && !g.route.digest {
+				d.drop(g, al)
+			}
+		}
+	}
+	return fresh
+}
+
+// groupsOf lists the groups that hold al.
+func (d *dispatcher) groupsOf(al *alert) []*group {
+	var out []*group
+	for _, g := range d.groups {
+		if g.alerts[al.id] != nil {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// drop removes al from g, forgetting the alert once no group holds it and
+// the group once it is empty (and not delivering).
+func (d *dispatcher) drop(g *group, al *alert) {
+	if g.alerts[al.id] == nil {
+		return
+	}
+	delete(g.alerts, al.id)
+	al.groups--
+	if al.groups <= 0 {
+		delete(d.alerts, al.id)
+	}
+	d.gc(g)
+}
+
+// gc forgets g if it holds no alert and is not delivering.
+func (d *dispatcher) gc(g *group) {
+	if len(g.alerts) == 0 && !g.inflight {
+		if g.timer != nil {
+			g.timer.Stop()
+			g.timer = nil
+		}
+		delete(d.groups, g.id)
+	}
+}
+
+// applySent folds a sent notification into the notification log; one
+// already folded (this instance's own, coming back) changes nothing.
+func (d *dispatcher) applySent(nd events.NotificationData, at time.Time) {
+	d.record(nd).sent = true
+	gid := groupID(nd.Receiver, nd.GroupKey)
+	e := d.nflog[gid]
+	if e == nil {
+		e = &entry{}
+		d.nflog[gid] = e
+	}
+	if nd.Count+1 <= e.count {
+		return
+	}
+	e.firing, e.resolved, e.at, e.count = set(nd.Firing), set(nd.Resolved), at, nd.Count+1
+}
+
+func (d *dispatcher) record(nd events.NotificationData) *notifRecord {
+	r := d.notifs[nd.ID]
+	if r == nil {
+		r = &notifRecord{}
+		d.notifs[nd.ID] = r
+	}
+	r.attempts = max(r.attempts, nd.Attempt)
+	return r
+}
+
+// applyFailed folds a failed attempt.
+func (d *dispatcher) applyFailed(nd events.NotificationData) {
+	r := d.record(nd)
+	if nd.Final && !nd.Retry {
+		r.refused = true
+	}
+}
+
+func set(ids []string) map[string]bool {
+	m := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		m[id] = true
+	}
+	return m
+}
+
+// muted says whether al is kept from g's receiver at now: by an active
+// silence, or (while it fires) by an inhibiting alert. reason and cause
+// name which (events.Suppressed*, the silence or alert id).
+func (d *dispatcher) muted(al *alert, now time.Time) (reason, cause string, ok bool) {
+	ids := make([]string, 0, len(d.silences))
+	for id := range d.silences {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		s := d.silences[id]
+		if s.active(now) && s.matchers.Matches(al.labels) {
+			return events.SuppressedSilence, id, true
+		}
+	}
+	if al.resolved {
+		return "", "", false
+	}
+	for _, ir := range d.inhibit {
+		if !ir.target.Matches(al.labels) {
+			continue
+		}
+		for _, src := range d.alerts {
+			if src == al || src.resolved || !ir.source.Matches(src.labels) {
+				continue
+			}
+			if equalOn(ir.equal, src.labels, al.labels) {
+				return events.SuppressedInhibited, src.id, true
+			}
+		}
+	}
+	return "", "", false
+}
+
+func equalOn(names []string, a, b map[string]string) bool {
+	for _, n := range names {
+		if a[n] != b[n] {
+			return false
+		}
+	}
+	return true
+}
+
+// active says whether the silence silences at now.
+func (s *silence) active(now time.Time) bool {
+	end := s.data.EndsAt
+	if s.expired != nil && s.expired.Before(end) {
+		end = *s.expired
+	}
+	return !now.Before(s.data.StartsAt) && now.Before(end)
+}
+
+// decision is what a flush of a group decided.
+type decision struct {
+	// send: a notification is due (nd and alerts describe it).
+	send   bool
+	nd     events.NotificationData
+	alerts []events.AlertData
+	common map[string]string
+	// suppressed are the suppression records not yet on NOTIFY.
+	suppressed []events.SuppressedData
+	// done are the resolved alerts the group may forget once the
+	// notification is sent (or now, when none is due).
+	done []*alert
+}
+
+// decide is Alertmanager's dedup stage for g at now: what fires and what
+// resolved (less what is muted), against what the group last told its
+// receiver.
+func (d *dispatcher) decide(g *group, now time.Time) decision {
+	var dec decision
+	var firing, resolved []*alert
+	e := d.nflog[g.id]
+	mutedFiring := 0
+	for _, al := range g.alerts {
+		if reason, cause, ok := d.muted(al, now); ok {
+			if !al.resolved {
+				mutedFiring++
+				id := events.SuppressedEventID(g.route.receiver, al.id, reason, cause)
+				if !d.suppressed[id] {
+					d.suppressed[id] = true
+					sd := events.SuppressedData{Receiver: g.route.receiver, GroupKey: g.key, AlertID: al.id,
+						Key: al.data.Key, RuleID: al.data.RuleID, Severity: al.data.Severity, JobID: al.data.JobID,
+						DeviceID: al.data.DeviceID, Reason: reason}
+					if reason == events.SuppressedSilence {
+						sd.SilenceID = cause
+					} else {
+						sd.InhibitedBy = cause
+					}
+					dec.suppressed = append(dec.suppressed, sd)
+				}
+			} else {
+				dec.done = append(dec.done, al)
+			}
+			continue
+		}
+		if al.resolved {
+			dec.done = append(dec.done, al)
+			// A resolved alert is announced when the group's last
+			// notification reported it firing (or in a digest, always).
+			if g.route.digest || e != nil && e.firing[al.id] {
+				resolved = append(resolved, al)
+			}
+			continue
+		}
+		firing = append(firing, al)
+	}
+	firingIDs, resolvedIDs := ids(firing), ids(resolved)
+	switch {
+	case g.route.digest:
+		dec.send = len(firing)+len(resolved) > 0
+	case e == nil:
+		dec.send = len(firing) > 0
+	case !subset(firingIDs, e.firing):
+		dec.send = true
+	case len(firing) == 0:
+		// Everything the receiver was told about resolved: say so once.
+		// Alerts that are only muted did not resolve.
+		dec.send = len(e.firing) > 0 && mutedFiring == 0
+	case !subset(resolvedIDs, e.resolved):
+		dec.send = true
+	default:
+		dec.send = !now.Before(e.at.Add(g.route.repeatInterval))
+	}
+	if !dec.send {
+		return dec
+	}
+	count := 0
+	if e != nil {
+		count = e.count
+	}
+	status := StatusFiring
+	if len(firing) == 0 {
+		status = StatusResolved
+	}
+	id := events.NotificationID(g.route.receiver, g.key, status, count, firingIDs, resolvedIDs)
+	if r := d.notifs[id]; r != nil && (r.sent || r.refused) {
+		// Delivered already (its sent event is ahead of the log we
+		// read), or refused for good: not again.
+		dec.send = false
+		return dec
+	}
+	dec.nd = events.NotificationData{ID: id, Receiver: g.route.receiver, GroupKey: g.key, GroupLabels: g.labels,
+		Status: status, Firing: firingIDs, Resolved: resolvedIDs, Count: count}
+	if r := d.notifs[id]; r != nil {
+		dec.nd.Attempt = r.attempts
+	}
+	all := append(append([]*alert(nil), firing...), resolved...)
+	sort.Slice(all, func(i, j int) bool {
+		a, b := all[i].data, all[j].data
+		if !a.StartsAt.Equal(b.StartsAt) {
+			return a.StartsAt.Before(b.StartsAt)
+		}
+		return all[i].id < all[j].id
+	})
+	for _, al := range all {
+		dec.alerts = append(dec.alerts, al.data)
+	}
+	dec.common = commonLabels(all)
+	return dec
+}
+
+func ids(as []*alert) []string {
+	out := make([]string, len(as))
+	for i, a := range as {
+		out[i] = a.id
+	}
+	slices.Sort(out)
+	return out
+}
+
+func subset(ids []string, of map[string]bool) bool {
+	for _, id := range ids {
+		if !of[id] {
+			return false
+		}
+	}
+	return true
+}
+
+// commonLabels are the labels every alert of as shares.
+func commonLabels(as []*alert) map[string]string {
+	if len(as) == 0 {
+		return nil
+	}
+	out := map[string]string{}
+	for k, v := range as[0].labels {
+		out[k] = v
+	}
+	for _, a := range as[1:] {
+		for k, v := range out {
+			if a.labels[k] != v {
+				delete(out, k)
+			}
+		}
+	}
+	return out
+}
