@@ -3,6 +3,7 @@ package alerting
 import (
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -84,5 +85,58 @@ func TestTicksRunOnTheServiceClock(t *testing.T) {
 	got := h.waitAlerts("stale-shadow", 1)
 	if len(got) != 1 || got[0].State != events.AlertRaised || got[0].Key != "stale-shadow/t/d1" || !got[0].Time.Equal(at(15*time.Minute)) {
 		t.Errorf("stale-shadow = %s, want d1's raised at 15m0s", describe(got))
+	}
+}
+
+// TestRestartRejectsAnAlertsMessageThatDoesNotDecode: the ALERTS fold of
+// a restart goes through the consume loop, so a message there that does
+// not decode is recorded on REJECTED with the reason, and the fold goes
+// on to the alerts after it.
+func TestRestartRejectsAnAlertsMessageThatDoesNotDecode(t *testing.T) {
+	h := newHarness(t)
+	r := h.startWith(Config{}, func(s *Service) { s.crashOnStop = true })
+	seq := h.report("d1", "2", events.StatusFailed, 10, at(0))
+	r.waitShadow(t, seq)
+	h.waitAlerts("device-failed", 1)
+	r.stop(t) // no snapshot: the restart folds ALERTS from the start
+	bad := []byte("{not json")
+	badSeq := h.publishRaw(events.AlertSubject(events.AlertRaised, "critical", "device-failed"), bad, "")
+	h.publishRaw(events.AlertSubject(events.AlertRaised, "critical", "device-failed"), bad, "") // and one after it
+	good := h.report("d2", "2", events.StatusFailed, 10, at(time.Minute))
+
+	r2 := h.start(Config{})
+	r2.waitShadow(t, good)
+	msgs := h.js.Events(t, events.StreamRejected)
+	if len(msgs) != 2 {
+		t.Fatalf("REJECTED holds %d records, want the 2 bad ALERTS messages", len(msgs))
+	}
+	ev, err := events.Decode(msgs[0].Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d events.RejectedData
+	if err := ev.DecodeData(&d); err != nil {
+		t.Fatal(err)
+	}
+	if msgs[0].Subject != "rejected.alerting" || d.Stream != events.StreamAlerts || d.StreamSeq != badSeq ||
+		string(d.Raw) != string(bad) || !strings.Contains(d.Reason, "decode event") {
+		t.Errorf("rejected %s: %+v", msgs[0].Subject, d)
+	}
+	if st := r2.svc.Status(); st.Rejected != 2 {
+		t.Errorf("Status().Rejected = %d, want 2", st.Rejected)
+	}
+	// The fold went on: d1's raise is known (not raised again), d2's is new.
+	var raised []string
+	for _, m := range h.js.Events(t, events.StreamAlerts) {
+		if ev, err := events.Decode(m.Data); err == nil {
+			var a events.AlertData
+			if ev.DecodeData(&a) == nil && a.RuleID == "device-failed" {
+				raised = append(raised, a.State+" "+a.DeviceID)
+			}
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool { return r2.svc.Status().Active == 2 }, "active alerts %d, want 2", r2.svc.Status().Active)
+	if want := []string{"raised d1"}; !slices.Equal(raised[:1], want) || slices.Contains(raised[1:], "raised d1") {
+		t.Errorf("device-failed on ALERTS: %q, want d1 raised once", raised)
 	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/rules"
+	"github.com/otawatch/otawatch/services/internal/consume"
 	"github.com/otawatch/otawatch/services/internal/ruleeval"
 )
 
@@ -194,40 +195,57 @@ func (s *Service) restore(ctx context.Context, set *rules.Set) (*run, error) {
 				"alerts_seq", m.AlertsSeq, "devices", r.eng.Fleet().Len())
 		}
 	}
-	rd, err := ruleeval.OpenReader(ctx, s.deps.JS, events.StreamAlerts, alertsFrom)
-	if err != nil {
+	if err := s.foldAlerts(ctx, r, alertsFrom); err != nil {
 		return nil, err
 	}
-	defer rd.Close()
+	return r, nil
+}
+
+// foldAlerts folds the ALERTS events from sequence from up to the
+// stream's end as it is now, through the consume loop: an event that does
+// not decode goes to REJECTED like any other, and the fold goes on.
+func (s *Service) foldAlerts(ctx context.Context, r *run, from uint64) error {
 	n := 0
-	for {
-		rec, ok, err := rd.Next(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("fold %s: %w", events.StreamAlerts, err)
-		}
-		if !ok {
-			break
-		}
-		r.pub.alertsSeq = max(r.pub.alertsSeq, rec.Seq)
-		var a events.AlertData
-		if rec.DecodeErr == nil {
-			rec.DecodeErr = rec.Event.DecodeData(&a)
-		}
-		if rec.DecodeErr != nil {
-			s.log.Warn("skipping an ALERTS message that does not decode", "stream_seq", rec.Seq, "err", rec.DecodeErr)
-			continue
-		}
-		if a.RuleID == StreamFullRule {
-			continue // not the engine's: checkStreams reads them back
-		}
-		r.eng.Restore(a)
-		r.published[rec.Event.ID] = true
-		n++
+	f := consume.New(s.deps.JS, consume.Config{
+		Stream: events.StreamAlerts, From: from, Source: component, EventSource: events.SourceAlerting, Log: s.log,
+		Handle: func(_ context.Context, m consume.Msg) error {
+			r.pub.alertsSeq = max(r.pub.alertsSeq, m.Seq)
+			var a events.AlertData
+			if err := m.Event.DecodeData(&a); err != nil {
+				return consume.Poison(err)
+			}
+			if a.RuleID == StreamFullRule {
+				return nil // not the engine's: checkStreams reads them back
+			}
+			r.eng.Restore(a)
+			r.published[m.Event.ID] = true
+			n++
+			return nil
+		},
+	})
+	fctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = f.Run(fctx) // Run ends only with fctx
+	}()
+	select {
+	case <-f.CaughtUp():
+	case <-ctx.Done():
+	}
+	cancel()
+	<-done // the handler is done with r
+	if ctx.Err() != nil {
+		return fmt.Errorf("fold %s: %w", events.StreamAlerts, ctx.Err())
+	}
+	r.pub.alertsSeq = max(r.pub.alertsSeq, f.Applied())
+	if k := f.Rejected(); k > 0 {
+		s.setStatus(func(st *Status) { st.Rejected += int(k) })
 	}
 	if n > 0 {
 		s.log.Info("alerts folded", "events", n, "active_alerts", r.eng.ActiveCount())
 	}
-	return r, nil
+	return nil
 }
 
 type snapResult struct {
