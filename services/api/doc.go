@@ -4,9 +4,13 @@
 //
 // Everything it answers comes from a read model it folds from the log at
 // start and keeps current on every event: the fleet state (fleet.State) from
-// SHADOW, the rollout jobs from ROLLOUT, the active alerts from ALERTS. It
-// writes nothing to the log; rollout commands go to the rollout service over
-// NATS request/reply.
+// SHADOW, the rollout jobs from ROLLOUT, the active alerts from ALERTS. Each
+// stream is followed by the shared consume loop (services/internal/consume),
+// and /readyz is its Status: not ready until every fold has replayed its
+// stream. An event the model cannot apply is recorded on REJECTED
+// (rejected.api) with the reason, and the fold goes on. Apart from those
+// records it writes nothing to the log; rollout commands go to the rollout
+// service over NATS request/reply.
 //
 // # Endpoints
 //

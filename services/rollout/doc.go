@@ -89,10 +89,22 @@
 //
 // # Consumers
 //
-// Each instance reads SHADOW and ROLLOUT with ordered (ephemeral)
-// consumers from the start of the streams, and neither decides nor answers
-// before it has caught up with where the streams were when it started. A
+// Each instance reads SHADOW and ROLLOUT with the shared consume loop
+// (services/internal/consume: ordered, ephemeral consumers from the start
+// of the streams, one backoff, one caught-up rule), and neither decides nor
+// answers before both have caught up with where the streams were when it
+// started; /readyz says how far they are. An event either fold can never
+// apply (it does not decode, Apply refuses it, the fold panics) is recorded
+// on REJECTED (rejected.rollout) with the reason, and the fold goes on. A
 // shared durable consumer would split the events between instances, while
 // each needs all of them; events.ConsumerRolloutShadow stays reserved for a
 // durable consumer that resumes from a snapshot.
+//
+// # Building it
+//
+// New(cfg, deps) applies the defaults, validates, and returns a
+// *conf.Error listing every problem. The driver's tick and the lease's
+// step-down timer read deps.Clock (svc.Clock, the wall clock when nil);
+// event handlers take the events' time. rollout.instance names the lease
+// holder (a random name per start when empty).
 package rollout
