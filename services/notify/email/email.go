@@ -64,9 +64,14 @@ func (r *Notifier) Notify(ctx context.Context, n *notify.Notification) (notify.R
 	return r.deliver(ctx, n.Receiver, m)
 }
 
-// NotifyDigest mails n's alerts as a digest of the period from since to
-// n.Time: what a caller that schedules digests itself sends.
+// NotifyDigest mails n's alerts as a digest of the period from since
+// (zero: a day before n.Time) to n.Time, grouped by rule and job: what a
+// caller that schedules digests itself (a digest_at route) sends instead
+// of Notify.
 func (r *Notifier) NotifyDigest(ctx context.Context, n *notify.Notification, since time.Time) (notify.Result, error) {
+	if since.IsZero() {
+		since = n.Time.Add(-24 * time.Hour)
+	}
 	return r.sendDigest(ctx, n.Receiver, since, n.Time, n.Alerts, n.ExternalURL)
 }
 

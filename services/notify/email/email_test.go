@@ -419,3 +419,26 @@ func TestValidate(t *testing.T) {
 		})
 	}
 }
+
+func TestNotifyDigest(t *testing.T) {
+	ms := startMailServer(t, true)
+	r := newNotifier(t, config(t, ms))
+	n := &notify.Notification{Receiver: "daily", GroupKey: "{}/{severity=\"info\"}:{}", Status: notify.StatusFiring, Time: t0,
+		Alerts: []events.AlertData{
+			alert("version-mismatch", "info", events.AlertRaised, "d1", "fw-A", 1, t0.Add(-time.Hour)),
+			alert("version-mismatch", "info", events.AlertRaised, "d2", "fw-B", 1, t0.Add(-time.Hour)),
+		}}
+	if _, err := r.NotifyDigest(context.Background(), n, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	mails := ms.received()
+	if len(mails) != 1 {
+		t.Fatalf("%d mails", len(mails))
+	}
+	h, parts := parse(t, mails[0].data)
+	if got, want := h.Get("Subject"), "otawatch digest 2026-11-30: 2 alerts in 2 groups"; got != want {
+		t.Errorf("Subject %q, want %q", got, want)
+	}
+	hasAll(t, "digest text", parts[0].body, "otawatch daily digest, 2026-11-29 06:00 to 2026-11-30 06:00 UTC\r\n",
+		"version-mismatch, job fw-A (info): 1 alert", "version-mismatch, job fw-B (info): 1 alert")
+}
