@@ -169,12 +169,13 @@ func Severity(s string) string {
 // Event builds the event for n: a resolve when the group has resolved, a
 // trigger otherwise.
 func (r *Notifier) Event(n *notify.Notification) (*Event, error) {
-	ev := &Event{RoutingKey: r.routingKey, DedupKey: DedupKey(n.GroupKey), Client: "otawatch", ClientURL: n.ExternalURL}
+	ev := &Event{RoutingKey: r.routingKey, DedupKey: DedupKey(n.GroupKey)}
 	if n.Status == notify.StatusResolved {
+		// A resolve is the three keys PagerDuty documents for it.
 		ev.EventAction = ActionResolve
 		return ev, nil
 	}
-	ev.EventAction = ActionTrigger
+	ev.EventAction, ev.Client, ev.ClientURL = ActionTrigger, "otawatch", n.ExternalURL
 	d := tmpl.NewData(n)
 	summary, err := r.summary.Execute(d)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -163,7 +164,7 @@ func TestTriggerAndResolve(t *testing.T) {
 		{"resolve routing_key", resolve["routing_key"], routingKey},
 		{"resolve event_action", resolve["event_action"], "resolve"},
 		{"resolve dedup_key is the trigger's", resolve["dedup_key"], key},
-		{"resolve has no payload", resolve["payload"], nil},
+		{"resolve is the three documented keys", sortedKeys(resolve), []string{"dedup_key", "event_action", "routing_key"}},
 	}
 	for _, c := range checks {
 		t.Run(c.name, func(t *testing.T) {
@@ -319,4 +320,13 @@ func TestValidate(t *testing.T) {
 			}
 		})
 	}
+}
+
+func sortedKeys(m map[string]any) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
