@@ -43,15 +43,59 @@ func New(id, source, typ, subject string, t time.Time, data any) (Event, error) 
 	}, nil
 }
 
+// Encode returns the JSON of the event New(id, source, typ, subject, t,
+// data) builds, the bytes its Marshal returns, in one pass: Marshal checks
+// that data it did not write is in encoding/json's compact form, and
+// Encode knows, having just written it. It is the publishers' hot path
+// (the bridge encodes every report with it).
+func Encode(id, source, typ, subject string, t time.Time, data any) ([]byte, error) {
+	e := Event{SpecVersion: SpecVersion, ID: id, Source: source, Type: typ, Subject: subject,
+		Time: t.UTC(), DataContentType: "application/json"}
+	b, err := e.appendHead(make([]byte, 0, e.headSize()+dataSize(data)))
+	if err == nil {
+		if b, ok := appendData(append(b, `,"data":`...), data); ok {
+			return append(b, '}'), nil
+		}
+	}
+	// Data of a type written by encoding/json, or values it refuses (for
+	// its error).
+	if e, err = New(id, source, typ, subject, t, data); err != nil {
+		return nil, err
+	}
+	return e.marshal()
+}
+
 // Marshal returns the envelope's JSON encoding: the bytes json.Marshal
 // writes for e.
 func (e Event) Marshal() ([]byte, error) {
 	if len(e.Data) > 0 && !jsonscan.Compact(e.Data, maxDataDepth) {
 		return json.Marshal(e)
 	}
-	size := 128 + len(e.SpecVersion) + len(e.ID) + len(e.Source) + len(e.Type) + len(e.Subject) +
-		len(e.DataContentType) + len(e.Data)
-	b := make([]byte, 0, size)
+	return e.marshal()
+}
+
+// marshal is Marshal for an event whose data is compact (see
+// jsonscan.Compact).
+func (e Event) marshal() ([]byte, error) {
+	b, err := e.appendHead(make([]byte, 0, e.headSize()+len(e.Data)))
+	if err != nil {
+		return json.Marshal(e) // for encoding/json's error
+	}
+	if len(e.Data) > 0 {
+		b = append(b, `,"data":`...)
+		b = append(b, e.Data...)
+	}
+	return append(b, '}'), nil
+}
+
+// headSize is about the size of the envelope without its data.
+func (e *Event) headSize() int {
+	return 128 + len(e.SpecVersion) + len(e.ID) + len(e.Source) + len(e.Type) + len(e.Subject) + len(e.DataContentType)
+}
+
+// appendHead appends the envelope up to its data: its opening brace and
+// every member before "data"; an error for a time encoding/json refuses.
+func (e *Event) appendHead(b []byte) ([]byte, error) {
 	b = append(b, `{"specversion":`...)
 	b = appendString(b, e.SpecVersion)
 	b = append(b, `,"id":`...)
@@ -67,17 +111,13 @@ func (e Event) Marshal() ([]byte, error) {
 	b = append(b, `,"time":`...)
 	b, err := appendTime(b, e.Time)
 	if err != nil {
-		return json.Marshal(e) // for encoding/json's error
+		return nil, err
 	}
 	if e.DataContentType != "" {
 		b = append(b, `,"datacontenttype":`...)
 		b = appendString(b, e.DataContentType)
 	}
-	if len(e.Data) > 0 {
-		b = append(b, `,"data":`...)
-		b = append(b, e.Data...)
-	}
-	return append(b, '}'), nil
+	return b, nil
 }
 
 // Decode parses and checks an envelope: spec version, id, source, type and

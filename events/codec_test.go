@@ -208,6 +208,17 @@ func FuzzNew(f *testing.F) {
 			if !bytes.Equal(got, want) {
 				t.Fatalf("%T:\n got %q\nwant %q", data, got, want)
 			}
+			// Encode is New and Marshal in one: the same bytes, or both
+			// refuse.
+			enc, err := Encode(a, b, TypeShadowReported, c, at, data)
+			ev, wantErr := New(a, b, TypeShadowReported, c, at, data)
+			var wantEnc []byte
+			if wantErr == nil {
+				wantEnc, wantErr = json.Marshal(ev)
+			}
+			if (err != nil) != (wantErr != nil) || !bytes.Equal(enc, wantEnc) {
+				t.Fatalf("%T: Encode %q (%v), encoding/json %q (%v)", data, enc, err, wantEnc, wantErr)
+			}
 		}
 	})
 }
@@ -311,6 +322,14 @@ func BenchmarkCodec(b *testing.B) {
 				b.Fatal(err)
 			}
 			if _, err := ev.Marshal(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encode/events.Encode", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := Encode(e.ID, e.Source, e.Type, e.Subject, e.Time, &d); err != nil {
 				b.Fatal(err)
 			}
 		}

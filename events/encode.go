@@ -12,60 +12,89 @@ import (
 // of the SHADOW and REJECTED streams (values or pointers) and left to
 // encoding/json for the others.
 func marshalData(data any) ([]byte, error) {
-	var (
-		b   []byte
-		err error
-	)
+	if b, ok := appendData(nil, data); ok {
+		return b, nil
+	}
+	return json.Marshal(data)
+}
+
+// appendData appends json.Marshal(data) for the types it writes by hand;
+// false for the others, and for a time or a number encoding/json refuses
+// (whose error it gives).
+func appendData(b []byte, data any) ([]byte, bool) {
+	var err error
 	switch d := data.(type) {
 	case ShadowReportedData:
-		b, err = appendReported(nil, &d)
+		b, err = appendReported(b, &d)
 	case *ShadowReportedData:
 		if d == nil {
-			return []byte("null"), nil
+			return append(b, "null"...), true
 		}
-		b, err = appendReported(nil, d)
+		b, err = appendReported(b, d)
 	case ShadowDesiredData:
-		b = appendDesired(nil, &d)
+		b = appendDesired(b, &d)
 	case *ShadowDesiredData:
 		if d == nil {
-			return []byte("null"), nil
+			return append(b, "null"...), true
 		}
-		b = appendDesired(nil, d)
+		b = appendDesired(b, d)
 	case DevicePresenceData:
-		b, err = appendPresence(nil, &d)
+		b, err = appendPresence(b, &d)
 	case *DevicePresenceData:
 		if d == nil {
-			return []byte("null"), nil
+			return append(b, "null"...), true
 		}
-		b, err = appendPresence(nil, d)
+		b, err = appendPresence(b, d)
 	case RejectedData:
-		b = appendRejected(nil, &d)
+		b = appendRejected(b, &d)
 	case *RejectedData:
 		if d == nil {
-			return []byte("null"), nil
+			return append(b, "null"...), true
 		}
-		b = appendRejected(nil, d)
+		b = appendRejected(b, d)
 	default:
-		return json.Marshal(data)
+		return b, false
 	}
-	if err != nil {
-		// A time or a number encoding/json refuses: its error.
-		return json.Marshal(data)
+	return b, err == nil
+}
+
+// dataSize is about the size of data's JSON, for a buffer that holds it
+// without growing (0 when unknown).
+func dataSize(data any) int {
+	switch d := data.(type) {
+	case *ShadowReportedData:
+		return reportedSize(d)
+	case ShadowReportedData:
+		return reportedSize(&d)
+	case *RejectedData:
+		return rejectedSize(d)
+	case RejectedData:
+		return rejectedSize(&d)
 	}
-	return b, nil
+	return 256
+}
+
+// reportedSize: the fixed text, a time and a duration are under 300
+// bytes; the rest is the strings.
+func reportedSize(d *ShadowReportedData) int {
+	fw := &d.Firmware
+	n := 300 + len(d.TypeID) + len(d.DeviceID) + len(d.Topic) +
+		len(fw.Version) + len(fw.Status) + len(fw.Checksum) + len(fw.PreviousVersion)
+	if fw.ErrorCode != nil {
+		n += len(*fw.ErrorCode)
+	}
+	return n
+}
+
+func rejectedSize(d *RejectedData) int {
+	return 200 + len(d.Source) + len(d.Reason) + len(d.Topic) + len(d.Stream) + len(d.SHA256) +
+		base64.StdEncoding.EncodedLen(len(d.Raw))
 }
 
 func appendReported(b []byte, d *ShadowReportedData) ([]byte, error) {
 	fw := &d.Firmware
 	if b == nil {
-		// The fixed text, a time and a duration are under 300 bytes;
-		// the rest is the strings. One allocation of about the data's size.
-		size := 300 + len(d.TypeID) + len(d.DeviceID) + len(d.Topic) +
-			len(fw.Version) + len(fw.Status) + len(fw.Checksum) + len(fw.PreviousVersion)
-		if fw.ErrorCode != nil {
-			size += len(*fw.ErrorCode)
-		}
-		b = make([]byte, 0, size)
+		b = make([]byte, 0, reportedSize(d))
 	}
 	b = append(b, `{"typeId":`...)
 	b = appendString(b, d.TypeID)
@@ -145,8 +174,7 @@ func appendPresence(b []byte, d *DevicePresenceData) ([]byte, error) {
 
 func appendRejected(b []byte, d *RejectedData) []byte {
 	if b == nil {
-		b = make([]byte, 0, 200+len(d.Source)+len(d.Reason)+len(d.Topic)+len(d.Stream)+len(d.SHA256)+
-			base64.StdEncoding.EncodedLen(len(d.Raw)))
+		b = make([]byte, 0, rejectedSize(d))
 	}
 	b = append(b, `{"source":`...)
 	b = appendString(b, d.Source)

@@ -408,11 +408,7 @@ func (s *Service) prepare(m mqtt.Message) (*pending, error) {
 
 // reportEvent is the JSON of the TypeShadowReported event of d.
 func reportEvent(id, subject string, t time.Time, d *events.ShadowReportedData) ([]byte, error) {
-	ev, err := events.New(id, events.SourceBridge, events.TypeShadowReported, subject, t, d)
-	if err != nil {
-		return nil, err
-	}
-	return ev.Marshal()
+	return events.Encode(id, events.SourceBridge, events.TypeShadowReported, subject, t, d)
 }
 
 func (s *Service) prepareRefusal(m mqtt.Message, reason string) (*pending, error) {
@@ -439,11 +435,7 @@ func rejectedBody(id, subject string, t time.Time, data events.RejectedData, max
 	full := data.Size
 	reason := data.Reason
 	for {
-		ev, err := events.New(id, events.SourceBridge, events.TypeRejected, subject, t, data)
-		if err != nil {
-			return nil, err
-		}
-		body, err := ev.Marshal()
+		body, err := events.Encode(id, events.SourceBridge, events.TypeRejected, subject, t, &data)
 		if err != nil {
 			return nil, err
 		}

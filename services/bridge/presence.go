@@ -64,12 +64,8 @@ func (s *Service) preparePresence(m mqtt.Message) (*pending, error) {
 		msgID:   events.PresenceMessageID(typeID, deviceID, state, now),
 		stream:  events.StreamShadow,
 	}
-	ev, err := events.New(p.msgID, events.SourceBridge, events.TypeDevicePresence, p.subject, now,
-		events.DevicePresenceData{TypeID: typeID, DeviceID: deviceID, State: state})
-	if err != nil {
-		return nil, err
-	}
-	p.body, err = ev.Marshal()
+	p.body, err = events.Encode(p.msgID, events.SourceBridge, events.TypeDevicePresence, p.subject, now,
+		&events.DevicePresenceData{TypeID: typeID, DeviceID: deviceID, State: state})
 	return p, err
 }
 
