@@ -73,7 +73,7 @@ func newFake(t *testing.T) (*fakePagerDuty, *httptest.Server) {
 	return f, srv
 }
 
-func secretFile(t *testing.T, s string) string {
+func secretFile(t testing.TB, s string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "routing_key")
 	if err := os.WriteFile(path, []byte(s+"\n"), 0o600); err != nil {
@@ -82,7 +82,7 @@ func secretFile(t *testing.T, s string) string {
 	return path
 }
 
-func newNotifier(t *testing.T, url string, edit func(*Config)) *Notifier {
+func newNotifier(t testing.TB, url string, edit func(*Config)) *Notifier {
 	t.Helper()
 	cfg := Config{URL: url, RoutingKeyFile: secretFile(t, routingKey), Timeout: 5 * time.Second}
 	if edit != nil {
