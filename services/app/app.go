@@ -50,6 +50,8 @@ func commands() map[string]command {
 		"replay":   {"projector|verify ...", "re-project the log into ClickHouse, or compare two databases", cmdReplay, false},
 		"rules":    {"check|test|backtest ...", "check, test and backtest alert rules", cmdRules, false},
 		"rollout":  {"create|list|show|pause|resume|abort|retry-failed ...", "drive rollout jobs on the running system", cmdRollout, false},
+		"notify":   {"test [-c FILE] [--resolved] RECEIVER", "send a sample notification through a configured receiver and print its answer", cmdNotify, false},
+		"silence":  {"add|list|expire ...", "silence alerts' notifications (matchers, start, end, author, comment)", cmdSilence, false},
 		"devices":  {"add|remove|list|import|mosquitto-passwd ...", "manage device identities (MQTT username = device id, and a password)", cmdDevices, false},
 	}
 }

@@ -28,6 +28,11 @@ type Config struct {
 	Alerting   alerting.Config  `yaml:"alerting"`
 	Rollout    rollout.Config   `yaml:"rollout"`
 	Devices    DevicesConfig    `yaml:"devices"`
+
+	// Notify routes alerts to receivers (services/notify; cmd_notify.go
+	// lists the receiver kinds).
+	Notify NotifyConfig `yaml:"notify"`
+
 	// Ops is where /healthz, /readyz and /metrics are served when the api
 	// does not run (services/internal/ops).
 	Ops ops.Config `yaml:"ops"`

@@ -24,6 +24,7 @@ var serviceStreams = map[string][]string{
 	"alerting":  {events.StreamShadow, events.StreamRollout, events.StreamAlerts, events.StreamRejected},
 	"rollout":   {events.StreamShadow, events.StreamRollout},
 	"api":       {events.StreamShadow, events.StreamRollout, events.StreamAlerts},
+	"notify":    {events.StreamAlerts, events.StreamNotify, events.StreamRejected},
 }
 
 // neededStreams maps each stream the named services need to those

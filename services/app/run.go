@@ -23,6 +23,7 @@ import (
 	"github.com/otawatch/otawatch/services/internal/ops"
 	"github.com/otawatch/otawatch/services/internal/svc"
 	"github.com/otawatch/otawatch/services/natsd"
+	"github.com/otawatch/otawatch/services/notify"
 	"github.com/otawatch/otawatch/services/projector"
 	"github.com/otawatch/otawatch/services/rollout"
 )
@@ -39,11 +40,12 @@ func serviceBuilders() map[string]func(c *Config, d svc.Deps) (svc.Service, erro
 		"alerting":  func(c *Config, d svc.Deps) (svc.Service, error) { return alerting.New(c.Alerting, d) },
 		"rollout":   func(c *Config, d svc.Deps) (svc.Service, error) { return rollout.New(c.Rollout, d) },
 		"api":       func(c *Config, d svc.Deps) (svc.Service, error) { return api.New(c.HTTP, d) },
+		"notify":    func(c *Config, d svc.Deps) (svc.Service, error) { return notify.New(c.Notify, d) },
 	}
 }
 
 func serviceNames() []string {
-	return []string{"api", "projector", "alerting", "rollout", "bridge"}
+	return []string{"api", "projector", "alerting", "notify", "rollout", "bridge"}
 }
 
 // cmdRun is "otawatch run [service...]".

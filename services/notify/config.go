@@ -33,6 +33,9 @@ type ReceiverConfig interface {
 	ReceiverName() string
 	// ReceiverKind is the kind of its one block (Kind* constants).
 	ReceiverKind() string
+	// SetDefaults fills in the entry's unset keys (Config.SetDefaults
+	// calls it: the configuration walk does not reach list entries).
+	SetDefaults()
 	// Validate reports the entry's problems (its blocks' keys, missing
 	// secret files) relative to the entry.
 	Validate(p conf.Problems)
@@ -45,10 +48,11 @@ type ReceiverConfig interface {
 type Config[R ReceiverConfig] struct {
 	// Route is the routing tree's root, Alertmanager's route: every alert
 	// enters at the root and goes down the first child whose matchers it
-	// satisfies (and on, past a child with continue). Nil routes as the
-	// seed did: critical -> the first pagerduty receiver, warning -> the
-	// first slack receiver, info -> the first email receiver's daily
-	// digest (each only when such a receiver is configured).
+	// satisfies (and on, past a child with continue). A root without a
+	// receiver and without children routes as the seed did: critical ->
+	// the first pagerduty receiver, warning -> the first slack receiver,
+	// info -> the first email receiver's daily digest (each only when
+	// such a receiver is configured).
 	Route *Route `yaml:"route"`
 	// Receivers are the configured receivers.
 	Receivers []R `yaml:"receivers"`
@@ -140,6 +144,9 @@ func DefaultInhibitRules() []InhibitRule {
 
 // SetDefaults fills in unset keys.
 func (c *Config[R]) SetDefaults() {
+	for _, r := range c.Receivers {
+		r.SetDefaults()
+	}
 	if c.InhibitRules == nil {
 		c.InhibitRules = DefaultInhibitRules()
 	}
@@ -152,7 +159,12 @@ func (c *Config[R]) SetDefaults() {
 		c.LeaseBucket = DefaultLeaseBucket
 	}
 	if c.Route == nil {
-		c.Route = c.defaultRoute()
+		c.Route = &Route{}
+	}
+	if c.Route.Receiver == "" && len(c.Route.Routes) == 0 {
+		// A root that routes nothing anywhere is the seed's tree, with
+		// the root's timings.
+		c.Route.Routes = c.defaultRoutes()
 	}
 	d := func(v time.Duration) *time.Duration { return &v }
 	if c.Route.GroupWait == nil {
@@ -175,8 +187,8 @@ func setDur(d *time.Duration, def time.Duration) {
 	}
 }
 
-// defaultRoute is the seed's routing over the configured receivers.
-func (c *Config[R]) defaultRoute() *Route {
+// defaultRoutes are the seed's routes over the configured receivers.
+func (c *Config[R]) defaultRoutes() []*Route {
 	first := func(kind string) string {
 		for _, r := range c.Receivers {
 			if r.ReceiverKind() == kind {
@@ -185,18 +197,18 @@ func (c *Config[R]) defaultRoute() *Route {
 		}
 		return ""
 	}
-	root := &Route{}
+	var routes []*Route
 	if r := first(KindPagerDuty); r != "" {
-		root.Routes = append(root.Routes, &Route{Receiver: r, Matchers: []string{`severity="critical"`}})
+		routes = append(routes, &Route{Receiver: r, Matchers: []string{`severity="critical"`}})
 	}
 	if r := first(KindSlack); r != "" {
-		root.Routes = append(root.Routes, &Route{Receiver: r, Matchers: []string{`severity="warning"`}})
+		routes = append(routes, &Route{Receiver: r, Matchers: []string{`severity="warning"`}})
 	}
 	if r := first(KindEmail); r != "" {
-		root.Routes = append(root.Routes, &Route{Receiver: r, Matchers: []string{`severity="info"`},
+		routes = append(routes, &Route{Receiver: r, Matchers: []string{`severity="info"`},
 			GroupBy: []string{}, DigestAt: DefaultDigestAt})
 	}
-	return root
+	return routes
 }
 
 // Validate reports every problem of the section: receivers (names, their

@@ -32,6 +32,7 @@ type fakeBlock struct {
 
 func (r *testReceiver) ReceiverName() string { return r.Name }
 func (r *testReceiver) ReceiverKind() string { return KindWebhook }
+func (r *testReceiver) SetDefaults()         {}
 func (r *testReceiver) Validate(p conf.Problems) {
 	if r.Fake == nil {
 		return
