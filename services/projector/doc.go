@@ -4,24 +4,28 @@
 // # Flow
 //
 // One durable pull consumer per stream (events.ConsumerProjectorShadow,
-// ...Rollout, ...Alerts, ...Notify; explicit ack) feeds a pipeline: a
-// reader goroutine decodes each envelope once and projects it to its row,
-// in delivery order, while the batcher writes the previous batch. A batch is
-// written when it holds clickhouse.batch_size rows or clickhouse.batch_timeout
-// after its first row, whichever comes first (every insert makes a part on
-// the server, so small inserts are what ClickHouse handles worst), and its
-// messages are acked only after ClickHouse accepted every row of it.
+// ...Rollout, ...Alerts, ...Notify; explicit ack), each followed by the
+// shared consume loop in batch mode (consume.Batcher): a reader goroutine
+// decodes each envelope once (events.Decode) and projects it to its row, in
+// delivery order, while earlier batches are written. A batch is written when
+// it holds clickhouse.batch_size rows or clickhouse.batch_timeout after its
+// first row, whichever comes first (every insert makes a part on the server,
+// so small inserts are what ClickHouse handles worst); two batches of a
+// stream are written at once, each to every table it has rows for in
+// parallel, and a batch's messages are acked only after ClickHouse accepted
+// every row of it and every batch before it was acked.
 //
 // # Failures
 //
-// ClickHouse down, busy or missing the schema: the insert is retried with
-// backoff (the held messages are kept in progress so JetStream does not
-// redeliver them meanwhile), the service reports not ready under
-// "projector", nothing is acked, and the batch goes in when ClickHouse is
-// back. An event that does not decode, or a row ClickHouse refuses on its
-// own (found by bisecting the refused batch), is poison: it is recorded on
-// REJECTED (events.RejectedSubject("projector"), with the stream, sequence,
-// raw bytes and reason) and terminated, and the projector moves on.
+// ClickHouse down, busy or missing the schema: the consume loop writes the
+// batch again after its backoff (the held messages are kept in progress so
+// JetStream does not redeliver them meanwhile), the service reports not
+// ready under "projector", nothing is acked, and the batch goes in when
+// ClickHouse is back. An event that does not decode, or a row ClickHouse
+// refuses on its own (found by bisecting the refused batch), is poison: the
+// consume loop records it on REJECTED (events.RejectedSubject("projector"),
+// with the stream, sequence, raw bytes and reason) and terminates it, and
+// the projector moves on. So does an event whose projection panics.
 //
 // # Idempotence
 //
@@ -38,9 +42,9 @@
 //
 // # Replay
 //
-// Replay re-projects chosen streams from a sequence or a time with ordered
-// consumers (the durable consumers are not touched) into the live database
-// or a fresh one; Verify compares two databases table by table, with row
+// Replay re-projects chosen streams from a sequence or a time with the same
+// loop on ordered consumers (the durable consumers are not touched; nothing
+// is recorded on REJECTED again) into the live database or a fresh one; Verify compares two databases table by table, with row
 // counts and content checksums over the deduplicated view, and names the
 // rows that differ. "otawatch replay projector" and "otawatch replay verify"
 // are their commands.

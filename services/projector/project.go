@@ -136,13 +136,10 @@ func waveOf(n int) uint32 {
 // the item poison. index is the desired fold of the SHADOW stream (nil for
 // other streams); project updates it with desired events.
 func project(it *item, index *desiredIndex) {
-	ev, ok := fastEnvelope(it.raw)
-	if !ok {
-		var err error
-		if ev, err = events.Decode(it.raw); err != nil {
-			it.kind, it.poison = kindNone, fmt.Sprintf("decode envelope: %v", err)
-			return
-		}
+	ev, err := events.Decode(it.raw)
+	if err != nil {
+		it.kind, it.poison = kindNone, fmt.Sprintf("decode envelope: %v", err)
+		return
 	}
 	eventTime, ok := chTime(ev.Time)
 	if !ok && it.stream != events.StreamShadow {
@@ -212,12 +209,10 @@ func projectShadow(it *item, ev events.Event, eventTime time.Time, timeOK bool, 
 	}
 	switch ev.Type {
 	case events.TypeShadowReported:
-		d, ok := fastReport(ev.Data)
-		if !ok {
-			if err := ev.DecodeData(&d); err != nil {
-				it.kind, it.poison = kindNone, err.Error()
-				return
-			}
+		var d events.ShadowReportedData
+		if err := ev.DecodeData(&d); err != nil {
+			it.kind, it.poison = kindNone, err.Error()
+			return
 		}
 		if d.TypeID != "" {
 			typeID = d.TypeID
