@@ -232,3 +232,55 @@ func TestBatcherReplayUntil(t *testing.T) {
 		t.Errorf("applied %d, want 7", b.Applied())
 	}
 }
+
+// TestBatcherParallelCommitsInOrder: with Parallel 2 the second batch is
+// written while the first still is (the first write waits for it), and
+// batches are still done with (acked, Written) in the order they were read.
+func TestBatcherParallelCommitsInOrder(t *testing.T) {
+	js := testutil.StartJetStream(t, testutil.JetStreamOptions{})
+	for i := 1; i <= 6; i++ {
+		publishEvent(t, js, fmt.Sprintf("e%d", i))
+	}
+	secondStarted := make(chan struct{})
+	var once sync.Once
+	var mu sync.Mutex
+	var order []uint64
+	overlapped := true
+	b := consume.NewBatcher(js.JS, consume.BatchConfig[string]{Stream: events.StreamAlerts, Durable: "test-parallel", AckWait: 5 * time.Second,
+		MaxAckPending: 100, BatchSize: 2, BatchTimeout: time.Second, Parallel: 2, Source: "t", EventSource: events.SourceProjector,
+		Prepare: prepareID,
+		Write: func(_ context.Context, batch []consume.Item[string]) ([]consume.Rejection, error) {
+			switch batch[0].Seq {
+			case 1:
+				select {
+				case <-secondStarted:
+				case <-time.After(10 * time.Second):
+					mu.Lock()
+					overlapped = false
+					mu.Unlock()
+				}
+			case 3:
+				once.Do(func() { close(secondStarted) })
+			}
+			return nil, nil
+		},
+		Written: func(batch []consume.Item[string], _ int) {
+			mu.Lock()
+			defer mu.Unlock()
+			order = append(order, batch[0].Seq)
+		},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	testutil.Eventually(t, 20*time.Second, func() bool { return b.Applied() == 6 }, "applied %d, want 6", b.Applied())
+	mu.Lock()
+	defer mu.Unlock()
+	if !overlapped {
+		t.Error("the second batch was not written while the first was")
+	}
+	if fmt.Sprint(order) != "[1 3 5]" {
+		t.Errorf("batches done with in order %v, want [1 3 5]", order)
+	}
+}
