@@ -94,7 +94,7 @@ func newDispatcher(root *route, inhibit []inhibitRule) *dispatcher {
 
 // applyAlert folds one ALERTS event. It returns the groups that are new
 // (the caller schedules their first flush once live).
-func (d *dispatcher) applyAlert(a events.AlertData) []*group {
+func (d *dispatcher) applyAlert(a events.AlertData, now time.Time) []*group {
 	id := events.NotifyAlertID(a)
 	al := d.alerts[id]
 	var fresh []*group
@@ -131,12 +131,31 @@ func (d *dispatcher) applyAlert(a events.AlertData) []*group {
 		// last told anyone it fired needs no announcement; forget it now
 		// rather than hold the whole history until the first flush.
 		for _, g := range d.groupsOf(al) {
-			if e := d.nflog[g.id]; (e == nil || !e.firing[id]) && !g.route.digest {
+			if !d.owed(g, al, now) {
 				d.drop(g, al)
 			}
 		}
 	}
 	return fresh
+}
+
+// owed says whether g still owes its receiver word of the resolved alert
+// al: an ordinary group when its last notification reported al firing; a
+// digest when al ended after the last digest (or, before the first one,
+// within the last day).
+func (d *dispatcher) owed(g *group, al *alert, now time.Time) bool {
+	e := d.nflog[g.id]
+	if !g.route.digest {
+		return e != nil && e.firing[al.id]
+	}
+	end := al.data.StartsAt
+	if al.data.EndsAt != nil {
+		end = *al.data.EndsAt
+	}
+	if e == nil {
+		return end.After(now.Add(-24 * time.Hour))
+	}
+	return end.After(e.at)
 }
 
 // groupsOf lists the groups that hold al.

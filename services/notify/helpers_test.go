@@ -139,6 +139,15 @@ func newHarness(t *testing.T) *harness {
 // called (or the test ends) and waits until it has caught up.
 func (h *harness) start() (*Service, func()) {
 	h.t.Helper()
+	s, stop := h.run()
+	testutil.Eventually(h.t, 20*time.Second, func() bool { return s.Status().CaughtUp }, "service did not catch up")
+	return s, stop
+}
+
+// run runs a service on h's configuration until the returned stop is
+// called (or the test ends).
+func (h *harness) run() (*Service, func()) {
+	h.t.Helper()
 	s, err := New(h.cfg, svc.Deps{JS: h.js.JS, Clock: h.clock, Log: testLog(h.t)})
 	if err != nil {
 		h.t.Fatalf("New: %v", err)
@@ -158,7 +167,6 @@ func (h *harness) start() (*Service, func()) {
 		}
 	}
 	h.t.Cleanup(stop)
-	testutil.Eventually(h.t, 20*time.Second, func() bool { return s.Status().CaughtUp }, "service did not catch up")
 	return s, stop
 }
 

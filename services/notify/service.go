@@ -285,7 +285,7 @@ func (s *Service) handleAlert(d *dispatcher) func(context.Context, consume.Msg) 
 		if s.d != d {
 			return nil
 		}
-		for _, g := range d.applyAlert(a) {
+		for _, g := range d.applyAlert(a, s.clock.Now()) {
 			if d.live {
 				s.scheduleFirst(d, g)
 			}

@@ -303,3 +303,74 @@ func TestInhibition(t *testing.T) {
 		return false
 	}, "job1's warning not delivered after the inhibiting alert resolved")
 }
+
+// A standby behind the lease takes over when the active instance stops,
+// rebuilds from NOTIFY what was sent, re-sends nothing, and delivers what
+// is new.
+func TestStandbyTakesOverWithoutResending(t *testing.T) {
+	h := newHarness(t)
+	h.cfg.Route.GroupBy = []string{LabelDevice}
+	active, stopActive := h.start()
+	standby, _ := h.run()
+	testutil.Eventually(t, 10*time.Second, func() bool { return standby.Status().Standby }, "second instance is not standing by")
+
+	h.publishAlert(deviceAlert("d1", "job1", t0))
+	waitAlerts(t, active, 1)
+	h.clock.Advance(10 * time.Second)
+	testutil.Eventually(t, 10*time.Second, func() bool { return len(h.fake.Delivered()) == 1 }, "active instance did not deliver")
+	waitIdle(t, active)
+
+	stopActive()
+	testutil.Eventually(t, 20*time.Second, func() bool { return standby.Status().CaughtUp }, "standby did not take over")
+	if standby.Status().Standby {
+		t.Fatal("the instance that took over still says standby")
+	}
+	h.clock.Advance(10 * time.Minute) // group_wait and group_intervals of the rebuilt group
+	waitIdle(t, standby)
+	if n := len(h.fake.Delivered()); n != 1 {
+		t.Fatalf("after takeover %d deliveries, want still 1", n)
+	}
+	h.publishAlert(deviceAlert("d2", "job1", h.clock.Now()))
+	waitAlerts(t, standby, 2)
+	h.clock.Advance(10 * time.Second)
+	testutil.Eventually(t, 10*time.Second, func() bool { return len(h.fake.Delivered()) == 2 }, "new alert not delivered after takeover")
+	if d := h.fake.Delivered()[1]; d.Alerts[0].DeviceID != "d2" {
+		t.Fatalf("second delivery is about %s, want d2", d.Alerts[0].DeviceID)
+	}
+}
+
+// A digest route notifies its group once a day at its time, with every
+// alert of the period: those still firing and those that resolved.
+func TestDigestOnceADay(t *testing.T) {
+	h := newHarness(t)
+	h.cfg.Route = &Route{Receiver: "pd", GroupBy: []string{}, DigestAt: "08:00", TimeZone: "UTC"}
+	s, _ := h.start()
+	info := func(dev string) events.AlertData {
+		return events.AlertData{Key: "version-mismatch/gw/" + dev, RuleID: "version-mismatch", Severity: "info",
+			State: events.AlertRaised, TypeID: "gw", DeviceID: dev, StartsAt: t0}
+	}
+	h.publishAlert(info("d1"))
+	h.publishAlert(info("d2"))
+	h.publishAlert(resolved(info("d2"), t0.Add(time.Minute)))
+	testutil.Eventually(t, 10*time.Second, func() bool { return s.Status().AlertsSeq == 3 }, "alerts not read")
+	h.clock.Advance(21 * time.Hour) // 07:00 the next day
+	waitIdle(t, s)
+	if n := len(h.fake.Calls()); n != 0 {
+		t.Fatalf("%d notifications before the digest time, want 0", n)
+	}
+	h.clock.Advance(time.Hour)
+	testutil.Eventually(t, 10*time.Second, func() bool { return len(h.fake.Delivered()) == 1 }, "no digest at 08:00")
+	waitIdle(t, s)
+	d := h.fake.Delivered()[0]
+	if len(d.Alerts) != 2 || d.Status != StatusFiring {
+		t.Fatalf("digest: status %s with %d alerts, want firing with d1 (firing) and d2 (resolved)", d.Status, len(d.Alerts))
+	}
+	if at := h.fake.Calls()[0].at; !at.Equal(time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)) {
+		t.Fatalf("digest sent at %s, want 08:00 the next day", at)
+	}
+	h.clock.Advance(24 * time.Hour)
+	testutil.Eventually(t, 10*time.Second, func() bool { return len(h.fake.Delivered()) == 2 }, "no second digest")
+	if d := h.fake.Delivered()[1]; len(d.Alerts) != 1 || d.Alerts[0].DeviceID != "d1" {
+		t.Fatalf("second digest lists %d alerts, want d1 only", len(d.Alerts))
+	}
+}
