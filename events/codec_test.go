@@ -372,3 +372,28 @@ func BenchmarkCodec(b *testing.B) {
 		}
 	})
 }
+
+// FuzzReportEventID: the allocation-free ReportEventID is IdentityID's
+// formula (event ids are dedup keys: they must never change), and topics
+// split as strings.Split splits them.
+func FuzzReportEventID(f *testing.F) {
+	f.Add("gateway", "dev-1", "4.2.1", "completed", int64(1753183800), int32(5), int32(3600))
+	f.Add("", "", "", "", int64(0), int32(0), int32(0))
+	f.Add(strings.Repeat("x", 300), "d/e/f", "\x00", "é", int64(-1), int32(-1), int32(-60))
+	f.Fuzz(func(t *testing.T, typeID, deviceID, version, status string, sec int64, nsec, offset int32) {
+		fw := Firmware{Version: version, Status: status, Timestamp: fuzzTime(sec, nsec, offset)}
+		want := IdentityID("sr", typeID, deviceID, fw.Timestamp.UTC().Format(time.RFC3339Nano), fw.Status, fw.Version)
+		if got := ReportEventID(typeID, deviceID, fw); got != want {
+			t.Fatalf("ReportEventID %q, IdentityID %q", got, want)
+		}
+		topic := typeID + "/" + deviceID + "/" + version
+		var levels [8]string
+		got, want2 := splitTopic(topic, &levels), strings.Split(topic, "/")
+		if len(want2) > 7 {
+			want2 = append(want2[:7], strings.Join(want2[7:], "/"))
+		}
+		if !reflect.DeepEqual(got, want2) {
+			t.Fatalf("splitTopic(%q) = %q, want %q", topic, got, want2)
+		}
+	})
+}

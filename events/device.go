@@ -48,7 +48,8 @@ func PresenceTopic(typeID, deviceID string) string {
 // and an error naming what is wrong with a topic that is not one or whose
 // ids are not valid subject tokens (see ValidateID).
 func ParsePresenceTopic(topic string) (typeID, deviceID string, err error) {
-	parts := strings.Split(topic, "/")
+	var levels [8]string
+	parts := splitTopic(topic, &levels)
 	if len(parts) != 6 || parts[0] != "iot-2" || parts[1] != "type" || parts[3] != "id" || parts[5] != "presence" {
 		return "", "", fmt.Errorf("topic %q is not iot-2/type/{typeId}/id/{deviceId}/presence", topic)
 	}
@@ -116,7 +117,8 @@ func DeltaTopic(typeID, deviceID string) string {
 // error naming what is wrong with a topic that is not one or whose ids are
 // not valid subject tokens (see ValidateID).
 func ParseReportTopic(topic string) (typeID, deviceID string, err error) {
-	parts := strings.Split(topic, "/")
+	var levels [8]string
+	parts := splitTopic(topic, &levels)
 	if len(parts) != 7 || parts[0] != "iot-2" || parts[1] != "type" || parts[3] != "id" || parts[5] != "update" || parts[6] != "shadow" {
 		return "", "", fmt.Errorf("topic %q is not iot-2/type/{typeId}/id/{deviceId}/update/shadow", topic)
 	}
@@ -149,4 +151,23 @@ type DeltaFirmware struct {
 	Checksum string `json:"checksum"`
 	URL      string `json:"url"`
 	JobID    string `json:"jobId"`
+}
+
+// splitTopic splits topic at "/" into levels, as strings.Split does, for a
+// topic of at most 7 levels; a longer one gives 8 levels, the last holding
+// the rest. The bridge parses every report's topic, and strings.Split
+// allocated for each one.
+func splitTopic(topic string, levels *[8]string) []string {
+	n := 0
+	for n < len(levels)-1 {
+		level, rest, found := strings.Cut(topic, "/")
+		levels[n] = level
+		n++
+		if !found {
+			return levels[:n]
+		}
+		topic = rest
+	}
+	levels[n] = topic
+	return levels[:n+1]
 }

@@ -38,3 +38,12 @@ func IdentityID(prefix string, parts ...string) string {
 	}
 	return prefix + "-" + hex.EncodeToString(h.Sum(nil)[:16])
 }
+
+// identityOf is IdentityID(prefix, parts...) for parts already joined,
+// each followed by a zero byte.
+func identityOf(prefix string, joined []byte) string {
+	sum := sha256.Sum256(joined)
+	var buf [64]byte
+	b := append(append(buf[:0], prefix...), '-')
+	return string(hex.AppendEncode(b, sum[:16]))
+}

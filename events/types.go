@@ -59,7 +59,16 @@ type ShadowReportedData struct {
 // same device, firmware timestamp, status and version make the same id, so a
 // redelivered or retried report is stored once.
 func ReportEventID(typeID, deviceID string, fw Firmware) string {
-	return IdentityID("sr", typeID, deviceID, fw.Timestamp.UTC().Format(time.RFC3339Nano), fw.Status, fw.Version)
+	// IdentityID("sr", typeID, deviceID, fw.Timestamp.UTC().Format(time.RFC3339Nano),
+	// fw.Status, fw.Version), without its allocations: the bridge makes one
+	// per report.
+	var buf [256]byte
+	b := append(append(buf[:0], typeID...), 0)
+	b = append(append(b, deviceID...), 0)
+	b = append(fw.Timestamp.UTC().AppendFormat(b, time.RFC3339Nano), 0)
+	b = append(append(b, fw.Status...), 0)
+	b = append(append(b, fw.Version...), 0)
+	return identityOf("sr", b)
 }
 
 // DesiredFirmware is the target a rollout asks a device to install.
