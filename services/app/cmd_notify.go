@@ -11,6 +11,7 @@ import (
 
 	"github.com/otawatch/otawatch/services/internal/conf"
 	"github.com/otawatch/otawatch/services/notify"
+	"github.com/otawatch/otawatch/services/notify/email"
 	"github.com/otawatch/otawatch/services/notify/pagerduty"
 	"github.com/otawatch/otawatch/services/notify/slack"
 	"github.com/otawatch/otawatch/services/notify/webhook"
@@ -28,6 +29,7 @@ type NotifyReceiver struct {
 	Name      string            `yaml:"name"`
 	PagerDuty *pagerduty.Config `yaml:"pagerduty"`
 	Slack     *slack.Config     `yaml:"slack"`
+	Email     *email.Config     `yaml:"email"`
 	Webhook   *webhook.Config   `yaml:"webhook"`
 }
 
@@ -52,6 +54,9 @@ func (r *NotifyReceiver) kinds() []string {
 	if r.Slack != nil {
 		out = append(out, notify.KindSlack)
 	}
+	if r.Email != nil {
+		out = append(out, notify.KindEmail)
+	}
 	if r.Webhook != nil {
 		out = append(out, notify.KindWebhook)
 	}
@@ -65,6 +70,8 @@ func (r *NotifyReceiver) SetDefaults() {
 		r.PagerDuty.SetDefaults()
 	case r.Slack != nil:
 		r.Slack.SetDefaults()
+	case r.Email != nil:
+		r.Email.SetDefaults()
 	case r.Webhook != nil:
 		r.Webhook.SetDefaults()
 	}
@@ -75,7 +82,7 @@ func (r *NotifyReceiver) SetDefaults() {
 func (r *NotifyReceiver) Validate(p conf.Problems) {
 	switch kinds := r.kinds(); len(kinds) {
 	case 0:
-		p.Addf("", "receiver %q has no block: give one of pagerduty, slack, webhook", r.Name)
+		p.Addf("", "receiver %q has no block: give one of pagerduty, slack, email, webhook", r.Name)
 		return
 	case 1:
 	default:
@@ -87,6 +94,8 @@ func (r *NotifyReceiver) Validate(p conf.Problems) {
 		r.PagerDuty.Validate(p.Sub("pagerduty"))
 	case r.Slack != nil:
 		r.Slack.Validate(p.Sub("slack"))
+	case r.Email != nil:
+		r.Email.Validate(p.Sub("email"))
 	case r.Webhook != nil:
 		r.Webhook.Validate(p.Sub("webhook"))
 	}
@@ -99,6 +108,10 @@ func (r *NotifyReceiver) Notifier(*slog.Logger) (notify.Notifier, error) {
 		return pagerduty.New(*r.PagerDuty)
 	case r.Slack != nil:
 		return slack.New(*r.Slack)
+	case r.Email != nil:
+		// Immediate mail through Notify; a digest_at route's group as a
+		// digest through NotifyDigest (notify.DigestNotifier).
+		return email.New(*r.Email)
 	case r.Webhook != nil:
 		return webhook.New(*r.Webhook)
 	}

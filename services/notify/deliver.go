@@ -9,6 +9,14 @@ import (
 	"github.com/otawatch/otawatch/events"
 )
 
+// DigestNotifier is a receiver that renders a digest route's
+// notification (a route with digest_at) as a digest of the period from
+// since (zero: before the group's first digest) to n.Time. A receiver
+// without it gets digests through Notify.
+type DigestNotifier interface {
+	NotifyDigest(ctx context.Context, n *Notification, since time.Time) (Result, error)
+}
+
 // sentRecordTimeout bounds recording a delivery the receiver accepted,
 // which goes on after the run's context ended: a sent notification whose
 // record is lost would be sent again by the next active instance.
@@ -45,7 +53,13 @@ func (s *Service) deliver(ctx context.Context, d *dispatcher, g *group, notifier
 		}
 		s.attempts.Add(1)
 		actx, cancel := context.WithTimeout(ctx, s.timeout)
-		res, err := notifier.Notify(actx, n)
+		var res Result
+		var err error
+		if dn, ok := notifier.(DigestNotifier); ok && dec.digest {
+			res, err = dn.NotifyDigest(actx, n, dec.since)
+		} else {
+			res, err = notifier.Notify(actx, n)
+		}
 		cancel()
 		nd.Code, nd.Answer = res.Status, trim(res.Answer, maxAnswer)
 		now = s.clock.Now()

@@ -295,6 +295,10 @@ type decision struct {
 	nd     events.NotificationData
 	alerts []events.AlertData
 	common map[string]string
+	// digest: the notification is a digest route's, of the period from
+	// since (zero before the group's first).
+	digest bool
+	since  time.Time
 	// suppressed are the suppression records not yet on NOTIFY.
 	suppressed []events.SuppressedData
 	// done are the resolved alerts the group may forget once the
@@ -395,6 +399,12 @@ func (d *dispatcher) decide(g *group, now time.Time) decision {
 		dec.alerts = append(dec.alerts, al.data)
 	}
 	dec.common = commonLabels(all)
+	if g.route.digest {
+		dec.digest = true
+		if e != nil {
+			dec.since = e.at
+		}
+	}
 	return dec
 }
 

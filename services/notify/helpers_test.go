@@ -262,3 +262,18 @@ func waitIdle(t *testing.T, s *Service) {
 		return true
 	}, "deliveries still in flight")
 }
+
+// digestFake is a fakeNotifier that renders digests (DigestNotifier),
+// recording each digest's start.
+type digestFake struct {
+	*fakeNotifier
+	mu     sync.Mutex
+	sinces []time.Time
+}
+
+func (f *digestFake) NotifyDigest(ctx context.Context, n *Notification, since time.Time) (Result, error) {
+	f.mu.Lock()
+	f.sinces = append(f.sinces, since)
+	f.mu.Unlock()
+	return f.Notify(ctx, n)
+}

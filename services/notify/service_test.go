@@ -344,6 +344,8 @@ func TestStandbyTakesOverWithoutResending(t *testing.T) {
 func TestDigestOnceADay(t *testing.T) {
 	h := newHarness(t)
 	h.cfg.Route = &Route{Receiver: "pd", GroupBy: []string{}, DigestAt: "08:00", TimeZone: "UTC"}
+	df := &digestFake{fakeNotifier: h.fake}
+	h.cfg.Receivers[0].n = df
 	s, _ := h.start()
 	info := func(dev string) events.AlertData {
 		return events.AlertData{Key: "version-mismatch/gw/" + dev, RuleID: "version-mismatch", Severity: "info",
@@ -372,5 +374,11 @@ func TestDigestOnceADay(t *testing.T) {
 	testutil.Eventually(t, 10*time.Second, func() bool { return len(h.fake.Delivered()) == 2 }, "no second digest")
 	if d := h.fake.Delivered()[1]; len(d.Alerts) != 1 || d.Alerts[0].DeviceID != "d1" {
 		t.Fatalf("second digest lists %d alerts, want d1 only", len(d.Alerts))
+	}
+	df.mu.Lock()
+	defer df.mu.Unlock()
+	first := time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)
+	if len(df.sinces) != 2 || !df.sinces[0].IsZero() || !df.sinces[1].Equal(first) {
+		t.Fatalf("digests rendered from %v, want the zero time then the first digest's %s", df.sinces, first)
 	}
 }
