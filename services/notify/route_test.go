@@ -168,3 +168,24 @@ func TestNextDigest(t *testing.T) {
 		})
 	}
 }
+
+// FuzzParseMatcher: any input parses or is refused with an error, and a
+// parsed matcher prints as a matcher that parses to the same one.
+func FuzzParseMatcher(f *testing.F) {
+	for _, s := range []string{`severity="critical"`, `rule=~"device-.*"`, `job!=""`, `device!~"a|b"`, `x=y`, `=`, `a=~"("`, `a="\u00e9"`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		m, err := ParseMatcher(s)
+		if err != nil {
+			return
+		}
+		again, err := ParseMatcher(m.String())
+		if err != nil {
+			t.Fatalf("%q parsed, but its String %q does not: %v", s, m.String(), err)
+		}
+		if again.Name != m.Name || again.Type != m.Type || again.Value != m.Value {
+			t.Fatalf("%q -> %s -> %s", s, m, again)
+		}
+	})
+}
