@@ -13,7 +13,11 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/otawatch/otawatch/services/internal/svc"
 	"github.com/otawatch/otawatch/services/internal/testutil"
+	"github.com/otawatch/otawatch/services/notify"
 )
 
 // check config lists every problem of the notify section at once: an
@@ -143,5 +147,31 @@ func TestSilenceCommand(t *testing.T) {
 	}
 	if code, out := run("expire", "maint1"); code != 1 || !strings.Contains(out, "already expired") {
 		t.Fatalf("expire twice: code %d\n%s", code, out)
+	}
+}
+
+// The notify service's counters are on /metrics (registerServiceMetrics).
+func TestNotifyMetrics(t *testing.T) {
+	js := testutil.StartJetStream(t, testutil.JetStreamOptions{})
+	s, err := notify.New(NotifyConfig{}, svc.Deps{JS: js.JS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	if err := registerServiceMetrics(reg, s); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, mf := range mfs {
+		if strings.HasPrefix(mf.GetName(), "otawatch_notify_") {
+			n += len(mf.GetMetric())
+		}
+	}
+	if n != 8 {
+		t.Fatalf("%d notify series, want 8 (4 outcomes, 3 kinds held, standby)", n)
 	}
 }

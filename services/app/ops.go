@@ -11,6 +11,7 @@ import (
 	"github.com/otawatch/otawatch/services/bridge"
 	"github.com/otawatch/otawatch/services/internal/ops"
 	"github.com/otawatch/otawatch/services/internal/svc"
+	"github.com/otawatch/otawatch/services/notify"
 	"github.com/otawatch/otawatch/services/projector"
 	"github.com/otawatch/otawatch/services/rollout"
 )
@@ -72,6 +73,8 @@ func registerServiceMetrics(reg prometheus.Registerer, s svc.Service) error {
 		c = alertingCollector{s}
 	case *rollout.Service:
 		c = rolloutCollector{s}
+	case *notify.Service:
+		c = notifyCollector{s}
 	default:
 		return nil
 	}
