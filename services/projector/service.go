@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/cenkalti/backoff/v5"
@@ -106,6 +107,10 @@ func New(cfg Config, deps svc.Deps) (*Service, error) {
 // second batch in flight keeps ClickHouse busy meanwhile.
 const writesInFlight = 2
 
+// attemptTimeout bounds one attempt to connect or to read the desired
+// events, so a server that accepts and never answers is tried again.
+const attemptTimeout = 30 * time.Second
+
 // errStarting is the readiness state until the schema is in place.
 var errStarting = errors.New("connecting to clickhouse")
 
@@ -122,6 +127,8 @@ func (s *Service) Run(ctx context.Context) error {
 
 	index := newDesiredIndex()
 	if err := consume.Retry(ctx, s.log, s.newBackOff, "read desired events", func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		defer cancel()
 		n, err := warmDesired(ctx, s.deps.JS, index)
 		if err == nil {
 			s.log.Info("desired-state fold warmed", "desired_events", n, "devices", len(index.m))
@@ -181,6 +188,8 @@ func (s *Service) Run(ctx context.Context) error {
 func (s *Service) connect(ctx context.Context, h *health) (driver.Conn, error) {
 	var conn driver.Conn
 	err := consume.Retry(ctx, s.log, s.newBackOff, "connect to clickhouse", func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		defer cancel()
 		c, err := openSchema(ctx, s.cfg, s.cfg.Database)
 		if err != nil {
 			h.set("clickhouse", err)
