@@ -1,7 +1,6 @@
 package projector
 
 import (
-	"encoding/json"
 	"fmt"
 	"sort"
 	"time"
@@ -161,7 +160,7 @@ func project(it *item, index *desiredIndex) {
 		}
 		// The data's shape belongs to the rollout service; only the wave
 		// (and the job when the subject lacks it) is read, leniently.
-		if json.Unmarshal(ev.Data, &d) == nil {
+		if ev.DecodeData(&d) == nil {
 			r.Wave = waveOf(d.Wave)
 			if r.JobID == "" {
 				r.JobID = d.JobID
@@ -182,7 +181,7 @@ func project(it *item, index *desiredIndex) {
 			TypeID   string `json:"typeId"`
 			DeviceID string `json:"deviceId"`
 		}
-		if json.Unmarshal(ev.Data, &d) == nil {
+		if ev.DecodeData(&d) == nil {
 			r.AlertKey, r.JobID, r.TypeID, r.DeviceID = d.Key, d.JobID, d.TypeID, d.DeviceID
 		}
 		it.kind, it.alert = kindAlert, &r
