@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/otawatch/otawatch/events"
-	"github.com/otawatch/otawatch/services/notify"
+	"github.com/otawatch/otawatch/services/internal/silence"
 )
 
 // silenceUsage is the help of "otawatch silence".
@@ -120,7 +120,7 @@ func cmdSilence(ctx context.Context, env *Env, args []string) error {
 	switch sub {
 	case "add":
 		sil.CreatedBy = author
-		ev, err := notify.SilenceCreatedEvent(sil, now)
+		ev, err := silence.CreatedEvent(sil, now)
 		if err != nil {
 			return err
 		}
@@ -130,15 +130,15 @@ func cmdSilence(ctx context.Context, env *Env, args []string) error {
 		if *asJSON {
 			return printJSON(env, sil)
 		}
-		fmt.Fprintf(env.Stdout, "silence %s: %s from %s until %s, by %s\n", sil.ID, notify.FormatMatchers(sil.Matchers),
+		fmt.Fprintf(env.Stdout, "silence %s: %s from %s until %s, by %s\n", sil.ID, silence.FormatMatchers(sil.Matchers),
 			sil.StartsAt.Format(time.RFC3339), sil.EndsAt.Format(time.RFC3339), sil.CreatedBy)
 		return nil
 	case "expire":
-		list, err := notify.ReadSilences(ctx, js)
+		list, err := silence.Read(ctx, js)
 		if err != nil {
 			return err
 		}
-		var found *notify.Silence
+		var found *silence.Silence
 		for i := range list {
 			if list[i].ID == pos[0] {
 				found = &list[i]
@@ -150,7 +150,7 @@ func cmdSilence(ctx context.Context, env *Env, args []string) error {
 		if st := found.State(now); st == "expired" {
 			return fmt.Errorf("silence %s has already expired", found.ID)
 		}
-		ev, err := notify.SilenceExpiredEvent(events.SilenceExpiredData{ID: found.ID, At: now, By: author})
+		ev, err := silence.ExpiredEvent(events.SilenceExpiredData{ID: found.ID, At: now, By: author})
 		if err != nil {
 			return err
 		}
@@ -160,7 +160,7 @@ func cmdSilence(ctx context.Context, env *Env, args []string) error {
 		fmt.Fprintf(env.Stdout, "silence %s expired\n", found.ID)
 		return nil
 	}
-	list, err := notify.ReadSilences(ctx, js)
+	list, err := silence.Read(ctx, js)
 	if err != nil {
 		return err
 	}
@@ -172,7 +172,7 @@ func cmdSilence(ctx context.Context, env *Env, args []string) error {
 	}
 	if *asJSON {
 		if shown == nil {
-			shown = []notify.Silence{}
+			shown = []silence.Silence{}
 		}
 		return printJSON(env, shown)
 	}
@@ -187,7 +187,7 @@ func cmdSilence(ctx context.Context, env *Env, args []string) error {
 		if s.ExpiredAt != nil && s.ExpiredAt.Before(ends) {
 			ends = *s.ExpiredAt
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.State(now), notify.FormatMatchers(s.Matchers),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.State(now), silence.FormatMatchers(s.Matchers),
 			s.StartsAt.Format(time.RFC3339), ends.Format(time.RFC3339), s.CreatedBy, s.Comment)
 	}
 	return tw.Flush()
@@ -198,7 +198,7 @@ func cmdSilence(ctx context.Context, env *Env, args []string) error {
 func silenceFromFlags(now time.Time, matchers []string, start, end string, forDur time.Duration, comment, id string) (events.SilenceData, error) {
 	s := events.SilenceData{ID: id, Matchers: matchers, StartsAt: now, Comment: comment}
 	if s.ID == "" {
-		s.ID = notify.NewSilenceID()
+		s.ID = silence.NewID()
 	}
 	var err error
 	if start != "" {
@@ -219,7 +219,7 @@ func silenceFromFlags(now time.Time, matchers []string, start, end string, forDu
 		s.EndsAt = s.StartsAt.Add(time.Hour)
 	}
 	s.CreatedBy = "-" // checked here; the connection's identity replaces it
-	if err := notify.CheckSilence(s); err != nil {
+	if err := silence.Check(s); err != nil {
 		return s, fmt.Errorf("%w: %v", ErrUsage, err)
 	}
 	s.CreatedBy = ""

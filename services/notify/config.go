@@ -11,6 +11,7 @@ import (
 	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/services/internal/conf"
 	"github.com/otawatch/otawatch/services/internal/lease"
+	"github.com/otawatch/otawatch/services/internal/match"
 )
 
 // Receiver kinds (ReceiverConfig.ReceiverKind): the default route sends
@@ -237,14 +238,14 @@ func (c *Config[R]) Validate(p conf.Problems) {
 	}
 	for i, ir := range c.InhibitRules {
 		ip := p.Sub(fmt.Sprintf("inhibit_rules.%d", i))
-		if _, err := ParseMatchers(ir.SourceMatchers); err != nil {
+		if _, err := match.ParseAll(ir.SourceMatchers); err != nil {
 			ip.Addf("source_matchers", "%v", err)
 		}
-		if _, err := ParseMatchers(ir.TargetMatchers); err != nil {
+		if _, err := match.ParseAll(ir.TargetMatchers); err != nil {
 			ip.Addf("target_matchers", "%v", err)
 		}
 		for _, l := range ir.Equal {
-			if !labelName(l) {
+			if !match.LabelName(l) {
 				ip.Addf("equal", "%q is not a label name", l)
 			}
 		}
@@ -277,12 +278,12 @@ func (r *Route) validate(p conf.Problems, receivers map[string]bool, root bool) 
 		p.Addf("receiver", "unknown receiver %q (receivers: %s)", r.Receiver, strings.Join(sortedKeys(receivers), ", "))
 	}
 	for _, s := range r.Matchers {
-		if _, err := ParseMatcher(s); err != nil {
+		if _, err := match.Parse(s); err != nil {
 			p.Addf("matchers", "%v", err)
 		}
 	}
 	for _, l := range r.GroupBy {
-		if l != "..." && !labelName(l) {
+		if l != "..." && !match.LabelName(l) {
 			p.Addf("group_by", "%q is not a label name (or ...)", l)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/services/internal/match"
 	"github.com/otawatch/otawatch/services/internal/svc"
 )
 
@@ -73,12 +74,12 @@ type notifRecord struct {
 
 type silence struct {
 	data     events.SilenceData
-	matchers Matchers
+	matchers match.Matchers
 	expired  *time.Time
 }
 
 type inhibitRule struct {
-	source, target Matchers
+	source, target match.Matchers
 	equal          []string
 }
 

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/otawatch/otawatch/services/internal/match"
 )
 
 // route is a Route compiled, with everything it inherits filled in.
@@ -15,7 +17,7 @@ type route struct {
 	// (and PagerDuty its incident) when siblings are added or reordered.
 	id             string
 	receiver       string
-	matchers       Matchers
+	matchers       match.Matchers
 	cont           bool
 	groupBy        []string
 	groupAll       bool
@@ -32,7 +34,7 @@ type route struct {
 // compileRoute compiles r under parent (nil for the root). The config
 // was validated: an error here is a bug's.
 func compileRoute(r *Route, parent *route) (*route, error) {
-	ms, err := ParseMatchers(r.Matchers)
+	ms, err := match.ParseAll(r.Matchers)
 	if err != nil {
 		return nil, err
 	}

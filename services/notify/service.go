@@ -17,6 +17,7 @@ import (
 	"github.com/otawatch/otawatch/services/internal/conf"
 	"github.com/otawatch/otawatch/services/internal/consume"
 	"github.com/otawatch/otawatch/services/internal/lease"
+	"github.com/otawatch/otawatch/services/internal/match"
 	"github.com/otawatch/otawatch/services/internal/svc"
 )
 
@@ -120,11 +121,11 @@ func New[R ReceiverConfig](cfg Config[R], deps svc.Deps) (*Service, error) {
 func compileInhibit(rules []InhibitRule) ([]inhibitRule, error) {
 	out := make([]inhibitRule, 0, len(rules))
 	for i, r := range rules {
-		src, err := ParseMatchers(r.SourceMatchers)
+		src, err := match.ParseAll(r.SourceMatchers)
 		if err != nil {
 			return nil, fmt.Errorf("inhibit rule %d: %w", i, err)
 		}
-		tgt, err := ParseMatchers(r.TargetMatchers)
+		tgt, err := match.ParseAll(r.TargetMatchers)
 		if err != nil {
 			return nil, fmt.Errorf("inhibit rule %d: %w", i, err)
 		}
@@ -329,7 +330,7 @@ func (s *Service) handleNotify(d *dispatcher) func(context.Context, consume.Msg)
 			if err := m.Event.DecodeData(&sd); err != nil {
 				return consume.Poison(fmt.Errorf("decode silence data: %w", err))
 			}
-			ms, err := ParseMatchers(sd.Matchers)
+			ms, err := match.ParseAll(sd.Matchers)
 			if err != nil {
 				return consume.Poison(fmt.Errorf("silence %s: %w", sd.ID, err))
 			}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/otawatch/otawatch/events"
+	silences "github.com/otawatch/otawatch/services/internal/silence"
 	"github.com/otawatch/otawatch/services/internal/testutil"
 )
 
@@ -208,7 +209,7 @@ func TestSilenceSuppressesUntilExpired(t *testing.T) {
 	s, _ := h.start()
 	sil := events.SilenceData{ID: "s1", Matchers: []string{`job="job1"`}, StartsAt: t0, EndsAt: t0.Add(time.Hour),
 		CreatedBy: "test", Comment: "maintenance"}
-	ev, err := SilenceCreatedEvent(sil, t0)
+	ev, err := silences.CreatedEvent(sil, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +232,7 @@ func TestSilenceSuppressesUntilExpired(t *testing.T) {
 		t.Fatalf("suppressed = %+v, want d1 by silence s1", sd)
 	}
 
-	ex, err := SilenceExpiredEvent(events.SilenceExpiredData{ID: "s1", At: h.clock.Now(), By: "test"})
+	ex, err := silences.ExpiredEvent(events.SilenceExpiredData{ID: "s1", At: h.clock.Now(), By: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,9 @@
-package notify
+// Package match is the label matchers of notification routes, silences
+// and inhibition rules, in Prometheus Alertmanager's syntax:
+// name="value", name!="value", name=~"regex", name!~"regex". The notify
+// service routes with them; the CLI and the API check a silence's
+// matchers with the same parser before they record it.
+package match
 
 import (
 	"fmt"
@@ -6,57 +11,17 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-
-	"github.com/otawatch/otawatch/events"
 )
 
-// Label names every alert has (Labels), besides its rule's own labels.
-const (
-	LabelSeverity   = "severity"
-	LabelRule       = "rule"
-	LabelJob        = "job"
-	LabelWave       = "wave"
-	LabelDeviceType = "device_type"
-	LabelDevice     = "device"
-)
-
-// Labels are what routes, silences and inhibitions match an alert on: its
-// rule's labels, then severity, rule, job, wave, device_type and device
-// (these win over a rule label of the same name; an empty one is absent).
-func Labels(a events.AlertData) map[string]string {
-	l := make(map[string]string, len(a.Labels)+6)
-	for k, v := range a.Labels {
-		l[k] = v
-	}
-	set := func(k, v string) {
-		if v != "" {
-			l[k] = v
-		} else {
-			delete(l, k)
-		}
-	}
-	set(LabelSeverity, a.Severity)
-	set(LabelRule, a.RuleID)
-	set(LabelJob, a.JobID)
-	if a.Wave > 0 {
-		set(LabelWave, strconv.Itoa(a.Wave))
-	} else {
-		delete(l, LabelWave)
-	}
-	set(LabelDeviceType, a.TypeID)
-	set(LabelDevice, a.DeviceID)
-	return l
-}
-
-// MatchType is a matcher's operator.
-type MatchType string
+// Type is a matcher's operator.
+type Type string
 
 // Matcher operators, Alertmanager's.
 const (
-	MatchEqual     MatchType = "="
-	MatchNotEqual  MatchType = "!="
-	MatchRegexp    MatchType = "=~"
-	MatchNotRegexp MatchType = "!~"
+	Equal     Type = "="
+	NotEqual  Type = "!="
+	Regexp    Type = "=~"
+	NotRegexp Type = "!~"
 )
 
 // Matcher is one condition on a label, as Alertmanager writes it:
@@ -65,14 +30,14 @@ const (
 // the empty value.
 type Matcher struct {
 	Name  string
-	Type  MatchType
+	Type  Type
 	Value string
 	re    *regexp.Regexp
 }
 
-// ParseMatcher parses one matcher. The value may be double-quoted (Go
+// Parse parses one matcher. The value may be double-quoted (Go
 // syntax) or bare.
-func ParseMatcher(s string) (*Matcher, error) {
+func Parse(s string) (*Matcher, error) {
 	in := strings.TrimSpace(s)
 	i := strings.IndexAny(in, "=!")
 	if i <= 0 {
@@ -83,17 +48,17 @@ func ParseMatcher(s string) (*Matcher, error) {
 	var m Matcher
 	switch {
 	case strings.HasPrefix(rest, "=~"):
-		m.Type = MatchRegexp
+		m.Type = Regexp
 	case strings.HasPrefix(rest, "!~"):
-		m.Type = MatchNotRegexp
+		m.Type = NotRegexp
 	case strings.HasPrefix(rest, "!="):
-		m.Type = MatchNotEqual
+		m.Type = NotEqual
 	case strings.HasPrefix(rest, "="):
-		m.Type = MatchEqual
+		m.Type = Equal
 	default:
 		return nil, fmt.Errorf("matcher %q: no operator after %q (=, !=, =~, !~)", s, name)
 	}
-	if !labelName(name) {
+	if !LabelName(name) {
 		return nil, fmt.Errorf("matcher %q: label name %q may only have A-Z a-z 0-9 _ and not start with a digit", s, name)
 	}
 	val := strings.TrimSpace(rest[len(m.Type):])
@@ -105,7 +70,7 @@ func ParseMatcher(s string) (*Matcher, error) {
 		val = uq
 	}
 	m.Name, m.Value = name, val
-	if m.Type == MatchRegexp || m.Type == MatchNotRegexp {
+	if m.Type == Regexp || m.Type == NotRegexp {
 		re, err := regexp.Compile("^(?:" + val + ")$")
 		if err != nil {
 			return nil, fmt.Errorf("matcher %q: %v", s, err)
@@ -115,7 +80,9 @@ func ParseMatcher(s string) (*Matcher, error) {
 	return &m, nil
 }
 
-func labelName(s string) bool {
+// LabelName reports whether s is a label name: A-Z a-z 0-9 _, not
+// starting with a digit.
+func LabelName(s string) bool {
 	for i, c := range s {
 		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || i > 0 && c >= '0' && c <= '9') {
 			return false
@@ -128,13 +95,13 @@ func labelName(s string) bool {
 func (m *Matcher) Matches(labels map[string]string) bool {
 	v := labels[m.Name]
 	switch m.Type {
-	case MatchEqual:
+	case Equal:
 		return v == m.Value
-	case MatchNotEqual:
+	case NotEqual:
 		return v != m.Value
-	case MatchRegexp:
+	case Regexp:
 		return m.re.MatchString(v)
-	case MatchNotRegexp:
+	case NotRegexp:
 		return !m.re.MatchString(v)
 	}
 	return false
@@ -148,12 +115,12 @@ func (m *Matcher) String() string {
 // Matchers are conditions that must all hold.
 type Matchers []*Matcher
 
-// ParseMatchers parses each of ss; the error lists every bad one.
-func ParseMatchers(ss []string) (Matchers, error) {
+// ParseAll parses each of ss; the error lists every bad one.
+func ParseAll(ss []string) (Matchers, error) {
 	out := make(Matchers, 0, len(ss))
 	var bad []string
 	for _, s := range ss {
-		m, err := ParseMatcher(s)
+		m, err := Parse(s)
 		if err != nil {
 			bad = append(bad, err.Error())
 			continue

@@ -1,4 +1,9 @@
-package notify
+// Package silence is how silences are recorded: events on NOTIFY
+// (notify.silence.created, notify.silence.expired, events.SilenceData)
+// that the notify service folds and the CLI and the API write and read.
+// A silence is checked here, with the matcher parser the service uses,
+// before it is recorded.
+package silence
 
 import (
 	"context"
@@ -13,22 +18,23 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/services/internal/match"
 )
 
-// NewSilenceID returns a fresh silence id.
-func NewSilenceID() string {
+// NewID returns a fresh silence id.
+func NewID() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
 
-// CheckSilence reports what is wrong with a silence to be created: no
+// Check reports what is wrong with a silence to be created: no
 // matcher, a bad one, an end not after its start, no author.
-func CheckSilence(s events.SilenceData) error {
+func Check(s events.SilenceData) error {
 	var errs []error
 	if len(s.Matchers) == 0 {
 		errs = append(errs, errors.New("a silence needs at least one matcher"))
-	} else if _, err := ParseMatchers(s.Matchers); err != nil {
+	} else if _, err := match.ParseAll(s.Matchers); err != nil {
 		errs = append(errs, err)
 	}
 	if !s.EndsAt.After(s.StartsAt) {
@@ -43,19 +49,19 @@ func CheckSilence(s events.SilenceData) error {
 	return errors.Join(errs...)
 }
 
-// SilenceCreatedEvent is the event that creates s (at is when), for
+// CreatedEvent is the event that creates s (at is when), for
 // notify.silence.created.
-func SilenceCreatedEvent(s events.SilenceData, at time.Time) (events.Event, error) {
-	if err := CheckSilence(s); err != nil {
+func CreatedEvent(s events.SilenceData, at time.Time) (events.Event, error) {
+	if err := Check(s); err != nil {
 		return events.Event{}, fmt.Errorf("silence %s: %w", s.ID, err)
 	}
 	return events.New(events.SilenceEventID(s.ID, events.SilenceCreated), events.SourceNotify,
 		events.TypeSilenceCreated, s.ID, at, s)
 }
 
-// SilenceExpiredEvent is the event that ends silence e.ID at e.At, for
+// ExpiredEvent is the event that ends silence e.ID at e.At, for
 // notify.silence.expired.
-func SilenceExpiredEvent(e events.SilenceExpiredData) (events.Event, error) {
+func ExpiredEvent(e events.SilenceExpiredData) (events.Event, error) {
 	if e.ID == "" || e.By == "" {
 		return events.Event{}, fmt.Errorf("expire silence %q by %q: want an id and who", e.ID, e.By)
 	}
@@ -86,9 +92,9 @@ func (s Silence) State(now time.Time) string {
 	return "active"
 }
 
-// ReadSilences reads every silence from NOTIFY (its silence subjects
+// Read reads every silence from NOTIFY (its silence subjects
 // only), oldest first.
-func ReadSilences(ctx context.Context, js jetstream.JetStream) ([]Silence, error) {
+func Read(ctx context.Context, js jetstream.JetStream) ([]Silence, error) {
 	st, err := js.Stream(ctx, events.StreamNotify)
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", events.StreamNotify, err)
