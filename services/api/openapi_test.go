@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/services/internal/silence"
 )
 
 // openAPI is the part of an OpenAPI 3 document the tests read.
@@ -57,6 +58,13 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	h.report(t, "sensor", "d1", "1.0", events.StatusCompleted, 10, t0)
 	seq := h.desire(t, "sensor", "d1", "job1", 1, "2.0", t0.Add(time.Minute))
 	h.waitShadow(t, seq)
+	// A silence for DELETE /api/v1/silences/{id}.
+	sil, err := silence.CreatedEvent(events.SilenceData{ID: "s1", Matchers: []string{`job="job1"`}, StartsAt: t0,
+		EndsAt: time.Now().Add(time.Hour), CreatedBy: "test"}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.publish(t, events.SilenceSubject(events.SilenceCreated), sil)
 
 	// Served, not only embedded.
 	status, b := h.do(t, http.MethodGet, "/api/v1/openapi.json", "", http.Header{"Authorization": {""}})
@@ -102,7 +110,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		}
 		t.Run(key, func(t *testing.T) {
 			method, path, _ := strings.Cut(key, " ")
-			path = strings.NewReplacer("{typeId}", "sensor", "{deviceId}", "d1", "{job}", "job1", "{cmd}", "pause").Replace(path)
+			path = strings.NewReplacer("{typeId}", "sensor", "{deviceId}", "d1", "{job}", "job1", "{cmd}", "pause", "{id}", "s1").Replace(path)
 			if strings.HasSuffix(path, "/api/v1/events") {
 				path += "?subject=alert.>"
 			}
