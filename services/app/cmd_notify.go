@@ -34,7 +34,12 @@ type NotifyReceiver struct {
 }
 
 // ReceiverName is the entry's name.
-func (r *NotifyReceiver) ReceiverName() string { return r.Name }
+func (r *NotifyReceiver) ReceiverName() string {
+	if r == nil {
+		return ""
+	}
+	return r.Name
+}
 
 // ReceiverKind is the kind of the entry's block ("" when it has none or
 // several: Validate says so).
@@ -48,6 +53,9 @@ func (r *NotifyReceiver) ReceiverKind() string {
 
 func (r *NotifyReceiver) kinds() []string {
 	var out []string
+	if r == nil {
+		return nil
+	}
 	if r.PagerDuty != nil {
 		out = append(out, notify.KindPagerDuty)
 	}
@@ -66,6 +74,7 @@ func (r *NotifyReceiver) kinds() []string {
 // SetDefaults fills in the block's unset keys.
 func (r *NotifyReceiver) SetDefaults() {
 	switch {
+	case r == nil:
 	case r.PagerDuty != nil:
 		r.PagerDuty.SetDefaults()
 	case r.Slack != nil:
@@ -80,6 +89,10 @@ func (r *NotifyReceiver) SetDefaults() {
 // Validate reports the entry's problems: not exactly one block, and the
 // block's own (its secret file among them).
 func (r *NotifyReceiver) Validate(p conf.Problems) {
+	if r == nil {
+		p.Addf("", "is empty: give a name and one receiver block")
+		return
+	}
 	switch kinds := r.kinds(); len(kinds) {
 	case 0:
 		p.Addf("", "receiver %q has no block: give one of pagerduty, slack, email, webhook", r.Name)
