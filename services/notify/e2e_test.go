@@ -170,6 +170,66 @@ func TestPagerDutyEndToEnd(t *testing.T) {
 	}
 }
 
+// 200 devices failing together (one rule, job and wave: one group) are
+// one PagerDuty trigger that counts and lists them.
+func TestPagerDutyStormEndToEnd(t *testing.T) {
+	var mu sync.Mutex
+	var got []pagerduty.Event
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var ev pagerduty.Event
+		if json.NewDecoder(r.Body).Decode(&ev) != nil {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		got = append(got, ev)
+		mu.Unlock()
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer srv.Close()
+	keyFile := filepath.Join(t.TempDir(), "pd.key")
+	if err := os.WriteFile(keyFile, []byte("R0UTINGKEY0123456789012345678901\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pd := &receiver{name: "oncall", kind: notify.KindPagerDuty, build: func() (notify.Notifier, error) {
+		return pagerduty.New(pagerduty.Config{URL: srv.URL, RoutingKeyFile: keyFile})
+	}}
+	cfg := notify.Config[*receiver]{Receivers: []*receiver{pd},
+		Route: &notify.Route{GroupWait: dur(2 * time.Second), GroupInterval: dur(time.Minute)}}
+	p := startPipeline(t, cfg, 0)
+	dev := newDevice(t, p.broker)
+	testutil.Eventually(t, 30*time.Second, func() bool {
+		dev.publish(t, "gw", "warm", events.StatusCompleted)
+		time.Sleep(100 * time.Millisecond)
+		return testutil.StreamMsgs(p.js.JS, events.StreamShadow) > 0
+	}, "the bridge stored no report")
+	const n = 200
+	for i := 0; i < n; i++ {
+		dev.publish(t, "gw", fmt.Sprintf("d%03d", i), events.StatusFailed)
+	}
+	triggers := func() []pagerduty.Event {
+		mu.Lock()
+		defer mu.Unlock()
+		var out []pagerduty.Event
+		for _, ev := range got {
+			if ev.EventAction == pagerduty.ActionTrigger && ev.Payload != nil && ev.Payload.Class == "device-failed" {
+				out = append(out, ev)
+			}
+		}
+		return out
+	}
+	testutil.Eventually(t, 30*time.Second, func() bool { return len(triggers()) >= 1 }, "no trigger for the storm")
+	time.Sleep(time.Second) // nothing more may come before group_interval
+	tr := triggers()
+	if len(tr) != 1 {
+		t.Fatalf("%d device-failed triggers for %d failures in one group, want 1", len(tr), n)
+	}
+	if total := tr[0].Payload.CustomDetails["devices_total"]; fmt.Sprint(total) != fmt.Sprint(n) {
+		t.Fatalf("the page counts %v devices, want %d (summary %q)", total, n, tr[0].Payload.Summary)
+	}
+	t.Logf("summary: %s", tr[0].Payload.Summary)
+}
+
 // BenchmarkNotifyLatency measures, in one run, a device's MQTT publish of
 // status failed -> the device-failed alert on ALERTS -> the webhook test
 // server receiving the notification, with the whole pipeline in one
