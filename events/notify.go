@@ -85,6 +85,10 @@ type NotificationData struct {
 	// Count is the number of notifications of the group sent before this
 	// one.
 	Count int `json:"count"`
+	// DecidedAt is when the notification was first decided: every
+	// attempt at it, by whichever instance, carries this time (a
+	// receiver's idempotency key may derive from it).
+	DecidedAt time.Time `json:"decidedAt"`
 	// Attempt numbers the delivery attempts of this notification from 1.
 	Attempt int `json:"attempt"`
 	// Code is the receiver's HTTP status or SMTP reply code, Answer what

@@ -65,7 +65,10 @@ type entry struct {
 
 type notifRecord struct {
 	attempts int
-	sent     bool
+	// decidedAt is when the notification was first decided (its attempt
+	// events say).
+	decidedAt time.Time
+	sent      bool
 	// refused: a final failure that retrying cannot fix; the same
 	// notification is not tried again (a change of its group is a new
 	// one).
@@ -218,6 +221,9 @@ func (d *dispatcher) record(nd events.NotificationData) *notifRecord {
 		d.notifs[nd.ID] = r
 	}
 	r.attempts = max(r.attempts, nd.Attempt)
+	if !nd.DecidedAt.IsZero() && (r.decidedAt.IsZero() || nd.DecidedAt.Before(r.decidedAt)) {
+		r.decidedAt = nd.DecidedAt
+	}
 	return r
 }
 
@@ -384,9 +390,14 @@ func (d *dispatcher) decide(g *group, now time.Time) decision {
 		return dec
 	}
 	dec.nd = events.NotificationData{ID: id, Receiver: g.route.receiver, GroupKey: g.key, GroupLabels: g.labels,
-		Status: status, Firing: firingIDs, Resolved: resolvedIDs, Count: count}
+		Status: status, Firing: firingIDs, Resolved: resolvedIDs, Count: count, DecidedAt: now}
 	if r := d.notifs[id]; r != nil {
+		// Attempted before (by an instance that stopped without an
+		// answer): the same notification, as it was decided then.
 		dec.nd.Attempt = r.attempts
+		if !r.decidedAt.IsZero() {
+			dec.nd.DecidedAt = r.decidedAt
+		}
 	}
 	all := append(append([]*alert(nil), firing...), resolved...)
 	sort.Slice(all, func(i, j int) bool {

@@ -415,7 +415,7 @@ func (s *Service) flush(d *dispatcher, g *group) {
 	g.inflight = true
 	s.scheduleAfter(d, g, next)
 	n := &Notification{Receiver: g.route.receiver, GroupKey: g.key, Status: dec.nd.Status,
-		GroupLabels: g.labels, CommonLabels: dec.common, Alerts: dec.alerts, Time: now, ExternalURL: s.externalURL}
+		GroupLabels: g.labels, CommonLabels: dec.common, Alerts: dec.alerts, Time: dec.nd.DecidedAt, ExternalURL: s.externalURL}
 	s.wg.Add(1)
 	go s.deliver(s.runCtx, d, g, notifier, n, dec)
 }

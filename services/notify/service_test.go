@@ -175,6 +175,10 @@ func TestRestartMidStormNoDuplicates(t *testing.T) {
 		t.Logf("all %d delivered before the stop; the restart still must send none", mid)
 	}
 	_ = s1
+	// The restart comes a minute later: a notification attempted before
+	// it is still the one decided then (its Time, a receiver's
+	// idempotency key, is unchanged).
+	h.clock.Advance(time.Minute)
 
 	s2, stop2 := h.start()
 	testutil.Eventually(t, 30*time.Second, func() bool { return len(h.fake.Delivered()) >= n }, "after restart: %d of %d delivered", len(h.fake.Delivered()), n)
@@ -197,6 +201,13 @@ func TestRestartMidStormNoDuplicates(t *testing.T) {
 		if c != 1 {
 			t.Errorf("group %s delivered %d times, want 1", k, c)
 		}
+	}
+	decided := map[string]time.Time{}
+	for _, c := range h.fake.Calls() {
+		if at, ok := decided[c.n.GroupKey]; ok && !at.Equal(c.n.Time) {
+			t.Errorf("group %s attempted as decided at %s and at %s, want one time", c.n.GroupKey, at, c.n.Time)
+		}
+		decided[c.n.GroupKey] = c.n.Time
 	}
 	t.Logf("delivered before the stop: %d, total calls %d", mid, len(h.fake.Calls()))
 }
