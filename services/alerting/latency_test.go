@@ -112,7 +112,11 @@ func BenchmarkDetectionLatency(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		t := time.Now()
 		dev.publish(b, "lat", fmt.Sprintf("raw-%d", i), events.StatusCompleted)
-		<-raw
+		select {
+		case <-raw:
+		case <-time.After(10 * time.Second):
+			b.Fatalf("raw publish %d not delivered after 10s", i) // fail, do not hang
+		}
 		base = append(base, time.Since(t))
 	}
 	_ = sub.Unsubscribe()

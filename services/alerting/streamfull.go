@@ -152,7 +152,7 @@ func loadStreamAlerts(ctx context.Context, js jetstream.JetStream) (map[string]e
 				err = ev.DecodeData(&a)
 			}
 			if err != nil {
-				continue // the engine's fold logs undecodable ALERTS messages
+				continue // the ALERTS fold of a start records it on REJECTED
 			}
 			switch a.State {
 			case events.AlertRaised:
