@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +10,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/events/jsonscan"
 )
 
 // publisher publishes the bridge's events to JetStream and hands each one's
@@ -236,10 +238,6 @@ func (pb *publisher) close() []*pending {
 	return left
 }
 
-// pubAckOK is how every successful PubAck starts; what follows is read
-// by hand when it is the common form, by encoding/json otherwise.
-var pubAckOK = []byte(`{"stream":"`)
-
 // parsePubAck reads a reply to a JetStream publish: the PubAck, or why the
 // publish failed.
 func parsePubAck(m *nats.Msg) (pubAck, error) {
@@ -276,57 +274,73 @@ func parsePubAck(m *nats.Msg) (pubAck, error) {
 }
 
 // parsePubAckFast reads the PubAck the server sends for a stored message,
-// {"stream":"NAME","seq":N} with an optional "domain" before seq and
-// ,"duplicate":true after it, and nothing else; ok is false for anything
-// else, which parsePubAck hands to encoding/json.
+// {"stream":"NAME","seq":N} with an optional "domain" and "duplicate",
+// each once, and nothing else, with events' scanner (events/jsonscan); ok
+// is false for anything else (an error, a field it does not know, an
+// escape), which parsePubAck hands to encoding/json.
 func parsePubAckFast(b []byte) (ack pubAck, ok bool) {
-	if !bytes.HasPrefix(b, pubAckOK) {
-		return pubAck{}, false
-	}
-	b = b[len(pubAckOK):]
-	end := plainPrefix(b)
-	if end == 0 || end == len(b) || b[end] != '"' {
-		return pubAck{}, false
-	}
-	ack.Stream = string(b[:end])
-	b = b[end+1:]
-	if rest, found := bytes.CutPrefix(b, []byte(`,"domain":"`)); found {
-		end := plainPrefix(rest)
-		if end == len(rest) || rest[end] != '"' {
-			return pubAck{}, false
+	const stream, domain, seq, duplicate = 1, 2, 4, 8
+	var seen int
+	s := jsonscan.New(b)
+	ok = s.Members(func(key []byte) bool {
+		var bit int
+		switch string(key) {
+		case "stream":
+			bit = stream
+		case "domain":
+			bit = domain
+		case "seq":
+			bit = seq
+		case "duplicate":
+			bit = duplicate
+		default:
+			return false
 		}
-		b = rest[end+1:]
-	}
-	b, found := bytes.CutPrefix(b, []byte(`,"seq":`))
-	if !found || len(b) == 0 || b[0] == '0' {
-		return pubAck{}, false
-	}
-	n := 0
-	for n < len(b) && b[n] >= '0' && b[n] <= '9' {
-		n++
-	}
-	seq, err := strconv.ParseUint(string(b[:n]), 10, 64)
-	if err != nil || seq == 0 {
-		return pubAck{}, false
-	}
-	ack.Seq = seq
-	switch string(b[n:]) {
-	case "}":
-	case `,"duplicate":true}`:
-		ack.Duplicate = true
-	default:
+		if seen&bit != 0 {
+			return false
+		}
+		seen |= bit
+		switch bit {
+		case stream:
+			v, ok := s.Plain()
+			ack.Stream = streamName(v)
+			return ok && len(v) > 0
+		case domain:
+			_, ok := s.Plain()
+			return ok
+		case seq:
+			n, ok := s.Number()
+			if !ok {
+				return false
+			}
+			v, err := strconv.ParseUint(string(n), 10, 64)
+			ack.Seq = v
+			return err == nil && v > 0
+		default: // duplicate
+			switch s.Peek() {
+			case 't':
+				ack.Duplicate = true
+				return s.Literal("true")
+			case 'f':
+				return s.Literal("false")
+			}
+			return false
+		}
+	})
+	if !ok || !s.End() || seen&(stream|seq) != stream|seq {
 		return pubAck{}, false
 	}
 	return ack, true
 }
 
-// plainPrefix is the length of b's leading run of printable ASCII other
-// than '"' and '\\': string contents JSON takes as they are.
-func plainPrefix(b []byte) int {
-	for i, c := range b {
-		if c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
-			return i
-		}
+// streamName is the stream of a PubAck, without a new string for the
+// streams the bridge publishes to.
+func streamName(b []byte) string {
+	switch string(b) {
+	case events.StreamShadow:
+		return events.StreamShadow
+	case events.StreamRejected:
+		return events.StreamRejected
 	}
-	return len(b)
+	return string(b)
 }
