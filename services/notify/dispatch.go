@@ -3,6 +3,7 @@ package notify
 import (
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/otawatch/otawatch/events"
@@ -243,47 +244,84 @@ func set(ids []string) map[string]bool {
 	return m
 }
 
-// muted says whether al is kept from g's receiver at now: by an active
-// silence, or (while it fires) by an inhibiting alert. reason and cause
-// name which (events.Suppressed*, the silence or alert id).
-func (d *dispatcher) muted(al *alert, now time.Time) (reason, cause string, ok bool) {
-	ids := make([]string, 0, len(d.silences))
-	for id := range d.silences {
-		ids = append(ids, id)
+// muter answers, for one flush, whether an alert is muted: the silences
+// active then, and for each inhibition rule its raised source alerts by
+// the values of the rule's equal labels. Built once per flush, so a group
+// of n alerts costs n lookups, not n passes over every alert.
+type muter struct {
+	silences []*silence
+	ids      []string
+	inhibit  []inhibitIndex
+}
+
+type inhibitIndex struct {
+	rule    inhibitRule
+	sources map[string][]*alert // by equalKey
+}
+
+func (d *dispatcher) muter(now time.Time) *muter {
+	m := &muter{}
+	for id, s := range d.silences {
+		if s.active(now) {
+			m.ids = append(m.ids, id)
+		}
 	}
-	sort.Strings(ids)
-	for _, id := range ids {
-		s := d.silences[id]
-		if s.active(now) && s.matchers.Matches(al.labels) {
-			return events.SuppressedSilence, id, true
+	sort.Strings(m.ids)
+	for _, id := range m.ids {
+		m.silences = append(m.silences, d.silences[id])
+	}
+	for _, ir := range d.inhibit {
+		ix := inhibitIndex{rule: ir, sources: map[string][]*alert{}}
+		for _, src := range d.alerts {
+			if !src.resolved && ir.source.Matches(src.labels) {
+				k := equalKey(ir.equal, src.labels)
+				ix.sources[k] = append(ix.sources[k], src)
+			}
+		}
+		m.inhibit = append(m.inhibit, ix)
+	}
+	return m
+}
+
+// muted says whether al is kept from its receiver: by an active silence,
+// or (while it fires) by an inhibiting alert. reason and cause name which
+// (events.Suppressed*, the silence or the source alert id).
+func (m *muter) muted(al *alert) (reason, cause string, ok bool) {
+	for i, s := range m.silences {
+		if s.matchers.Matches(al.labels) {
+			return events.SuppressedSilence, m.ids[i], true
 		}
 	}
 	if al.resolved {
 		return "", "", false
 	}
-	for _, ir := range d.inhibit {
-		if !ir.target.Matches(al.labels) {
+	for _, ix := range m.inhibit {
+		if !ix.rule.target.Matches(al.labels) {
 			continue
 		}
-		for _, src := range d.alerts {
-			if src == al || src.resolved || !ir.source.Matches(src.labels) {
-				continue
+		srcs := ix.sources[equalKey(ix.rule.equal, al.labels)]
+		// The first by id, so every flush names the same source.
+		var best *alert
+		for _, src := range srcs {
+			if src != al && (best == nil || src.id < best.id) {
+				best = src
 			}
-			if equalOn(ir.equal, src.labels, al.labels) {
-				return events.SuppressedInhibited, src.id, true
-			}
+		}
+		if best != nil {
+			return events.SuppressedInhibited, best.id, true
 		}
 	}
 	return "", "", false
 }
 
-func equalOn(names []string, a, b map[string]string) bool {
+// equalKey joins the values of names in labels.
+func equalKey(names []string, labels map[string]string) string {
+	var b strings.Builder
 	for _, n := range names {
-		if a[n] != b[n] {
-			return false
-		}
+		b.WriteString(labels[n])
+		b.WriteByte(0)
 	}
-	return true
+	return b.String()
 }
 
 // active says whether the silence silences at now.
@@ -321,8 +359,9 @@ func (d *dispatcher) decide(g *group, now time.Time) decision {
 	var firing, resolved []*alert
 	e := d.nflog[g.id]
 	mutedFiring := 0
+	mu := d.muter(now)
 	for _, al := range g.alerts {
-		if reason, cause, ok := d.muted(al, now); ok {
+		if reason, cause, ok := mu.muted(al); ok {
 			if !al.resolved {
 				mutedFiring++
 				id := events.SuppressedEventID(g.route.receiver, al.id, reason, cause)
