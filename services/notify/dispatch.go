@@ -40,8 +40,8 @@ type alert struct {
 	data     events.AlertData
 	labels   map[string]string
 	resolved bool
-	// groups is how many groups hold it.
-	groups int
+	// in are the groups that hold it.
+	in []*group
 }
 
 // group is an aggregation group: the alerts of one route with the same
@@ -121,10 +121,10 @@ func (d *dispatcher) applyAlert(a events.AlertData, now time.Time) []*group {
 			}
 			if g.alerts[id] == nil {
 				g.alerts[id] = al
-				al.groups++
+				al.in = append(al.in, g)
 			}
 		}
-		if al.groups == 0 {
+		if len(al.in) == 0 {
 			delete(d.alerts, id)
 			return nil
 		}
@@ -135,7 +135,7 @@ func (d *dispatcher) applyAlert(a events.AlertData, now time.Time) []*group {
 		// Reading the log at start: an alert resolved before its group
 		// last told anyone it fired needs no announcement; forget it now
 		// rather than hold the whole history until the first flush.
-		for _, g := range d.groupsOf(al) {
+		for _, g := range slices.Clone(al.in) {
 			if !d.owed(g, al, now) {
 				d.drop(g, al)
 			}
@@ -163,17 +163,6 @@ func (d *dispatcher) owed(g *group, al *alert, now time.Time) bool {
 	return end.After(e.at)
 }
 
-// groupsOf lists the groups that hold al.
-func (d *dispatcher) groupsOf(al *alert) []*group {
-	var out []*group
-	for _, g := range d.groups {
-		if g.alerts[al.id] != nil {
-			out = append(out, g)
-		}
-	}
-	return out
-}
-
 // drop removes al from g, forgetting the alert once no group holds it and
 // the group once it is empty (and not delivering).
 func (d *dispatcher) drop(g *group, al *alert) {
@@ -181,8 +170,8 @@ func (d *dispatcher) drop(g *group, al *alert) {
 		return
 	}
 	delete(g.alerts, al.id)
-	al.groups--
-	if al.groups <= 0 {
+	al.in = slices.DeleteFunc(al.in, func(x *group) bool { return x == g })
+	if len(al.in) == 0 {
 		delete(d.alerts, al.id)
 	}
 	d.gc(g)
