@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"math"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -143,6 +144,29 @@ func TestMarshalRefusesWhatEncodingJSONRefuses(t *testing.T) {
 			}
 			if wantErr != nil && !strings.Contains(err.Error(), wantErr.Error()) {
 				t.Fatalf("error %q, want it to contain encoding/json's %q", err, wantErr)
+			}
+		})
+	}
+}
+
+// TestMarshalEscapes: every character encoding/json escapes or replaces,
+// alone in a string of the envelope and of the data, comes out as
+// encoding/json writes it.
+func TestMarshalEscapes(t *testing.T) {
+	for _, c := range []string{"<", ">", "&", `"`, `\`, "\u2028", "\u2029", "\xff", "\x01", "\t", "\x7f", "é"} {
+		t.Run(strconv.Quote(c), func(t *testing.T) {
+			s := "a" + c + "b"
+			e := Event{SpecVersion: s, ID: s, Source: s, Type: s, Subject: s, Time: codecT0, DataContentType: s, Data: []byte(`{"k":1}`)}
+			got, err := e.Marshal()
+			want, _ := json.Marshal(e)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("Marshal: %s (%v), encoding/json %s", got, err, want)
+			}
+			d := ShadowReportedData{TypeID: s, Firmware: Firmware{Timestamp: codecT0, ErrorCode: &s}}
+			got, err = marshalData(d)
+			want, _ = json.Marshal(d)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("data: %s (%v), encoding/json %s", got, err, want)
 			}
 		})
 	}
