@@ -35,10 +35,12 @@
 // lease, or a replay of ALERTS. What remains is the window between a
 // receiver accepting a notification and its sent event being stored: an
 // instance that dies there leaves an attempt without an outcome, and the
-// next active instance makes the attempt again. PagerDuty's dedup_key
-// (derived from the group key) makes that harmless; the webhook carries
-// the notification id, equal on every attempt, for the receiver to
-// deduplicate; Slack and email may show such a message twice.
+// next active instance makes the attempt again, as the same notification
+// (the same alerts, and the time it was first decided, which its attempt
+// events carry). PagerDuty's dedup_key (derived from the group key) makes
+// that harmless; the webhook's notification id and the mail's Message-ID
+// derive from the notification and its decided time, so a receiver that
+// deduplicates by them sees it once; a Slack message may show twice.
 //
 // Delivery: every attempt has a timeout; a failure the receiver marks
 // retryable (5xx, 429, timeouts, connection errors) is attempted again
