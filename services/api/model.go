@@ -26,8 +26,7 @@ type model struct {
 	fleet  *fleet.State
 	jobs   map[string]*jobView
 	alerts map[string]*alertView
-	recent []recentEvent // ring of recentCap, next at recentNext
-	next   int
+	recent ring[recentEvent] // the newest recentCap
 	// timelines are the jobs' waves against time, for the dashboard's
 	// timeline chart (charts.go).
 	timelines timelines
@@ -42,7 +41,47 @@ func newModel() *model {
 		fleet:  fleet.New(),
 		jobs:   map[string]*jobView{},
 		alerts: map[string]*alertView{},
+		recent: newRing[recentEvent](recentCap),
 	}
+}
+
+// ring keeps the newest values pushed, up to its capacity: what the
+// dashboard's lists show (recent events, recent notifications).
+type ring[T any] struct {
+	buf  []T
+	next int // where the next push goes once buf is full
+}
+
+func newRing[T any](capacity int) ring[T] { return ring[T]{buf: make([]T, 0, capacity)} }
+
+func (r *ring[T]) push(v T) {
+	if len(r.buf) < cap(r.buf) {
+		r.buf = append(r.buf, v)
+		return
+	}
+	r.buf[r.next] = v
+	r.next = (r.next + 1) % len(r.buf)
+}
+
+// newest returns the last value pushed, to change in place; nil when
+// none was.
+func (r *ring[T]) newest() *T {
+	if len(r.buf) == 0 {
+		return nil
+	}
+	return &r.buf[(r.next-1+len(r.buf))%len(r.buf)]
+}
+
+// list returns a copy of the values, newest first.
+func (r *ring[T]) list() []T {
+	n := len(r.buf)
+	out := make([]T, 0, n)
+	// While the ring fills, next is 0 and the newest is at n-1; once
+	// full, the newest is just before next: (next-1-i) mod n is both.
+	for i := 0; i < n; i++ {
+		out = append(out, r.buf[((r.next-1-i)%n+n)%n])
+	}
+	return out
 }
 
 // jobView is a rollout job as its ROLLOUT events describe it.
@@ -106,26 +145,10 @@ func shortType(t string) string {
 	return t
 }
 
-func (m *model) pushRecent(r recentEvent) {
-	if len(m.recent) < recentCap {
-		m.recent = append(m.recent, r)
-		m.next = len(m.recent) % recentCap
-		return
-	}
-	m.recent[m.next] = r
-	m.next = (m.next + 1) % recentCap
-}
+func (m *model) pushRecent(r recentEvent) { m.recent.push(r) }
 
 // recentEvents returns the recent events, newest first. Caller holds a lock.
-func (m *model) recentEvents() []recentEvent {
-	out := make([]recentEvent, 0, len(m.recent))
-	for i := 0; i < len(m.recent); i++ {
-		// While the ring fills, next is len(recent), so this formula
-		// holds in both phases.
-		out = append(out, m.recent[(m.next-1-i+recentCap)%recentCap])
-	}
-	return out
-}
+func (m *model) recentEvents() []recentEvent { return m.recent.list() }
 
 // applyShadow folds one SHADOW event. An event whose data does not decode
 // changes nothing and is returned as an error (the fold records it on
