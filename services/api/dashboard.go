@@ -12,6 +12,7 @@ import (
 
 	"github.com/otawatch/otawatch/services/api/web"
 	"github.com/otawatch/otawatch/services/internal/fleet"
+	"github.com/otawatch/otawatch/services/internal/svc"
 )
 
 // maxDashboardAlerts bounds the alerts one push carries.
@@ -31,6 +32,10 @@ type snapshot struct {
 	Alerts  []alertView   `json:"alerts"`
 	Recent  []recentEvent `json:"recent"`
 	Streams []streamStat  `json:"streams"`
+	// Notifications are the newest decisions on NOTIFY, newest first;
+	// Silences the silences pending or active at Time, oldest first.
+	Notifications []notificationView `json:"notifications"`
+	Silences      []silenceView      `json:"silences"`
 
 	// The charts' data (charts.go). ActiveJob is the job they follow (the
 	// newest running, else paused, else newest job; "" with no job).
@@ -48,9 +53,12 @@ type snapshot struct {
 // streamInfoTTL for the stream counts), so a thousand browsers cost one
 // build per period, not one per event per browser.
 type dashboard struct {
-	m      *model
-	stats  *streamStats
-	folds  []*fold
+	m     *model
+	stats *streamStats
+	folds []*fold
+	// clock is the service's: a silence past its end at its time is not
+	// shown, as GET /api/v1/silences does not list it.
+	clock  svc.Clock
 	mu     sync.Mutex
 	snap   []byte
 	change chan struct{} // closed when snap is replaced
@@ -58,8 +66,8 @@ type dashboard struct {
 	at     time.Time
 }
 
-func newDashboard(m *model, stats *streamStats, folds []*fold) *dashboard {
-	return &dashboard{m: m, stats: stats, folds: folds, change: make(chan struct{})}
+func newDashboard(m *model, stats *streamStats, folds []*fold, clock svc.Clock) *dashboard {
+	return &dashboard{m: m, stats: stats, folds: folds, clock: clock, change: make(chan struct{})}
 }
 
 // current returns the latest snapshot (nil before the first) and a channel
@@ -93,10 +101,11 @@ func (d *dashboard) build() snapshot {
 	for _, f := range d.folds {
 		ready = ready && f.caughtUp()
 	}
+	now := d.clock.Now().UTC()
 	d.m.mu.RLock()
 	defer d.m.mu.RUnlock()
 	s := snapshot{
-		Time:    time.Now().UTC(),
+		Time:    now,
 		Seq:     d.m.fleet.LastSeq,
 		Ready:   ready,
 		Fleet:   d.m.fleet.Metrics(),
@@ -105,6 +114,9 @@ func (d *dashboard) build() snapshot {
 		Alerts:  d.m.activeAlerts(),
 		Recent:  d.m.recentEvents(),
 		Streams: streams,
+
+		Notifications: d.m.recentNotifications(),
+		Silences:      d.m.activeSilences(now),
 	}
 	job, target := "", ""
 	if a := activeJob(s.Jobs); a != nil {
@@ -118,6 +130,9 @@ func (d *dashboard) build() snapshot {
 	s.Timelines = d.m.timelines.recent(s.Jobs)
 	if len(s.Alerts) > maxDashboardAlerts {
 		s.Alerts = s.Alerts[:maxDashboardAlerts]
+	}
+	if len(s.Silences) > maxDashboardSilences {
+		s.Silences = s.Silences[:maxDashboardSilences]
 	}
 	return s
 }

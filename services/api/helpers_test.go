@@ -54,6 +54,8 @@ type harness struct {
 type harnessOpts struct {
 	cfg       Config
 	noStreams bool
+	// clock is the service's (svc.Deps.Clock); nil is the wall clock.
+	clock svc.Clock
 }
 
 // startAPI starts the service on a free loopback port; t.Cleanup stops it
@@ -69,7 +71,7 @@ func startAPI(t *testing.T, o harnessOpts) *harness {
 		cfg.DashboardRefresh = 20 * time.Millisecond
 	}
 	health := svc.NewHealth()
-	s, err := New(cfg, svc.Deps{NC: js.NC, JS: js.JS, Health: health})
+	s, err := New(cfg, svc.Deps{NC: js.NC, JS: js.JS, Health: health, Clock: o.clock})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/services/internal/fleet"
+	"github.com/otawatch/otawatch/services/internal/silence"
 	"github.com/otawatch/otawatch/services/internal/waves"
 )
 
@@ -18,15 +19,21 @@ import (
 const recentCap = 50
 
 // model is the api service's read model: the fleet state folded from
-// SHADOW, the rollout jobs folded from ROLLOUT and the active alerts folded
-// from ALERTS, plus the latest events for the dashboard. One goroutine per
-// stream writes; handlers read under the read lock and get copies.
+// SHADOW, the rollout jobs folded from ROLLOUT, the active alerts folded
+// from ALERTS and the silences and notification decisions folded from
+// NOTIFY (notifications.go), plus the latest events for the dashboard. One
+// goroutine per stream writes; handlers read under the read lock and get
+// copies.
 type model struct {
 	mu     sync.RWMutex
 	fleet  *fleet.State
 	jobs   map[string]*jobView
 	alerts map[string]*alertView
 	recent ring[recentEvent] // the newest recentCap
+	// notifications are the newest notifyCap decisions on NOTIFY;
+	// silences the silences not known to have ended, by id.
+	notifications ring[notificationView]
+	silences      map[string]*silence.Silence
 	// timelines are the jobs' waves against time, for the dashboard's
 	// timeline chart (charts.go).
 	timelines timelines
@@ -42,6 +49,9 @@ func newModel() *model {
 		jobs:   map[string]*jobView{},
 		alerts: map[string]*alertView{},
 		recent: newRing[recentEvent](recentCap),
+
+		notifications: newRing[notificationView](notifyCap),
+		silences:      map[string]*silence.Silence{},
 	}
 }
 

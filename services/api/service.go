@@ -19,7 +19,8 @@ import (
 )
 
 // HealthComponent is the api's name in the health registry: not ready until
-// its read model has replayed SHADOW, ROLLOUT and ALERTS and it listens.
+// its read model has replayed SHADOW, ROLLOUT, ALERTS and NOTIFY and it
+// listens.
 const HealthComponent = "api"
 
 // Service is the api service: the HTTP API, the seed-compatible SSE and
@@ -66,10 +67,11 @@ func New(cfg Config, deps svc.Deps) (*Service, error) {
 		s.shadow,
 		s.newFold(events.StreamRollout, func(m consume.Msg) error { return s.model.applyRollout(m.Seq, m.Event) }),
 		s.newFold(events.StreamAlerts, func(m consume.Msg) error { return s.model.applyAlert(m.Seq, m.Subject, m.Event) }),
+		s.newFold(events.StreamNotify, func(m consume.Msg) error { return s.model.applyNotify(m.Seq, m.Subject, m.Event) }),
 	}
 	s.stats = &streamStats{js: deps.JS}
 	s.metrics = newMetrics(deps.Metrics, s.model, s.stats, s.folds)
-	s.dash = newDashboard(s.model, s.stats, s.folds)
+	s.dash = newDashboard(s.model, s.stats, s.folds, deps.ClockOf())
 	s.streamSlots = newStreamLimiter(s.cfg.MaxStreams)
 	return s, nil
 }
