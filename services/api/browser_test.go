@@ -23,6 +23,7 @@ import (
 
 	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/services/internal/fleet"
+	"github.com/otawatch/otawatch/services/internal/silence"
 	"github.com/otawatch/otawatch/services/internal/svc"
 	"github.com/otawatch/otawatch/services/internal/testutil"
 	"github.com/otawatch/otawatch/services/rollout"
@@ -468,4 +469,127 @@ func checkFleetNumbers(t *testing.T, p *page, h *harness) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// screenshotOf saves the element sel matches as NAME.png.
+func (p *page) screenshotOf(name, sel string) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(p.ctx, 30*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.Screenshot(chromedp.CSS(sel)))
+	if err != nil {
+		p.t.Errorf("screenshot %s: %v", name, err)
+		return
+	}
+	path := filepath.Join(p.dir, name+".png")
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		p.t.Fatal(err)
+	}
+	p.t.Logf("screenshot: %s", path)
+}
+
+// TestDashboardNotificationsInBrowser: the page's Notifications panel
+// lists the decisions NOTIFY holds, newest first and coloured by outcome,
+// and its Silences panel the active and pending silences with their
+// matchers, author, comment and end. An operator expires a silence from
+// the page (recorded as theirs); a read-only token sees both panels
+// without an Expire button.
+func TestDashboardNotificationsInBrowser(t *testing.T) {
+	newPage := newBrowser(t)
+	h := startAPI(t, harnessOpts{cfg: Config{TokensFile: writeTokens(t)}})
+
+	now := time.Now().UTC().Truncate(time.Second)
+	h.silenced(t, events.SilenceData{ID: "s-wave2", Matchers: []string{`job="fw-2"`, `severity=~"warning|info"`},
+		StartsAt: now.Add(-10 * time.Minute), EndsAt: now.Add(2 * time.Hour), CreatedBy: "alice", Comment: "wave 2 devices are flashed by hand"}, now.Add(-10*time.Minute))
+	h.silenced(t, events.SilenceData{ID: "s-gateways", Matchers: []string{`device_type="gateway"`},
+		StartsAt: now.Add(90 * time.Minute), EndsAt: now.Add(5 * time.Hour), CreatedBy: "carol", Comment: "gateway swap tonight"}, now.Add(-9*time.Minute))
+
+	const group = `{}:{job="fw-2",rule="update_failed",wave="2"}`
+	labels := map[string]string{"job": "fw-2", "rule": "update_failed", "wave": "2"}
+	firing := make([]string, 12)
+	for i := range firing {
+		firing[i] = fmt.Sprintf("a%02d", i)
+	}
+	h.notified(t, events.NotifySent, events.NotificationData{Receiver: "pagerduty", GroupKey: group, GroupLabels: labels, Status: "firing",
+		Firing: firing, Attempt: 1, Code: 202, Answer: `{"status":"success","dedup_key":"9f2c1e"}`}, now.Add(-8*time.Minute))
+	h.notified(t, events.NotifyFailed, events.NotificationData{Receiver: "slack", GroupKey: group, GroupLabels: labels, Status: "firing",
+		Firing: firing, Attempt: 1, Code: 503, Error: "slack: 503 Service Unavailable", Retry: true}, now.Add(-7*time.Minute))
+	h.notified(t, events.NotifyFailed, events.NotificationData{Receiver: "webhook", GroupKey: group, GroupLabels: labels, Status: "firing",
+		Firing: firing, Attempt: 3, Code: 400, Error: "webhook: 400 Bad Request: unknown field", Final: true}, now.Add(-6*time.Minute))
+	for _, a := range []string{"b1", "b2", "b3"} {
+		h.suppressed(t, events.SuppressedData{Receiver: "email", GroupKey: `{}:{job="fw-2",rule="slow_update"}`, AlertID: a, Key: a,
+			RuleID: "slow_update", Severity: "warning", Reason: events.SuppressedSilence, SilenceID: "s-wave2"}, now.Add(-5*time.Minute))
+	}
+	h.notified(t, events.NotifySent, events.NotificationData{Receiver: "pagerduty", GroupKey: group, GroupLabels: labels, Status: "resolved",
+		Resolved: firing[:4], Firing: firing[4:], Count: 1, Attempt: 1, Code: 202, Answer: `{"status":"success"}`}, now.Add(-time.Minute))
+
+	// The panels as the operator sees them.
+	op := newPage()
+	op.signIn(h.base, opToken)
+	op.waitFor(`document.querySelectorAll("#notifications tr[data-outcome]").length === 5`, "five notification rows")
+	op.waitFor(`document.querySelectorAll("#silences tr[data-silence]").length === 2`, "two silences")
+	rows := eval[[]map[string]string](op, `[...document.querySelectorAll("#notifications tr[data-outcome]")].map(r => ({
+		outcome: r.dataset.outcome, text: [...r.cells].map(c => c.textContent).join(" | "),
+		colour: getComputedStyle(r.querySelector(".badge")).color }))`)
+	wantRows := []struct{ outcome, colour, has string }{
+		{"sent", "rgb(26, 127, 75)", `pagerduty | sent | resolved | 12 | job=fw-2 rule=update_failed wave=2 | 202 {"status":"success"}`},
+		{"suppressed", "rgb(183, 121, 31)", `email | suppressed |  | 3 | {}:{job="fw-2",rule="slow_update"} | silence s-wave2`},
+		{"failed", "rgb(197, 48, 48)", `webhook | failed | firing | 12 | job=fw-2 rule=update_failed wave=2 | webhook: 400 Bad Request: unknown field (final)`},
+		{"failed", "rgb(197, 48, 48)", `slack | failed | firing | 12 | job=fw-2 rule=update_failed wave=2 | slack: 503 Service Unavailable (will retry)`},
+		{"sent", "rgb(26, 127, 75)", `pagerduty | sent | firing | 12 | job=fw-2 rule=update_failed wave=2 | 202 {"status":"success","dedup_key":"9f2c1e"}`},
+	}
+	for i, w := range wantRows {
+		if i >= len(rows) || rows[i]["outcome"] != w.outcome || rows[i]["colour"] != w.colour || !strings.Contains(rows[i]["text"], w.has) {
+			t.Errorf("notification row %d: %v, want %s in %s with %q", i+1, rows, w.outcome, w.colour, w.has)
+			break
+		}
+	}
+	sils := eval[[]string](op, `[...document.querySelectorAll("#silences tr[data-silence]")].map(r => r.dataset.silence + ": " + [...r.cells].map(c => c.textContent).join(" | "))`)
+	wantSils := []string{
+		`s-wave2: job="fw-2"severity=~"warning|info" | alice | wave 2 devices are flashed by hand | in 2.0h | active | Expire`,
+		`s-gateways: device_type="gateway" | carol | gateway swap tonight | in 5.0h | pending starts in 1.5h | Expire`,
+	}
+	if strings.Join(sils, "\n") != strings.Join(wantSils, "\n") {
+		t.Errorf("silence rows:\n%s\nwant:\n%s", strings.Join(sils, "\n"), strings.Join(wantSils, "\n"))
+	}
+	op.do("scroll to the panels", chromedp.ScrollIntoView(chromedp.CSS("#notifications")))
+	op.screenshotOf("7-notifications-operator", "#notifications-panel")
+	op.screenshotOf("8-silences-operator", "#silences-panel")
+	op.screenshot("9-dashboard-operator")
+
+	// Expire from the page: a confirmation, then DELETE; the silence
+	// leaves the panel and NOTIFY records alice's expiry.
+	op.do("click expire", chromedp.Click(chromedp.CSS(`button[data-expire="s-wave2"]`)))
+	op.waitFor(`document.getElementById("confirm").open`, "the expire dialog")
+	op.screenshot("10-expire-dialog")
+	op.do("confirm", chromedp.Click(chromedp.CSS("#confirm-ok")))
+	op.waitFor(`document.querySelector('#silences tr[data-silence="s-wave2"]') === null`, "the expired silence gone")
+	list, err := silence.Read(context.Background(), h.js.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var expired *silence.Silence
+	for i := range list {
+		if list[i].ID == "s-wave2" {
+			expired = &list[i]
+		}
+	}
+	if expired == nil || expired.ExpiredAt == nil || expired.ExpiredBy != "alice" {
+		t.Errorf("s-wave2 on NOTIFY: %+v, want expired by alice", expired)
+	}
+
+	// Read-only: both panels, no Expire button.
+	ro := newPage()
+	ro.signIn(h.base, roToken)
+	ro.waitFor(`document.getElementById("who").textContent === "grafana · read-only"`, "the read-only name and role")
+	ro.waitFor(`document.querySelectorAll("#notifications tr[data-outcome]").length === 5`, "five notification rows")
+	ro.waitFor(`document.querySelector('#silences tr[data-silence="s-gateways"]') !== null`, "the pending silence")
+	if n := eval[int](ro, `document.querySelectorAll("#silences button, [data-expire]").length`); n != 0 {
+		t.Errorf("the read-only page offers %d Expire buttons, want none", n)
+	}
+	if head := eval[string](ro, `[...document.querySelectorAll("#silences th")].map(c => c.textContent).join(",")`); head != "Matchers,Created by,Comment,Ends,State" {
+		t.Errorf("the read-only silences table has columns %q", head)
+	}
+	ro.do("scroll to the panels", chromedp.ScrollIntoView(chromedp.CSS("#notifications")))
+	ro.screenshotOf("11-silences-read-only", "#silences-panel")
 }
