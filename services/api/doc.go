@@ -4,7 +4,8 @@
 //
 // Everything it answers comes from a read model it folds from the log at
 // start and keeps current on every event: the fleet state (fleet.State) from
-// SHADOW, the rollout jobs from ROLLOUT, the active alerts from ALERTS. Each
+// SHADOW, the rollout jobs from ROLLOUT, the active alerts from ALERTS, the
+// newest notification decisions and the silences from NOTIFY. Each
 // stream is followed by the shared consume loop (services/internal/consume),
 // and /readyz is its Status: not ready until every fold has replayed its
 // stream. An event the model cannot apply is recorded on REJECTED
@@ -108,4 +109,13 @@
 // not the page, is what refuses a read-only POST. The push carries what
 // the charts draw (charts.go): the active job's update-duration histogram,
 // the devices per firmware version and the newest jobs' timelines.
+//
+// Two panels show what the notify service did with the alerts:
+// Notifications, its newest 50 decisions on NOTIFY, newest first (sent
+// with the receiver's answer, failed with the error and whether another
+// attempt follows, suppressed with the silence or inhibiting alert; one
+// cause's suppressions of a group in a row are one line with their count;
+// attempts are not listed), and Silences, those pending or active at the
+// service's clock (created, not expired, not past their end), with an
+// Expire button for an operator (DELETE /api/v1/silences/{id}).
 package api
