@@ -85,11 +85,8 @@ type Status struct {
 // defaults, and a configuration that Validate refuses is a *conf.Error
 // listing every problem. Ticks run on deps.Clock (ClockOf).
 func New(cfg Config, deps svc.Deps) (*Service, error) {
-	cfg.SetDefaults()
-	p := conf.NewProblems()
-	cfg.Validate(p.Sub("alerting"))
-	if list := p.List(); len(list) > 0 {
-		return nil, &conf.Error{Problems: list}
+	if err := conf.Check("alerting", &cfg); err != nil {
+		return nil, err
 	}
 	if deps.JS == nil {
 		return nil, errors.New("alerting needs JetStream (deps.JS)")

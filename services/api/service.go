@@ -47,12 +47,8 @@ type Service struct {
 // defaults, and a configuration that Validate refuses is an *conf.Error
 // listing every problem (keys under "http", as in the file).
 func New(cfg Config, deps svc.Deps) (*Service, error) {
-	cfg.SetDefaults()
-	p := conf.NewProblems()
-	cfg.Validate(p.Sub("http"))
-	cfg.TLS.Validate(p.Sub("http.tls")) // in a file, conf's walk does this
-	if list := p.List(); len(list) > 0 {
-		return nil, &conf.Error{Problems: list}
+	if err := conf.Check("http", &cfg); err != nil {
+		return nil, err
 	}
 	if deps.Log == nil {
 		deps.Log = slog.New(slog.DiscardHandler)

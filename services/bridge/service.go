@@ -92,11 +92,8 @@ type Stats struct {
 // New builds the service; it does no I/O. Unset keys of cfg take their
 // defaults, and a configuration that Validate refuses is an error.
 func New(cfg Config, deps svc.Deps) (*Service, error) {
-	cfg.SetDefaults()
-	p := conf.NewProblems()
-	cfg.Validate(p.Sub("mqtt"))
-	if list := p.List(); len(list) > 0 {
-		return nil, &conf.Error{Problems: list}
+	if err := conf.Check("mqtt", &cfg); err != nil {
+		return nil, err
 	}
 	if deps.NC == nil {
 		return nil, errors.New("bridge needs a nats connection (deps.NC)")

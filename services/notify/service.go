@@ -80,11 +80,8 @@ type Status struct {
 // problem. Timers (group_wait, group_interval, retries) run on
 // deps.Clock.
 func New[R ReceiverConfig](cfg Config[R], deps svc.Deps) (*Service, error) {
-	cfg.SetDefaults()
-	p := conf.NewProblems()
-	cfg.Validate(p.Sub("notify"))
-	if list := p.List(); len(list) > 0 {
-		return nil, &conf.Error{Problems: list}
+	if err := conf.Check("notify", &cfg); err != nil {
+		return nil, err
 	}
 	if deps.JS == nil {
 		return nil, errors.New("notify needs JetStream (deps.JS)")

@@ -97,11 +97,8 @@ func New(cfg Config, deps svc.Deps) (*Service, error) {
 	if cfg.Broker == "" {
 		cfg.Broker = DefaultBroker
 	}
-	p := conf.NewProblems()
-	cfg.Validate(p.Sub("rollout"))
-	cfg.TLS.Validate(p.Sub("rollout.tls")) // in a file, conf's walk does this
-	if list := p.List(); len(list) > 0 {
-		return nil, &conf.Error{Problems: list}
+	if err := conf.Check("rollout", &cfg); err != nil {
+		return nil, err
 	}
 	if deps.Log == nil {
 		deps.Log = slog.New(slog.DiscardHandler)

@@ -398,3 +398,27 @@ func ReadSecret(path string) (string, error) {
 	}
 	return strings.TrimRight(string(b), "\r\n"), nil
 }
+
+// Check applies the defaults of cfg (a pointer to a section struct) and of
+// every section nested in it, validates them all the way a loaded file is
+// validated (children first, keys under section, e.g. "mqtt.tls.ca_file"),
+// and returns every problem as one *Error, or nil. A service's New ends
+// in it, so a caller that builds a config in Go gets what a file would.
+func Check(section string, cfg any) error {
+	v := reflect.ValueOf(cfg)
+	walkSections(v, func(v reflect.Value, _ string) {
+		if d, ok := v.Interface().(Defaulter); ok {
+			d.SetDefaults()
+		}
+	})
+	p := NewProblems()
+	walkSections(v, func(v reflect.Value, key string) {
+		if val, ok := v.Interface().(Validator); ok {
+			val.Validate(p.Sub(join(section, key)))
+		}
+	})
+	if list := p.List(); len(list) > 0 {
+		return &Error{Problems: list}
+	}
+	return nil
+}

@@ -29,11 +29,8 @@ type Notifier struct {
 // New builds the receiver: it applies the defaults, returns a *conf.Error
 // listing every problem of cfg, and reads the password.
 func New(cfg Config) (*Notifier, error) {
-	cfg.SetDefaults()
-	p := conf.NewProblems()
-	cfg.Validate(p)
-	if list := p.List(); len(list) > 0 {
-		return nil, &conf.Error{Problems: list}
+	if err := conf.Check("", &cfg); err != nil {
+		return nil, err
 	}
 	r := &Notifier{cfg: cfg, t: cfg.templates(conf.NewProblems())}
 	var err error
