@@ -13,8 +13,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/otawatch/otawatch/events"
 )
 
@@ -128,18 +126,9 @@ func cmdRollout(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	url := *natsURL
-	if url == "" {
-		url = rolloutNATSURL(cfg)
-	}
-	opts, err := cliAuth(cfg, *natsURL != "")
+	nc, err := connectCLI(cfg, *natsURL, "otawatch rollout")
 	if err != nil {
 		return err
-	}
-	opts = append(opts, nats.Name("otawatch rollout"), nats.Timeout(5*time.Second))
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		return fmt.Errorf("connect to nats %s: %w (is otawatch running?)", url, err)
 	}
 	defer nc.Close()
 	for _, kv := range env.Environ {
@@ -204,9 +193,9 @@ func rolloutDevicesFile(path string) ([]string, error) {
 	return out, nil
 }
 
-// rolloutNATSURL is where the running system listens: nats.url, or the
+// cliNATSURL is where the running system listens: nats.url, or the
 // embedded server's client address (a wildcard host means this machine).
-func rolloutNATSURL(cfg *Config) string {
+func cliNATSURL(cfg *Config) string {
 	if cfg.NATS.URL != "" {
 		return cfg.NATS.URL
 	}

@@ -9,7 +9,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/otawatch/otawatch/events"
@@ -89,17 +88,9 @@ func cmdSilence(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	url := *natsURL
-	if url == "" {
-		url = rolloutNATSURL(cfg)
-	}
-	opts, err := cliAuth(cfg, *natsURL != "")
+	nc, err := connectCLI(cfg, *natsURL, "otawatch silence")
 	if err != nil {
 		return err
-	}
-	nc, err := nats.Connect(url, append(opts, nats.Name("otawatch silence"), nats.Timeout(5*time.Second))...)
-	if err != nil {
-		return fmt.Errorf("connect to nats %s: %w (is otawatch running?)", url, err)
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -152,4 +153,23 @@ func cliAuth(cfg *Config, explicit bool) ([]nats.Option, error) {
 	default:
 		return nil, fmt.Errorf("the CLI's credentials (%s, made by otawatch run on its first start; run this command with the same data_dir or config): %w", path, err)
 	}
+}
+
+// connectCLI connects a command to the running system: to url when the
+// command line gave one, else to nats.url or the embedded server's client
+// port (cliNATSURL), as the CLI's identity (cliAuth).
+func connectCLI(cfg *Config, url, name string) (*nats.Conn, error) {
+	explicit := url != ""
+	if !explicit {
+		url = cliNATSURL(cfg)
+	}
+	opts, err := cliAuth(cfg, explicit)
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(url, append(opts, nats.Name(name), nats.Timeout(5*time.Second))...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats %s: %w (is otawatch running?)", url, err)
+	}
+	return nc, nil
 }
