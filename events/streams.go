@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -166,24 +167,24 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 const APITimeout = 5 * time.Second
 
 // Retry runs call up to attempts times, each under APITimeout, with a short
-// growing pause between attempts. It stops early on ctx's end or on an error
-// that retrying cannot fix (a refused configuration).
+// growing pause between attempts (exponential with jitter from 100 ms; the
+// one backoff library, cenkalti/backoff). It stops early on ctx's end or on
+// an error that retrying cannot fix (a refused configuration).
 func Retry(ctx context.Context, attempts int, call func(context.Context) error) error {
-	var err error
-	pause := 100 * time.Millisecond
-	for i := 0; i < attempts; i++ {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 100 * time.Millisecond
+	var last error
+	_, err := backoff.Retry(ctx, func() (struct{}, error) {
 		cctx, cancel := context.WithTimeout(ctx, APITimeout)
-		err = call(cctx)
-		cancel()
-		if err == nil || !retryable(err) {
-			return err
+		defer cancel()
+		last = call(cctx)
+		if last != nil && !retryable(last) {
+			return struct{}{}, backoff.Permanent(last)
 		}
-		select {
-		case <-ctx.Done():
-			return errors.Join(err, ctx.Err())
-		case <-time.After(pause):
-		}
-		pause *= 2
+		return struct{}{}, last
+	}, backoff.WithBackOff(b), backoff.WithMaxTries(uint(max(attempts, 1))), backoff.WithMaxElapsedTime(0))
+	if err != nil && ctx.Err() != nil && last != nil && !errors.Is(err, last) {
+		return errors.Join(last, ctx.Err())
 	}
 	return err
 }

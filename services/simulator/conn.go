@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
 
@@ -233,7 +234,8 @@ func (c *conn) mark(devs []*device, on bool) {
 // connectLoop connects, retrying with a jittered backoff until it works or
 // ctx ends or the connection is no longer wanted.
 func (c *conn) connectLoop(ctx context.Context) error {
-	pause := 500 * time.Millisecond
+	b := backoff.NewExponentialBackOff() // jittered, from 500 ms up to 10 s
+	b.InitialInterval, b.MaxInterval = 500*time.Millisecond, 10*time.Second
 	refusals := 0
 	for {
 		c.mu.Lock()
@@ -268,11 +270,9 @@ func (c *conn) connectLoop(ctx context.Context) error {
 			}
 		}
 		c.f.warnConnect(err)
-		jitter := time.Duration(float64(pause) * (0.5 + rand.Float64()))
-		if err := sleep(ctx, c.f.clock, jitter); err != nil {
+		if err := sleep(ctx, c.f.clock, b.NextBackOff()); err != nil {
 			return err
 		}
-		pause = min(pause*2, 10*time.Second)
 	}
 }
 
