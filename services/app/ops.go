@@ -23,8 +23,8 @@ var serviceStreams = map[string][]string{
 	"bridge":    {events.StreamShadow, events.StreamRejected},
 	"projector": {events.StreamShadow, events.StreamRollout, events.StreamAlerts, events.StreamNotify, events.StreamRejected},
 	"alerting":  {events.StreamShadow, events.StreamRollout, events.StreamAlerts, events.StreamRejected},
-	"rollout":   {events.StreamShadow, events.StreamRollout},
-	"api":       {events.StreamShadow, events.StreamRollout, events.StreamAlerts},
+	"rollout":   {events.StreamShadow, events.StreamRollout, events.StreamRejected},
+	"api":       {events.StreamShadow, events.StreamRollout, events.StreamAlerts, events.StreamNotify, events.StreamRejected},
 	"notify":    {events.StreamAlerts, events.StreamNotify, events.StreamRejected},
 }
 
