@@ -244,8 +244,9 @@ func isServiceName(name string) bool {
 // isMQTT tells an MQTT client from a NATS one. The server's client type is
 // not part of ClientAuthentication, so it is read from the client's
 // unexported mqtt field (set only for MQTT connections). If a server
-// upgrade renames it, this fails and every client is refused, and
-// TestAuthenticatorTellsListeners says why.
+// upgrade renames it, this fails and every client is refused (the log
+// says why), so every test in auth_test.go fails rather than a device
+// being taken for a service.
 func isMQTT(c server.ClientAuthentication) (bool, error) {
 	v := reflect.ValueOf(c)
 	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
