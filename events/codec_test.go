@@ -24,7 +24,8 @@ func codecSamples(t testing.TB) []Event {
 	}{
 		{TypeShadowReported, ShadowReportedData{TypeID: "gateway", DeviceID: "dev-1", Topic: ReportTopic("gateway", "dev-1"),
 			Firmware: Firmware{Version: "4.2.1", Timestamp: codecT0, Status: StatusFailed, Checksum: "sha256:abc",
-				PreviousVersion: "4.1.5", UpdateDuration: 127.5, ErrorCode: &code}}},
+				PreviousVersion: "4.1.5", UpdateDuration: 127.5, ErrorCode: &code},
+			PayloadSHA256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}},
 		{TypeShadowReported, &ShadowReportedData{TypeID: "gateway", DeviceID: "dev-2",
 			Firmware: Firmware{Version: "4.2.1", Timestamp: codecT0.In(time.FixedZone("", 7200)), Status: StatusInProgress}}},
 		{TypeShadowDesired, ShadowDesiredData{TypeID: "gateway", DeviceID: "dev-1", JobID: "job-1", Wave: 3, Attempt: 2,
@@ -217,7 +218,7 @@ func FuzzNew(f *testing.F) {
 		}
 		datas := []any{
 			ShadowReportedData{TypeID: a, DeviceID: b, Topic: c, Firmware: Firmware{Version: d, Timestamp: at, Status: e,
-				Checksum: g, PreviousVersion: h, UpdateDuration: dur, ErrorCode: ec}},
+				Checksum: g, PreviousVersion: h, UpdateDuration: dur, ErrorCode: ec}, PayloadSHA256: code},
 			&ShadowDesiredData{TypeID: a, DeviceID: b, JobID: c, Wave: int(n), Attempt: int(u % 5),
 				Firmware: DesiredFirmware{Version: d, Checksum: e, URL: g}},
 			DevicePresenceData{TypeID: a, DeviceID: b, State: c, LastSeen: at},
@@ -308,6 +309,8 @@ func FuzzDecodeData(f *testing.F) {
 		`{"TypeId":"a"}`,
 		`{"lastSeen":"2025-07-22T11:00:00+24:00"}`,
 		`{"typeId":"a"} x`,
+		`{"payloadSha256":"ab","payloadSha256":"cd"}`,
+		`{"payloadSha256":null,"firmware":{}}`,
 	} {
 		f.Add([]byte(s))
 	}

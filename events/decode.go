@@ -143,6 +143,8 @@ func decodeReported(data []byte) (ShadowReportedData, bool) {
 				}
 				return false
 			})
+		case "payloadSha256":
+			return m.first(4) && str(&s, &d.PayloadSHA256)
 		}
 		return false
 	})

@@ -79,7 +79,7 @@ func dataSize(data any) int {
 func reportedSize(d *ShadowReportedData) int {
 	fw := &d.Firmware
 	n := 300 + len(d.TypeID) + len(d.DeviceID) + len(d.Topic) +
-		len(fw.Version) + len(fw.Status) + len(fw.Checksum) + len(fw.PreviousVersion)
+		len(fw.Version) + len(fw.Status) + len(fw.Checksum) + len(fw.PreviousVersion) + len(d.PayloadSHA256)
 	if fw.ErrorCode != nil {
 		n += len(*fw.ErrorCode)
 	}
@@ -131,7 +131,12 @@ func appendReported(b []byte, d *ShadowReportedData) ([]byte, error) {
 	} else {
 		b = appendString(b, *fw.ErrorCode)
 	}
-	return append(b, "}}"...), nil
+	b = append(b, '}')
+	if d.PayloadSHA256 != "" {
+		b = append(b, `,"payloadSha256":`...)
+		b = appendString(b, d.PayloadSHA256)
+	}
+	return append(b, '}'), nil
 }
 
 func appendDesired(b []byte, d *ShadowDesiredData) []byte {

@@ -53,6 +53,11 @@ type ShadowReportedData struct {
 	DeviceID string   `json:"deviceId"`
 	Topic    string   `json:"topic"`
 	Firmware Firmware `json:"firmware"`
+	// PayloadSHA256 is the SHA-256 (lower-case hex) of the MQTT payload
+	// exactly as the device sent it, so a device-side log can be matched to
+	// the record (README, "Audit: tamper evidence"). Empty on events
+	// recorded before it was added.
+	PayloadSHA256 string `json:"payloadSha256,omitempty"`
 }
 
 // ReportEventID is the deterministic id (and Nats-Msg-Id) of a report: the

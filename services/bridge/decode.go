@@ -2,6 +2,8 @@ package bridge
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -100,7 +102,9 @@ func (d *Decoder) Decode(topic string, payload []byte, maxPayload int) (events.S
 			return events.ShadowReportedData{}, err
 		}
 	}
-	return events.ShadowReportedData{TypeID: typeID, DeviceID: deviceID, Topic: topic, Firmware: fw}, nil
+	sum := sha256.Sum256(payload)
+	return events.ShadowReportedData{TypeID: typeID, DeviceID: deviceID, Topic: topic, Firmware: fw,
+		PayloadSHA256: hex.EncodeToString(sum[:])}, nil
 }
 
 // decodeSchema reads the firmware of a payload the fast path declined: it

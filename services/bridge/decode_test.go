@@ -2,6 +2,8 @@ package bridge
 
 import (
 	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"os"
@@ -152,6 +154,11 @@ func TestDecodeReportAcceptsGoodPayloads(t *testing.T) {
 			}
 			if !sameFirmware(got.Firmware, tc.want) {
 				t.Errorf("firmware\n got: %s\nwant: %s", mustJSON(got.Firmware), mustJSON(tc.want))
+			}
+			// The digest is of the bytes as sent, not of a re-encoding.
+			sum := sha256.Sum256(corpus[tc.file])
+			if want := hex.EncodeToString(sum[:]); got.PayloadSHA256 != want {
+				t.Errorf("payloadSha256: got %q, want %q", got.PayloadSHA256, want)
 			}
 		})
 	}
