@@ -17,6 +17,7 @@ const (
 	StreamAlerts   = "ALERTS"
 	StreamNotify   = "NOTIFY"
 	StreamRejected = "REJECTED"
+	// StreamAudit (events/audit.go) holds the hash-chain checkpoints.
 )
 
 // Durable consumer names. They are public API: renaming one replays its stream.
@@ -66,6 +67,12 @@ const MaxRejectedEventSize int32 = 256 << 10
 
 // StreamNames returns the name of every otawatch stream.
 func StreamNames() []string {
+	return []string{StreamShadow, StreamRollout, StreamAlerts, StreamNotify, StreamRejected, StreamAudit}
+}
+
+// ChainedStreams returns the streams the audit service chains and
+// checkpoints (every stream but AUDIT itself).
+func ChainedStreams() []string {
 	return []string{StreamShadow, StreamRollout, StreamAlerts, StreamNotify, StreamRejected}
 }
 
@@ -135,6 +142,7 @@ func StreamConfigs(o StreamOptions) []jetstream.StreamConfig {
 		mk(StreamAlerts, "alert lifecycle", SubjectAlert+".>"),
 		mk(StreamNotify, "every notification routing and delivery decision", SubjectNotify+".>"),
 		rejected(mk(StreamRejected, "input that could not be accepted, raw, with the reason", SubjectRejected+".>")),
+		mk(StreamAudit, "hash-chain checkpoints of every other stream", SubjectAuditCheckpoint+".>"),
 	}
 }
 

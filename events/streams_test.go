@@ -55,6 +55,7 @@ func TestStreamsAreImmutable(t *testing.T) {
 		events.StreamAlerts:   events.AlertSubject("raised", "critical", "device-failed"),
 		events.StreamNotify:   events.NotifySubject("slack", "sent"),
 		events.StreamRejected: events.RejectedSubject("bridge"),
+		events.StreamAudit:    events.AuditCheckpointSubject(events.StreamShadow),
 	}
 	for _, cfg := range events.StreamConfigs(events.StreamOptions{}) {
 		t.Run(cfg.Name, func(t *testing.T) {

@@ -33,7 +33,7 @@ func TestStreamByteLimitsConfig(t *testing.T) {
 		{name: "problems", yaml: "nats:\n  max_bytes: -5GiB\n  stream_max_bytes:\n    SHADDOW: 50GiB\n    ALERTS: 4096\n    NOTIFY: -2\n",
 			wantErr: []string{
 				"x.yaml:2: nats.max_bytes: -5368709120 must not be negative",
-				`x.yaml:4: nats.stream_max_bytes.SHADDOW: "SHADDOW" is not a stream (one of SHADOW, ROLLOUT, ALERTS, NOTIFY, REJECTED)`,
+				`x.yaml:4: nats.stream_max_bytes.SHADDOW: "SHADDOW" is not a stream (one of SHADOW, ROLLOUT, ALERTS, NOTIFY, REJECTED, AUDIT)`,
 				"x.yaml:5: nats.stream_max_bytes.ALERTS: 4096 bytes is below the minimum of 1MiB",
 				"x.yaml:6: nats.stream_max_bytes.NOTIFY: -2 must not be negative",
 			}},

@@ -82,6 +82,10 @@ type Config struct {
 	Handle func(ctx context.Context, m Msg) error
 	// Log receives the follower's warnings; nil discards them.
 	Log *slog.Logger
+	// Raw hands every message over undecoded (Msg.Event is zero), one
+	// that is not an envelope included: for a consumer of the stored bytes
+	// themselves (the audit chain), for which no message is poison.
+	Raw bool
 	// NewBackOff makes the backoff between attempts; nil is exponential
 	// with jitter from 100 ms to 5 s.
 	NewBackOff func() backoff.BackOff
@@ -321,12 +325,14 @@ func (f *Follower) follow(ctx context.Context) error {
 // handle hands one event over until it is applied or rejected; it returns
 // an error only when ctx ends.
 func (f *Follower) handle(ctx context.Context, m Msg) error {
-	ev, err := events.Decode(m.Data)
-	if err != nil {
-		_ = f.rej.reject(ctx, m, fmt.Errorf("decode event: %w", err))
-		return nil
+	if !f.cfg.Raw {
+		ev, err := events.Decode(m.Data)
+		if err != nil {
+			_ = f.rej.reject(ctx, m, fmt.Errorf("decode event: %w", err))
+			return nil
+		}
+		m.Event = ev
 	}
-	m.Event = ev
 	bo := f.cfg.NewBackOff()
 	for {
 		err := f.call(ctx, m)
@@ -337,7 +343,7 @@ func (f *Follower) handle(ctx context.Context, m Msg) error {
 			_ = f.rej.reject(ctx, m, err)
 			return nil
 		}
-		f.log.Warn("event not applied; trying again", "stream_seq", m.Seq, "event_id", ev.ID, "err", err)
+		f.log.Warn("event not applied; trying again", "stream_seq", m.Seq, "event_id", m.Event.ID, "err", err)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
