@@ -53,6 +53,7 @@ func commands() map[string]command {
 		"notify":   {"test [-c FILE] [--resolved] RECEIVER", "send a sample notification through a configured receiver and print its answer", cmdNotify, false},
 		"silence":  {"add|list|expire ...", "silence alerts' notifications (matchers, start, end, author, comment)", cmdSilence, false},
 		"devices":  {"add|remove|list|import|mosquitto-passwd ...", "manage device identities (MQTT username = device id, and a password)", cmdDevices, false},
+		"audit":    {"export|verify|keygen ...", "export a time range with its hash-chain evidence, verify an export, make a signing key", cmdAudit, false},
 	}
 }
 

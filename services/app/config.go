@@ -8,6 +8,7 @@ import (
 	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/services/alerting"
 	"github.com/otawatch/otawatch/services/api"
+	"github.com/otawatch/otawatch/services/audit"
 	"github.com/otawatch/otawatch/services/bridge"
 	"github.com/otawatch/otawatch/services/internal/conf"
 	"github.com/otawatch/otawatch/services/internal/ops"
@@ -28,6 +29,7 @@ type Config struct {
 	Alerting   alerting.Config  `yaml:"alerting"`
 	Rollout    rollout.Config   `yaml:"rollout"`
 	Devices    DevicesConfig    `yaml:"devices"`
+	Audit      audit.Config     `yaml:"audit"`
 
 	// Notify routes alerts to receivers (services/notify; cmd_notify.go
 	// lists the receiver kinds).

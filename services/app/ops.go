@@ -26,6 +26,7 @@ var serviceStreams = map[string][]string{
 	"rollout":   {events.StreamShadow, events.StreamRollout, events.StreamRejected},
 	"api":       {events.StreamShadow, events.StreamRollout, events.StreamAlerts, events.StreamNotify, events.StreamRejected},
 	"notify":    {events.StreamAlerts, events.StreamNotify, events.StreamRejected},
+	"audit":     {events.StreamShadow, events.StreamRollout, events.StreamAlerts, events.StreamNotify, events.StreamRejected, events.StreamAudit},
 }
 
 // neededStreams maps each stream the named services need to those

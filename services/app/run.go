@@ -17,6 +17,7 @@ import (
 	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/services/alerting"
 	"github.com/otawatch/otawatch/services/api"
+	"github.com/otawatch/otawatch/services/audit"
 	"github.com/otawatch/otawatch/services/bridge"
 	"github.com/otawatch/otawatch/services/internal/conf"
 	"github.com/otawatch/otawatch/services/internal/identity"
@@ -41,11 +42,12 @@ func serviceBuilders() map[string]func(c *Config, d svc.Deps) (svc.Service, erro
 		"rollout":   func(c *Config, d svc.Deps) (svc.Service, error) { return rollout.New(c.Rollout, d) },
 		"api":       func(c *Config, d svc.Deps) (svc.Service, error) { return api.New(c.HTTP, d) },
 		"notify":    func(c *Config, d svc.Deps) (svc.Service, error) { return notify.New(c.Notify, d) },
+		"audit":     func(c *Config, d svc.Deps) (svc.Service, error) { return audit.New(c.Audit, d) },
 	}
 }
 
 func serviceNames() []string {
-	return []string{"api", "projector", "alerting", "notify", "rollout", "bridge"}
+	return []string{"api", "projector", "alerting", "notify", "rollout", "audit", "bridge"}
 }
 
 // cmdRun is "otawatch run [service...]".
