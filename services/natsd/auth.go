@@ -18,7 +18,7 @@ import (
 // DevicesAccount, which reaches nothing but the device topic space. Only the
 // device subjects (events.DeviceTopicSubjects) cross, exported by the
 // devices account and imported by the services account, so no MQTT topic
-// maps onto shadow.>, rollout.>, alert.>, notify.>, otawatch.>, $JS.>, $KV.>
+// maps onto shadow.>, rollout.>, alert.>, notify.>, audit.>, otawatch.>, $JS.>, $KV.>
 // or _INBOX.> of the log's account. The services account is named as in
 // deploy/nats/cluster.conf.
 const (
@@ -162,7 +162,8 @@ func (a *authenticator) passwordOK(name, password string) bool {
 // servicesUser is a NATS-port identity in the services account. It may do
 // everything the services do but delete or purge a stream or a message,
 // and may send rollout commands only under its own name
-// (events.RolloutCommandSubject), so the rollout service knows who asked.
+// (events.RolloutCommandSubject), so the rollout service knows who asked;
+// the CLI may not write audit checkpoints.
 func (a *authenticator) servicesUser(identity string) *server.User {
 	deny := []string{
 		"$JS.API.STREAM.DELETE.>",
@@ -173,6 +174,11 @@ func (a *authenticator) servicesUser(identity string) *server.User {
 		if other != identity {
 			deny = append(deny, events.RolloutCommandPrefix+".*."+other)
 		}
+	}
+	if identity == events.IdentityCLI {
+		// Checkpoints vouch for the log: only the audit service (the
+		// services' identity) writes them.
+		deny = append(deny, events.SubjectAuditCheckpoint+".>")
 	}
 	return &server.User{
 		Username: identity,

@@ -262,7 +262,7 @@ func TestMQTTCannotReachTheLog(t *testing.T) {
 				"rollout/forgedjob/job_created", "alert/raised/critical/forged", "notify/slack/sent",
 				"rejected/bridge", "otawatch/rollout/cmd/create/otawatch", "otawatch/rollout/cmd/create",
 				"$JS/API/STREAM/DELETE/ALERTS", "$JS/API/STREAM/PURGE/SHADOW", "$KV/bridge_lease/x",
-				"_INBOX/x",
+				"_INBOX/x", "audit/checkpoint/SHADOW",
 			} {
 				publish(c, topic, envelope, false)
 			}
@@ -293,7 +293,7 @@ func TestMQTTCannotReachTheLog(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			for _, name := range []string{events.StreamShadow, events.StreamRollout, events.StreamAlerts, events.StreamNotify, events.StreamRejected} {
+			for _, name := range events.StreamNames() {
 				st, err := s.js.Stream(ctx, name)
 				if err != nil {
 					t.Errorf("stream %s: %v", name, err)
@@ -396,7 +396,8 @@ func TestMQTTCredentialsRefused(t *testing.T) {
 }
 
 // TestRolloutCommandsUnderOwnName: an identity can publish rollout
-// commands only under its own name, so the subject names the sender.
+// commands only under its own name, so the subject names the sender; the
+// CLI cannot write an audit checkpoint.
 func TestRolloutCommandsUnderOwnName(t *testing.T) {
 	s := startLocked(t, nil)
 	got := make(chan string, 4)
@@ -405,6 +406,11 @@ func TestRolloutCommandsUnderOwnName(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Unsubscribe()
+	asub, err := s.nc.Subscribe(events.SubjectAuditCheckpoint+".>", func(m *nats.Msg) { got <- m.Subject })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer asub.Unsubscribe()
 	cli, err := nats.Connect(s.srv.ClientURL(), nats.UserInfo(events.IdentityCLI, cliPassword))
 	if err != nil {
 		t.Fatal(err)
@@ -421,6 +427,7 @@ func TestRolloutCommandsUnderOwnName(t *testing.T) {
 		{s.nc, events.RolloutCommandSubject("pause", events.IdentityCLI), false},
 		{cli, events.RolloutCommandSubject("pause", events.IdentityCLI), true},
 		{s.nc, events.RolloutCommandSubject("pause", events.IdentityServices), true},
+		{cli, events.AuditCheckpointSubject(events.StreamShadow), false},
 	} {
 		_ = p.nc.Publish(p.subject, nil)
 		_ = p.nc.Flush()
