@@ -359,3 +359,42 @@ func TestVerifyCatchesRewrittenExport(t *testing.T) {
 		t.Fatalf("live: no problem naming seq 5 as differing from the live stream: %v", rep.Problems)
 	}
 }
+
+// TestExportMidStream: a range that starts inside the stream takes its
+// head_before from AUDIT's last checkpoint before it plus the events in
+// between, and verifies, also against the live stream.
+func TestExportMidStream(t *testing.T) {
+	j := testutil.StartJetStream(t, testutil.JetStreamOptions{})
+	ctx := context.Background()
+	publishReports(t, j.JS, 0, 10)
+	h := liveHead(t, j.JS, events.StreamShadow, 7)
+	d := events.AuditCheckpointData{Stream: events.StreamShadow, Seq: 7, Head: hexHead(h), Time: t0, Events: 7}
+	b, err := events.Encode(events.AuditCheckpointID(events.StreamShadow, 7), events.SourceAudit, events.TypeAuditCheckpoint,
+		events.AuditCheckpointSubject(events.StreamShadow), t0, &d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.JS.Publish(ctx, events.AuditCheckpointSubject(events.StreamShadow), b); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	mid := time.Now()
+	time.Sleep(50 * time.Millisecond)
+	publishReports(t, j.JS, 10, 10)
+	dir := t.TempDir()
+	m, err := Export(ctx, j.JS, ExportOptions{From: mid, To: time.Now().Add(time.Hour), Streams: []string{events.StreamShadow}, Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := m.Streams[0]
+	if s.FirstSeq != 11 || s.LastSeq != 20 || s.Count != 10 || s.HeadBefore != hexHead(liveHead(t, j.JS, events.StreamShadow, 10)) {
+		t.Fatalf("manifest: %+v", s)
+	}
+	rep, err := Verify(ctx, dir, VerifyOptions{JS: j.JS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Problems) > 0 || rep.Events != 10 {
+		t.Fatalf("verify: %d events, problems %v", rep.Events, rep.Problems)
+	}
+}
