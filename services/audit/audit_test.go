@@ -221,6 +221,17 @@ func TestExportVerify(t *testing.T) {
 				return l
 			})
 		}, 0, 0, "signature does not match"},
+		{"manifest range past the live stream", func(dir string) {
+			editLines(t, filepath.Join(dir, "manifest.json"), func(l []string) []string {
+				for i, s := range l {
+					if strings.Contains(s, `"last_seq": 20`) {
+						l[i] = strings.Replace(s, "20", "1000000", 1)
+					}
+				}
+				return l
+			})
+			_ = os.Remove(filepath.Join(dir, "manifest.json.sig"))
+		}, 0, 0, "manifest.json.sig: missing"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -249,6 +260,38 @@ func TestExportVerify(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestVerifyLiveRangePastStream: a manifest whose range goes past the live
+// stream is reported, not waited for.
+func TestVerifyLiveRangePastStream(t *testing.T) {
+	j := testutil.StartJetStream(t, testutil.JetStreamOptions{})
+	publishReports(t, j.JS, 0, 5)
+	dir := t.TempDir()
+	ctx := context.Background()
+	if _, err := Export(ctx, j.JS, ExportOptions{From: time.Now().Add(-time.Hour), To: time.Now().Add(time.Hour),
+		Streams: []string{events.StreamShadow}, Dir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	editLines(t, filepath.Join(dir, "manifest.json"), func(l []string) []string {
+		for i, s := range l {
+			l[i] = strings.Replace(s, `"last_seq": 5`, `"last_seq": 1000000`, 1)
+		}
+		return l
+	})
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	rep, err := Verify(ctx, dir, VerifyOptions{JS: j.JS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, p := range rep.Problems {
+		found = found || strings.Contains(p.Reason, "goes past the live stream's last sequence, 5")
+	}
+	if !found || ctx.Err() != nil {
+		t.Fatalf("problems %v (ctx %v)", rep.Problems, ctx.Err())
 	}
 }
 

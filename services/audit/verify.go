@@ -250,6 +250,16 @@ func (r *Report) verifyStream(dir string, m *Manifest, sm StreamManifest) {
 // verifyLive compares one stream's file with the live stream: the chain
 // value before the range, then every event of the range.
 func (r *Report) verifyLive(ctx context.Context, dir string, m *Manifest, sm StreamManifest, js jetstream.JetStream) error {
+	st, err := streamState(ctx, js, sm.Stream)
+	if err != nil {
+		return err
+	}
+	if sm.LastSeq > st.LastSeq || sm.FirstSeq > st.LastSeq+1 {
+		// Reading up to a sequence the stream has not reached would wait
+		// for it.
+		r.add(Problem{File: "manifest.json", Reason: fmt.Sprintf("stream %s: the range %d..%d goes past the live stream's last sequence, %d", sm.Stream, sm.FirstSeq, sm.LastSeq, st.LastSeq)})
+		return nil
+	}
 	cps, err := Checkpoints(ctx, js, sm.Stream)
 	if err != nil {
 		return err
