@@ -171,6 +171,11 @@ func Export(ctx context.Context, js jetstream.JetStream, o ExportOptions) (*Mani
 			if sm.Device != "" && !strings.HasSuffix(msg.Subject, devSuffix) {
 				return false, nil
 			}
+			if !utf8.ValidString(msg.Subject) {
+				// Subjects are ASCII by construction (events.ValidateID); a
+				// JSON or CSV line could not carry this one's bytes.
+				return true, fmt.Errorf("seq %d: subject %q is not UTF-8", msg.Seq, msg.Subject)
+			}
 			sm.Count++
 			return false, w.write(newRecord(stream, msg, prev, head))
 		})
