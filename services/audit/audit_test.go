@@ -420,6 +420,20 @@ func TestExportMidStream(t *testing.T) {
 	if _, err := j.JS.Publish(ctx, events.AuditCheckpointSubject(events.StreamShadow), b); err != nil {
 		t.Fatal(err)
 	}
+	// Another stream's checkpoint after it, with a head that is not
+	// SHADOW's: reading SHADOW's checkpoints must not take it.
+	other := events.AuditCheckpointData{Stream: events.StreamRollout, Seq: 9, Head: strings.Repeat("ee", 32), Time: t0, Events: 9}
+	b, err = events.Encode(events.AuditCheckpointID(events.StreamRollout, 9), events.SourceAudit, events.TypeAuditCheckpoint,
+		events.AuditCheckpointSubject(events.StreamRollout), t0, &other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.JS.Publish(ctx, events.AuditCheckpointSubject(events.StreamRollout), b); err != nil {
+		t.Fatal(err)
+	}
+	if cps, err := Checkpoints(ctx, j.JS, events.StreamShadow); err != nil || len(cps) != 1 || cps[0].Seq != 7 {
+		t.Fatalf("SHADOW's checkpoints: %+v, %v", cps, err)
+	}
 	time.Sleep(50 * time.Millisecond)
 	mid := time.Now()
 	time.Sleep(50 * time.Millisecond)

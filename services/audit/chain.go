@@ -25,6 +25,12 @@ type Checkpoint struct {
 // (both included), in order, through the one stream-following loop
 // (consume, raw). fn returning stop ends it early.
 func readRange(ctx context.Context, js jetstream.JetStream, stream string, from, to uint64, fn func(m consume.Msg) (stop bool, err error)) error {
+	return readRangeOn(ctx, js, stream, nil, from, to, fn)
+}
+
+// readRangeOn is readRange of the messages on subjects only; to must be
+// the sequence of one of them, or the read waits for it.
+func readRangeOn(ctx context.Context, js jetstream.JetStream, stream string, subjects []string, from, to uint64, fn func(m consume.Msg) (stop bool, err error)) error {
 	if from == 0 {
 		from = 1
 	}
@@ -36,7 +42,7 @@ func readRange(ctx context.Context, js jetstream.JetStream, stream string, from,
 	defer cancel()
 	var ferr error
 	f := consume.New(js, consume.Config{
-		Stream: stream, From: from, Raw: true,
+		Stream: stream, From: from, Raw: true, Subjects: subjects,
 		Source: "audit", EventSource: events.SourceAudit,
 		Handle: func(_ context.Context, m consume.Msg) error {
 			if m.Seq > to {
@@ -85,19 +91,30 @@ func streamState(ctx context.Context, js jetstream.JetStream, stream string) (je
 
 // Checkpoints reads every checkpoint of stream from AUDIT, in order.
 func Checkpoints(ctx context.Context, js jetstream.JetStream, stream string) ([]Checkpoint, error) {
-	st, err := streamState(ctx, js, events.StreamAudit)
-	if err != nil {
-		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			return nil, nil
-		}
-		return nil, err
-	}
 	subject := events.AuditCheckpointSubject(stream)
-	var out []Checkpoint
-	err = readRange(ctx, js, events.StreamAudit, st.FirstSeq, st.LastSeq, func(m consume.Msg) (bool, error) {
-		if m.Subject != subject {
-			return false, nil
+	// Read up to the last checkpoint of stream, on its subject only: AUDIT
+	// holds every stream's, and years of them.
+	var last uint64
+	err := events.Retry(ctx, 3, func(ctx context.Context) error {
+		s, err := js.Stream(ctx, events.StreamAudit)
+		if err != nil {
+			return err
 		}
+		m, err := s.GetLastMsgForSubject(ctx, subject)
+		if err != nil {
+			return err
+		}
+		last = m.Sequence
+		return nil
+	})
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound), errors.Is(err, jetstream.ErrMsgNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("last checkpoint of %s: %w", stream, err)
+	}
+	var out []Checkpoint
+	err = readRangeOn(ctx, js, events.StreamAudit, []string{subject}, 1, last, func(m consume.Msg) (bool, error) {
 		cp, err := decodeCheckpoint(m.Data)
 		if err != nil {
 			return false, fmt.Errorf("AUDIT seq %d: %w", m.Seq, err)

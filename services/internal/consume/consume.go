@@ -82,6 +82,9 @@ type Config struct {
 	Handle func(ctx context.Context, m Msg) error
 	// Log receives the follower's warnings; nil discards them.
 	Log *slog.Logger
+	// Subjects, when set, hands over only the messages on these subjects
+	// (wildcards allowed): the ordered consumer's filter.
+	Subjects []string
 	// Raw hands every message over undecoded (Msg.Event is zero), one
 	// that is not an envelope included: for a consumer of the stored bytes
 	// themselves (the audit chain), for which no message is poison.
@@ -279,7 +282,7 @@ func (f *Follower) follow(ctx context.Context) error {
 			f.markCaughtUp()
 		}
 	}
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy, FilterSubjects: f.cfg.Subjects}
 	if next := f.applied.Load() + 1; next > 1 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, next
 	}
