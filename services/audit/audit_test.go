@@ -107,9 +107,9 @@ func TestServiceWritesCheckpoints(t *testing.T) {
 	}
 }
 
-// exportFixture stores 20 reports with checkpoints every 7 and exports
-// them (signed) into a fresh directory.
-func exportFixture(t *testing.T, j *testutil.JetStream) (dir string, o VerifyOptions) {
+// exportFixture exports SHADOW and ROLLOUT (signed, in format) into a
+// fresh directory.
+func exportFixture(t *testing.T, j *testutil.JetStream, format string) (dir string, o VerifyOptions) {
 	t.Helper()
 	dir = t.TempDir()
 	sk, err := WriteKeyPairForTest(t)
@@ -117,7 +117,7 @@ func exportFixture(t *testing.T, j *testutil.JetStream) (dir string, o VerifyOpt
 		t.Fatal(err)
 	}
 	_, err = Export(context.Background(), j.JS, ExportOptions{From: time.Now().Add(-time.Hour), To: time.Now().Add(time.Hour),
-		Streams: []string{events.StreamShadow, events.StreamRollout}, Dir: dir, Key: sk})
+		Streams: []string{events.StreamShadow, events.StreamRollout}, Format: format, Dir: dir, Key: sk})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,10 +154,9 @@ func TestExportVerify(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	shadowFile := "events-SHADOW.jsonl"
 
 	t.Run("untouched", func(t *testing.T) {
-		dir, o := exportFixture(t, j)
+		dir, o := exportFixture(t, j, "jsonl")
 		for _, live := range []bool{false, true} {
 			if live {
 				o.JS = j.JS
@@ -184,82 +183,87 @@ func TestExportVerify(t *testing.T) {
 	swapData := func(lines []string, i int) {
 		lines[i] = strings.Replace(lines[i], `4.2.1`, `4.2.2`, 1)
 	}
+	manifestEdit := func(from, to string, unsign bool) func(dir string) {
+		return func(dir string) {
+			editLines(t, filepath.Join(dir, "manifest.json"), func(l []string) []string {
+				for i, s := range l {
+					l[i] = strings.Replace(s, from, to, 1)
+				}
+				return l
+			})
+			if unsign {
+				_ = os.Remove(filepath.Join(dir, "manifest.json.sig"))
+			}
+		}
+	}
 	tests := []struct {
 		name string
-		edit func(dir string)
-		// seq and line of the first bad event; reason part of the reason.
+		// edit changes the SHADOW file's lines (l[0] is the first event's);
+		// editDir the directory otherwise.
+		edit    func(l []string) []string
+		editDir func(dir string)
+		// seq and line (of the first event: 1) of the first bad event; 0
+		// for a problem with the manifest. reason: part of the reason.
 		seq    uint64
 		line   int
 		reason string
-		// liveSeq and liveReason: the same against the live streams, when
-		// they differ.
+		// jsonlOnly: the edit parses a JSON line.
+		jsonlOnly bool
 	}{
-		{"changed", func(dir string) {
-			editLines(t, filepath.Join(dir, shadowFile), func(l []string) []string { swapData(l, 4); return l })
-		}, 5, 5, "changed"},
-		{"changed with its digest and chain recomputed", func(dir string) {
-			editLines(t, filepath.Join(dir, shadowFile), func(l []string) []string { return forge(t, l, 4) })
-		}, 6, 6, "prev chain value"},
-		{"removed", func(dir string) {
-			editLines(t, filepath.Join(dir, shadowFile), func(l []string) []string { return append(l[:4:4], l[5:]...) })
-		}, 6, 5, "missing (removed)"},
-		{"reordered", func(dir string) {
-			editLines(t, filepath.Join(dir, shadowFile), func(l []string) []string { l[4], l[5] = l[5], l[4]; return l })
-		}, 6, 5, "missing (removed)"},
-		{"inserted", func(dir string) {
-			editLines(t, filepath.Join(dir, shadowFile), func(l []string) []string {
-				return append(l[:5:5], append([]string{l[4]}, l[5:]...)...)
-			})
-		}, 5, 6, "out of order"},
-		{"manifest changed", func(dir string) {
-			editLines(t, filepath.Join(dir, "manifest.json"), func(l []string) []string {
-				for i, s := range l {
-					if strings.Contains(s, `"count": 20`) {
-						l[i] = strings.Replace(s, "20", "19", 1)
-					}
-				}
-				return l
-			})
-		}, 0, 0, "signature does not match"},
-		{"manifest range past the live stream", func(dir string) {
-			editLines(t, filepath.Join(dir, "manifest.json"), func(l []string) []string {
-				for i, s := range l {
-					if strings.Contains(s, `"last_seq": 20`) {
-						l[i] = strings.Replace(s, "20", "1000000", 1)
-					}
-				}
-				return l
-			})
-			_ = os.Remove(filepath.Join(dir, "manifest.json.sig"))
-		}, 0, 0, "manifest.json.sig: missing"},
+		{name: "changed", edit: func(l []string) []string { swapData(l, 4); return l }, seq: 5, line: 5, reason: "changed"},
+		{name: "changed with its digest and chain recomputed", edit: func(l []string) []string { return forge(t, l, 4) },
+			seq: 6, line: 6, reason: "prev chain value", jsonlOnly: true},
+		{name: "removed", edit: func(l []string) []string { return append(l[:4:4], l[5:]...) }, seq: 6, line: 5, reason: "missing (removed)"},
+		{name: "reordered", edit: func(l []string) []string { l[4], l[5] = l[5], l[4]; return l }, seq: 6, line: 5, reason: "missing (removed)"},
+		{name: "inserted", edit: func(l []string) []string { return append(l[:5:5], append([]string{l[4]}, l[5:]...)...) },
+			seq: 5, line: 6, reason: "out of order"},
+		{name: "manifest changed", editDir: manifestEdit(`"count": 20`, `"count": 19`, false), reason: "signature does not match"},
+		{name: "manifest range past the live stream", editDir: manifestEdit(`"last_seq": 20`, `"last_seq": 1000000`, true),
+			reason: "manifest.json.sig: missing"},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			dir, o := exportFixture(t, j)
-			tc.edit(dir)
-			for _, live := range []bool{false, true} {
-				if live {
-					o.JS = j.JS
-				}
-				rep, err := Verify(ctx, dir, o)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if len(rep.Problems) == 0 {
-					t.Fatalf("live=%v: verified", live)
-				}
-				if tc.seq == 0 {
-					if !strings.Contains(rep.Problems[0].String(), tc.reason) {
-						t.Fatalf("live=%v: first problem %q, want one with %q", live, rep.Problems[0], tc.reason)
-					}
-					continue
-				}
-				p, ok := rep.FirstBadEvent()
-				if !ok || p.Stream != events.StreamShadow || p.Seq != tc.seq || p.Line != tc.line || !strings.Contains(p.Reason, tc.reason) {
-					t.Fatalf("live=%v: first bad event %q, want SHADOW seq %d line %d with %q (all: %v)", live, p, tc.seq, tc.line, tc.reason, rep.Problems)
-				}
+	for _, format := range []string{"jsonl", "csv"} {
+		// A csv file's first line is its header.
+		off := 0
+		if format == "csv" {
+			off = 1
+		}
+		for _, tc := range tests {
+			if tc.jsonlOnly && format != "jsonl" {
+				continue
 			}
-		})
+			t.Run(format+"/"+tc.name, func(t *testing.T) {
+				dir, o := exportFixture(t, j, format)
+				if tc.edit != nil {
+					editLines(t, filepath.Join(dir, "events-SHADOW."+format), func(l []string) []string {
+						return append(l[:off:off], tc.edit(l[off:])...)
+					})
+				} else {
+					tc.editDir(dir)
+				}
+				for _, live := range []bool{false, true} {
+					if live {
+						o.JS = j.JS
+					}
+					rep, err := Verify(ctx, dir, o)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if len(rep.Problems) == 0 {
+						t.Fatalf("live=%v: verified", live)
+					}
+					if tc.seq == 0 {
+						if !strings.Contains(rep.Problems[0].String(), tc.reason) {
+							t.Fatalf("live=%v: first problem %q, want one with %q", live, rep.Problems[0], tc.reason)
+						}
+						continue
+					}
+					p, ok := rep.FirstBadEvent()
+					if !ok || p.Stream != events.StreamShadow || p.Seq != tc.seq || p.Line != tc.line+off || !strings.Contains(p.Reason, tc.reason) {
+						t.Fatalf("live=%v: first bad event %q, want SHADOW seq %d line %d with %q (all: %v)", live, p, tc.seq, tc.line+off, tc.reason, rep.Problems)
+					}
+				}
+			})
+		}
 	}
 }
 
