@@ -51,7 +51,7 @@ func BenchmarkDetectionLatency(b *testing.B) {
 	}
 
 	// The fleet the rules see: 10,000 devices that completed an update.
-	preload(b, js.JS, 10000)
+	testutil.PreloadReports(b, js.JS, 10000)
 	al, err := alerting.New(alerting.Config{}, deps)
 	if err != nil {
 		b.Fatal(err)
@@ -99,7 +99,7 @@ func BenchmarkDetectionLatency(b *testing.B) {
 			return false
 		}
 	}, "no alert for the warm-up device")
-	drain(alerts)
+	testutil.Drain(alerts)
 
 	// Baseline: the same publish to a plain subscriber (NATS maps the
 	// topic's / to .).
@@ -177,41 +177,5 @@ func (d *device) publish(b *testing.B, typ, id, status string) {
 	t := d.c.Publish(events.ReportTopic(typ, id), 1, false, payload)
 	if !t.WaitTimeout(10*time.Second) || t.Error() != nil {
 		b.Fatalf("publish: %v", t.Error())
-	}
-}
-
-// preload stores n completed reports on SHADOW directly, stamped now.
-func preload(b *testing.B, js jetstream.JetStream, n int) {
-	now := time.Now().UTC()
-	for i := 0; i < n; i++ {
-		dev := fmt.Sprintf("fleet-%05d", i)
-		fw := events.Firmware{Version: "4.2.1", Timestamp: now, Status: events.StatusCompleted, UpdateDuration: float64(60 + i%60)}
-		ev, err := events.New(events.ReportEventID("t", dev, fw), events.SourceBridge, events.TypeShadowReported,
-			events.ShadowReportedSubject("t", dev), now, events.ShadowReportedData{TypeID: "t", DeviceID: dev, Firmware: fw})
-		if err != nil {
-			b.Fatal(err)
-		}
-		data, _ := ev.Marshal()
-		msg := nats.NewMsg(events.ShadowReportedSubject("t", dev))
-		msg.Data = data
-		msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
-		if _, err := js.PublishMsgAsync(msg); err != nil {
-			b.Fatal(err)
-		}
-	}
-	select {
-	case <-js.PublishAsyncComplete():
-	case <-time.After(60 * time.Second):
-		b.Fatal("preload did not complete")
-	}
-}
-
-func drain(ch chan string) {
-	for {
-		select {
-		case <-ch:
-		default:
-			return
-		}
 	}
 }

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/otawatch/otawatch/events"
@@ -75,7 +74,7 @@ func startPipeline(tb testing.TB, cfg notify.Config[*receiver], preloadDevices i
 		go func() { d <- s.Run(ctx) }()
 	}
 	if preloadDevices > 0 {
-		preload(tb, js.JS, preloadDevices)
+		testutil.PreloadReports(tb, js.JS, preloadDevices)
 	}
 	al, err := alerting.New(alerting.Config{}, deps)
 	if err != nil {
@@ -299,8 +298,8 @@ func BenchmarkNotifyLatency(b *testing.B) {
 		}
 	}, "no notification for the warm-up device")
 	time.Sleep(200 * time.Millisecond)
-	drain(seen)
-	drain(alerts)
+	testutil.Drain(seen)
+	testutil.Drain(alerts)
 
 	toAlert := make([]time.Duration, 0, b.N)
 	toNotify := make([]time.Duration, 0, b.N)
@@ -362,42 +361,5 @@ func (d *device) publish(tb testing.TB, typ, id, status string) {
 	t := d.c.Publish(events.ReportTopic(typ, id), 1, false, payload)
 	if !t.WaitTimeout(10*time.Second) || t.Error() != nil {
 		tb.Fatalf("publish: %v", t.Error())
-	}
-}
-
-// preload stores n completed reports on SHADOW directly, stamped now.
-func preload(tb testing.TB, js jetstream.JetStream, n int) {
-	tb.Helper()
-	now := time.Now().UTC()
-	for i := 0; i < n; i++ {
-		dev := fmt.Sprintf("fleet-%05d", i)
-		fw := events.Firmware{Version: "4.2.1", Timestamp: now, Status: events.StatusCompleted, UpdateDuration: float64(60 + i%60)}
-		ev, err := events.New(events.ReportEventID("t", dev, fw), events.SourceBridge, events.TypeShadowReported,
-			events.ShadowReportedSubject("t", dev), now, events.ShadowReportedData{TypeID: "t", DeviceID: dev, Firmware: fw})
-		if err != nil {
-			tb.Fatal(err)
-		}
-		data, _ := ev.Marshal()
-		msg := nats.NewMsg(events.ShadowReportedSubject("t", dev))
-		msg.Data = data
-		msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
-		if _, err := js.PublishMsgAsync(msg); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	select {
-	case <-js.PublishAsyncComplete():
-	case <-time.After(60 * time.Second):
-		tb.Fatal("preload did not complete")
-	}
-}
-
-func drain(ch chan string) {
-	for {
-		select {
-		case <-ch:
-		default:
-			return
-		}
 	}
 }
