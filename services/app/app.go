@@ -47,13 +47,14 @@ func commands() map[string]command {
 		"run":      {"[-c FILE] [service...]", "run the services (all by default: " + strings.Join(serviceNames(), ", ") + ")", cmdRun, true},
 		"check":    {"config [-c FILE]", "validate a configuration and print every problem", cmdCheck, false},
 		"simulate": {"[--devices N] [--broker URL] ...", "run a simulated device fleet that speaks the device contract", cmdSimulate, false},
-		"replay":   {"projector|verify ...", "re-project the log into ClickHouse, or compare two databases", cmdReplay, false},
+		"replay":   {"projector|verify|alerting|rollout|notify ...", "re-project the log into ClickHouse, compare two databases, or re-run a consumer over the log and diff it against what it recorded", cmdReplay, false},
 		"rules":    {"check|test|backtest ...", "check, test and backtest alert rules", cmdRules, false},
 		"rollout":  {"create|list|show|pause|resume|abort|retry-failed ...", "drive rollout jobs on the running system", cmdRollout, false},
 		"notify":   {"test [-c FILE] [--resolved] RECEIVER", "send a sample notification through a configured receiver and print its answer", cmdNotify, false},
 		"silence":  {"add|list|expire ...", "silence alerts' notifications (matchers, start, end, author, comment)", cmdSilence, false},
 		"devices":  {"add|remove|list|import|mosquitto-passwd ...", "manage device identities (MQTT username = device id, and a password)", cmdDevices, false},
-		"audit":    {"export|verify|keygen ...", "export a time range with its hash-chain evidence, verify an export, make a signing key", cmdAudit, false},
+		"audit":    {"export|verify|keygen|report ...", "export a time range with its hash-chain evidence, verify an export, make a signing key, write a compliance report", cmdAudit, false},
+		"fleet":    {"at TIME [-c FILE] [--json]", "the fleet as the live system showed it at TIME, from the log", cmdFleet, false},
 	}
 }
 

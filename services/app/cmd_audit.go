@@ -24,7 +24,7 @@ const auditUsage = `usage:
 func cmdAudit(ctx context.Context, env *Env, args []string) error {
 	if len(args) == 0 {
 		fmt.Fprintln(env.Stderr, auditUsage)
-		return fmt.Errorf("%w: audit what? (export, verify, keygen)", ErrUsage)
+		return fmt.Errorf("%w: audit what? (export, verify, keygen, report)", ErrUsage)
 	}
 	switch args[0] {
 	case "export":
@@ -33,6 +33,8 @@ func cmdAudit(ctx context.Context, env *Env, args []string) error {
 		return cmdAuditVerify(ctx, env, args[1:])
 	case "keygen":
 		return cmdAuditKeygen(env, args[1:])
+	case "report":
+		return cmdAuditReport(ctx, env, args[1:])
 	}
 	fmt.Fprintln(env.Stderr, auditUsage)
 	return fmt.Errorf("%w: unknown audit command %q", ErrUsage, args[0])

@@ -18,15 +18,21 @@ import (
 // cmdReplay is "otawatch replay projector|verify".
 func cmdReplay(ctx context.Context, env *Env, args []string) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: replay what? (projector, verify)", ErrUsage)
+		return fmt.Errorf("%w: replay what? (projector, verify, alerting, rollout, notify)", ErrUsage)
 	}
 	switch args[0] {
 	case "projector":
 		return cmdReplayProjector(ctx, env, args[1:])
 	case "verify":
 		return cmdReplayVerify(ctx, env, args[1:])
+	case "alerting":
+		return cmdReplayAlerting(ctx, env, args[1:])
+	case "rollout":
+		return cmdReplayRollout(ctx, env, args[1:])
+	case "notify":
+		return cmdReplayNotify(ctx, env, args[1:])
 	}
-	return fmt.Errorf("%w: unknown replay target %q (projector, verify)", ErrUsage, args[0])
+	return fmt.Errorf("%w: unknown replay target %q (projector, verify, alerting, rollout, notify)", ErrUsage, args[0])
 }
 
 // databases is a repeatable --database flag.

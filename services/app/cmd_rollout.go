@@ -48,6 +48,9 @@ func cmdRollout(ctx context.Context, env *Env, args []string) error {
 		fmt.Fprintln(env.Stdout, rolloutUsage)
 		return nil
 	}
+	if sub == "what-if" {
+		return cmdRolloutWhatIf(ctx, env, args)
+	}
 	fs := newFlagSet(env, "rollout "+sub)
 	fs.Usage = func() { fmt.Fprintln(env.Stderr, rolloutUsage) }
 	file := fs.String("c", os.Getenv("OTAWATCH_CONFIG"), "config `FILE`")
