@@ -281,6 +281,9 @@ func (m *model) applyRollout(seq uint64, e events.Event) error {
 // rule and the device or job, so an older or foreign alert event still
 // folds.
 func (m *model) applyAlert(seq uint64, subject string, e events.Event) error {
+	if e.Type == events.TypeRulesLoaded {
+		return nil // the alerting service's rule set, not an alert
+	}
 	var d events.AlertData
 	_ = e.DecodeData(&d) // a data we cannot read still has a subject
 	subj, _ := events.ParseAlertSubject(subject)
