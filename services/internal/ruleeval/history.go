@@ -17,6 +17,7 @@ import (
 type Record struct {
 	Stream    string
 	Seq       uint64
+	Subject   string
 	Raw       []byte
 	Stored    time.Time // when the stream stored it
 	Event     events.Event
@@ -92,7 +93,7 @@ func (r *Reader) Next(ctx context.Context) (Record, bool, error) {
 	if err != nil {
 		return Record{}, false, fmt.Errorf("read %s: metadata: %w", r.stream, err)
 	}
-	rec := Record{Stream: r.stream, Seq: meta.Sequence.Stream, Raw: msg.Data(), Stored: meta.Timestamp}
+	rec := Record{Stream: r.stream, Seq: meta.Sequence.Stream, Subject: msg.Subject(), Raw: msg.Data(), Stored: meta.Timestamp}
 	rec.Event, rec.DecodeErr = events.Decode(rec.Raw)
 	if rec.Seq >= r.Last {
 		r.done = true
@@ -122,14 +123,50 @@ type ReplayOptions struct {
 	To time.Time
 	// OnPoison hears records the engine refused.
 	OnPoison func(Record, error)
+	// Switches are rule sets that took over during the history, in the
+	// order they did: each is swapped in (Engine.SetRules, its
+	// transitions emitted) where the live service swapped it in.
+	Switches []RuleSwitch
+}
+
+// RuleSwitch is a rule set taking over from the one before it, where the
+// alerting service's record of it (events.RulesLoadedData) says: the
+// SHADOW and ROLLOUT events after ShadowSeq and RolloutSeq, and the ticks
+// after EngineTime, ran Set.
+type RuleSwitch struct {
+	Set                   *rules.Set
+	ShadowSeq, RolloutSeq uint64
+	EngineTime            time.Time
+}
+
+// due says whether the switch took over before the next step of a replay:
+// the event at seq of stream, or (stream "") the tick at tick.
+func (s RuleSwitch) due(stream string, seq uint64, tick time.Time) bool {
+	switch stream {
+	case events.StreamShadow:
+		return seq > s.ShadowSeq
+	case events.StreamRollout:
+		return seq > s.RolloutSeq
+	}
+	return tick.After(s.EngineTime)
 }
 
 // Replay runs recorded SHADOW and ROLLOUT history through the engine the
 // way the service ran it live: both streams merged by event time (ROLLOUT
 // first on a tie: a job starts before its desired states), and a tick at
 // every multiple of TickInterval before the first event at or after it.
-// Transitions go to emit in order.
+// Rule sets of o.Switches are swapped in before the first step they
+// ran. Transitions go to emit in order.
 func Replay(ctx context.Context, eng *Engine, shadow, rollout Source, o ReplayOptions, emit func(Transition)) error {
+	switches := o.Switches
+	switchBefore := func(stream string, seq uint64, tick time.Time) {
+		for len(switches) > 0 && switches[0].due(stream, seq, tick) {
+			for _, tr := range eng.SetRules(switches[0].Set) {
+				emit(tr)
+			}
+			switches = switches[1:]
+		}
+	}
 	type head struct {
 		src  Source
 		rec  Record
@@ -163,6 +200,7 @@ func Replay(ctx context.Context, eng *Engine, shadow, rollout Source, o ReplayOp
 		}
 		for !nextTick.After(t) {
 			if !nextTick.Before(o.TicksFrom) {
+				switchBefore("", 0, nextTick)
 				_, trs, _ := eng.RunTick(nextTick, nil)
 				for _, tr := range trs {
 					emit(tr)
@@ -198,6 +236,11 @@ func Replay(ctx context.Context, eng *Engine, shadow, rollout Source, o ReplayOp
 		}
 		if !nextTick.IsZero() || !t.Before(o.TicksFrom) {
 			tickUpTo(t)
+		}
+		if pick.roll {
+			switchBefore(events.StreamRollout, rec.Seq, time.Time{})
+		} else {
+			switchBefore(events.StreamShadow, rec.Seq, time.Time{})
 		}
 		var trs []Transition
 		var err error
@@ -236,12 +279,29 @@ type BacktestOptions struct {
 	// TickInterval is the service's tick_interval; 0 means no ticks.
 	TickInterval time.Duration
 	// Warmup is how long before From ticks start (ticks over years of
-	// history cost time; before this only events are replayed).
+	// history cost time; before this only events are replayed). Negative:
+	// ticks over the whole history, as the live service ran them.
 	Warmup time.Duration
 	// OfflineAfter is the service's offline_after.
 	OfflineAfter time.Duration
 	// OnPoison hears records the engine refused.
 	OnPoison func(Record, error)
+	// Switches are rule sets that took over during the history (the
+	// first set is the one passed to Backtest).
+	Switches []RuleSwitch
+	// Progress, if set, hears how far the replay has read about every
+	// ProgressEvery (default a second), and once at the end.
+	Progress      func(BacktestProgress)
+	ProgressEvery time.Duration
+}
+
+// BacktestProgress is how far a backtest has read.
+type BacktestProgress struct {
+	// ShadowSeq and RolloutSeq are the last sequences read; ShadowLast
+	// and RolloutLast the streams' last when the backtest began.
+	ShadowSeq, ShadowLast, RolloutSeq, RolloutLast uint64
+	Elapsed                                        time.Duration
+	Done                                           bool
 }
 
 // Backtest replays the recorded SHADOW and ROLLOUT history, as it is when
@@ -260,16 +320,42 @@ func Backtest(ctx context.Context, js jetstream.JetStream, set *rules.Set, o Bac
 	}
 	defer rollout.Close()
 	var ticksFrom time.Time
-	if !o.From.IsZero() {
+	if !o.From.IsZero() && o.Warmup >= 0 {
 		ticksFrom = o.From.Add(-o.Warmup)
 	}
+	p := BacktestProgress{ShadowLast: shadow.Last, RolloutLast: rollout.Last}
+	began, last := time.Now(), time.Now()
+	every := o.ProgressEvery
+	if every <= 0 {
+		every = time.Second
+	}
+	counted := func(next Source, seq *uint64) Source {
+		if o.Progress == nil {
+			return next
+		}
+		return func(ctx context.Context) (Record, bool, error) {
+			rec, ok, err := next(ctx)
+			if ok {
+				*seq = rec.Seq
+				if now := time.Now(); now.Sub(last) >= every {
+					last, p.Elapsed = now, now.Sub(began)
+					o.Progress(p)
+				}
+			}
+			return rec, ok, err
+		}
+	}
 	var out []Transition
-	err = Replay(ctx, eng, shadow.Next, rollout.Next, ReplayOptions{
-		TickInterval: o.TickInterval, TicksFrom: ticksFrom, To: o.To, OnPoison: o.OnPoison,
+	err = Replay(ctx, eng, counted(shadow.Next, &p.ShadowSeq), counted(rollout.Next, &p.RolloutSeq), ReplayOptions{
+		TickInterval: o.TickInterval, TicksFrom: ticksFrom, To: o.To, OnPoison: o.OnPoison, Switches: o.Switches,
 	}, func(t Transition) {
 		if !t.At.Before(o.From) {
 			out = append(out, t)
 		}
 	})
+	if o.Progress != nil && err == nil {
+		p.Elapsed, p.Done = time.Since(began), true
+		o.Progress(p)
+	}
 	return out, eng, err
 }
