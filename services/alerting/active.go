@@ -36,6 +36,9 @@ type run struct {
 	caughtUp  bool
 	// streams are the stream-full alerts (streamfull.go).
 	streams streamWatch
+	// rulesHash is the hash of the rule set last recorded on ALERTS
+	// (rulesrecord.go).
+	rulesHash string
 	// shadow and rollout follow the log (services/internal/consume):
 	// they hand events to handle, and record on REJECTED those that do
 	// not decode, that the engine refuses, or whose handling panics.
@@ -69,16 +72,19 @@ func (s *Service) runActive(ctx context.Context, lost func() bool) error {
 // begin loads the rules, restores the state and makes the followers of
 // SHADOW and ROLLOUT, from the sequences after the state's.
 func (s *Service) begin(ctx context.Context) (*run, error) {
-	set, err := s.loadRules()
-	if err != nil {
-		return nil, fmt.Errorf("load rules: %w", err)
+	l := s.loadRules()
+	if l.err != nil {
+		return nil, fmt.Errorf("load rules: %w", l.err)
 	}
+	set := l.set
 	s.log.Info("rules loaded", "rules", strings.Join(set.IDs(), ","), "dir", s.rulesDirName())
 	r, err := s.restore(ctx, set)
 	if err != nil {
 		return nil, err
 	}
 	s.setStatus(func(st *Status) { st.Rules = set.IDs() })
+	r.rulesHash = s.lastRecordedRules(ctx)
+	s.recordRules(r, l, events.RulesLoadedStart)
 	s.queue(r, r.eng.SetRules(set))
 	if err := r.pub.flush(ctx); err != nil {
 		return nil, err
@@ -343,6 +349,7 @@ func (s *Service) reloaded(r *run, l loaded) {
 		s.setStatus(func(st *Status) { st.ReloadError = l.err.Error() })
 		return
 	}
+	s.recordRules(r, l, events.RulesLoadedReload)
 	s.queue(r, r.eng.SetRules(l.set))
 	s.log.Info("rules reloaded", "rules", strings.Join(l.set.IDs(), ","), "on_request", l.forced)
 	s.setStatus(func(st *Status) {

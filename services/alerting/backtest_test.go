@@ -85,18 +85,16 @@ func history() []step {
 	return out
 }
 
-// TestBacktestGivesTheLiveAlerts runs the live service over a history
-// (ticking every 30 s of event time), then backtests the same rules over
-// what the log recorded, and compares alert for alert.
-func TestBacktestGivesTheLiveAlerts(t *testing.T) {
-	const tick = 30 * time.Second
-	h := newHarness(t)
-	r := h.start(Config{TickInterval: tick})
-	steps := history()
-	end := at(45 * time.Minute)
+// play publishes steps (as job1) to the running service r, ticking every
+// tick of event time up to end; before each tick, beforeTick (if set) may
+// act on the service. The service has handled every step and tick when it
+// returns.
+func (h *harness) play(r *running, steps []step, tick time.Duration, end time.Time, beforeTick func(time.Time)) {
+	t := h.t
+	t.Helper()
 	next := 0
 	var shadowSeq, rolloutSeq uint64
-	for b := at(tick); !b.After(end); b = b.Add(tick) {
+	for b := t0.Add(tick); !b.After(end); b = b.Add(tick) {
 		for ; next < len(steps) && steps[next].at.Before(b); next++ {
 			s := steps[next]
 			switch {
@@ -116,11 +114,25 @@ func TestBacktestGivesTheLiveAlerts(t *testing.T) {
 		}
 		r.waitShadow(t, shadowSeq)
 		r.waitRollout(t, rolloutSeq)
+		if beforeTick != nil {
+			beforeTick(b)
+		}
 		r.tick(t, b)
 	}
 	if next != len(steps) {
 		t.Fatalf("published %d of %d steps", next, len(steps))
 	}
+}
+
+// TestBacktestGivesTheLiveAlerts runs the live service over a history
+// (ticking every 30 s of event time), then backtests the same rules over
+// what the log recorded, and compares alert for alert.
+func TestBacktestGivesTheLiveAlerts(t *testing.T) {
+	const tick = 30 * time.Second
+	h := newHarness(t)
+	r := h.start(Config{TickInterval: tick})
+	end := at(45 * time.Minute)
+	h.play(r, history(), tick, end, nil)
 	// The presence events the live ticks published are read back too.
 	r.waitShadow(t, h.js.Count(t, events.StreamShadow))
 	live := h.alerts("")

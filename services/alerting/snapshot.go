@@ -210,6 +210,9 @@ func (s *Service) foldAlerts(ctx context.Context, r *run, from uint64) error {
 		Stream: events.StreamAlerts, From: from, Source: component, EventSource: events.SourceAlerting, Log: s.log,
 		Handle: func(_ context.Context, m consume.Msg) error {
 			r.pub.alertsSeq = max(r.pub.alertsSeq, m.Seq)
+			if m.Event.Type == events.TypeRulesLoaded {
+				return nil // a rule set this service recorded, not an alert
+			}
 			var a events.AlertData
 			if err := m.Event.DecodeData(&a); err != nil {
 				return consume.Poison(err)

@@ -2,52 +2,45 @@ package alerting
 
 import (
 	"context"
-	"crypto/sha256"
-	"os"
-	"path/filepath"
 	"time"
 
+	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/rules"
+	"github.com/otawatch/otawatch/services/internal/ruleeval"
 )
 
 // loaded is the outcome of (re)loading the rules.
 type loaded struct {
-	set    *rules.Set
+	set *rules.Set
+	// files are the rule files' text the set was compiled from: what
+	// the rules_loaded record holds.
+	files  []events.RuleFile
 	err    error
 	forced bool // a Reload() call, not a change on disk
 }
 
-// loadRules loads the configured rules: the directory, or the built-in
-// defaults.
-func (s *Service) loadRules() (*rules.Set, error) {
-	if s.cfg.RulesDir == "" {
-		return rules.LoadDefaults()
+// loadRules loads the configured rules, the directory or the built-in
+// defaults, from their files' text read once, so the record of the set
+// (recordRules) is exactly what runs.
+func (s *Service) loadRules() loaded {
+	files, err := ruleeval.ReadRuleFiles(s.cfg.RulesDir)
+	if err != nil {
+		return loaded{err: err}
 	}
-	return rules.LoadDir(s.cfg.RulesDir)
+	set, err := ruleeval.LoadRuleFiles(s.cfg.RulesDir, files)
+	return loaded{set: set, files: files, err: err}
 }
 
-// fingerprint hashes the names and contents of the rule files, so any
-// edit, rename or removal changes it (mtimes can be too coarse to see two
-// edits in one second). Reading a few small files a second costs nothing.
-func fingerprint(dir string) [32]byte {
-	h := sha256.New()
-	names, err := rules.RuleFiles(os.DirFS(dir), ".")
+// fingerprint is the hash of the rule files' names and contents
+// (events.RulesHash), so any edit, rename or removal changes it (mtimes
+// can be too coarse to see two edits in one second). Reading a few small
+// files a second costs nothing.
+func fingerprint(dir string) string {
+	files, err := ruleeval.ReadRuleFiles(dir)
 	if err != nil {
-		h.Write([]byte("error: " + err.Error()))
+		return "error: " + err.Error()
 	}
-	for _, n := range names {
-		h.Write([]byte(n))
-		h.Write([]byte{0})
-		b, err := os.ReadFile(filepath.Join(dir, n))
-		if err != nil {
-			h.Write([]byte("error: " + err.Error()))
-		}
-		h.Write(b)
-		h.Write([]byte{0})
-	}
-	var out [32]byte
-	copy(out[:], h.Sum(nil))
-	return out
+	return events.RulesHash(files)
 }
 
 // watch reloads the rules when the directory changes (polled every
@@ -57,7 +50,7 @@ func (s *Service) watch(ctx context.Context, out chan<- loaded) {
 	// last is the loaded fingerprint; seen the one of the previous poll.
 	// A change is loaded once it is the same on two polls in a row, so a
 	// file caught half written (truncated, not yet filled) is not refused.
-	var last, seen [32]byte
+	var last, seen string
 	if s.cfg.RulesDir != "" {
 		last = fingerprint(s.cfg.RulesDir)
 		seen = last
@@ -87,9 +80,10 @@ func (s *Service) watch(ctx context.Context, out chan<- loaded) {
 				seen = last
 			}
 		}
-		set, err := s.loadRules()
+		l := s.loadRules()
+		l.forced = forced
 		select {
-		case out <- loaded{set: set, err: err, forced: forced}:
+		case out <- l:
 		case <-ctx.Done():
 			return
 		}
