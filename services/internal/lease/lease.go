@@ -4,8 +4,6 @@ package lease
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -54,6 +52,8 @@ type Lease struct {
 	key      string
 	what     string
 	holder   string
+	value    []byte    // the key's value while held: holder, and the instance's ids with one
+	inst     *Instance // the process's lasting identity (WithInstance); nil: none
 	ttl      time.Duration
 	stepDown time.Duration
 	clock    svc.Clock
@@ -66,7 +66,9 @@ type Lease struct {
 }
 
 // Open creates (or updates) the lease bucket and returns the lease. It does
-// not take the lease: Run does.
+// not take the lease: Run does. When ctx carries an Instance
+// (WithInstance), the lease resumes at once a key left by an earlier run
+// of that instance (a crashed process restarted on its data dir).
 func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Lease, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = svc.RealClock{}
@@ -90,8 +92,12 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Lease, erro
 	if err != nil {
 		return nil, fmt.Errorf("open lease bucket %q: %w", cfg.Bucket, err)
 	}
-	return &Lease{kv: kv, key: cfg.Key, what: cfg.What, holder: cfg.Holder, ttl: cfg.TTL,
-		stepDown: cfg.TTL * 2 / 3, clock: cfg.Clock, log: cfg.Log}, nil
+	l := &Lease{kv: kv, key: cfg.Key, what: cfg.What, holder: cfg.Holder, value: []byte(cfg.Holder),
+		inst: instanceFrom(ctx), ttl: cfg.TTL, stepDown: cfg.TTL * 2 / 3, clock: cfg.Clock, log: cfg.Log}
+	if l.inst != nil {
+		l.value = []byte(l.inst.value(cfg.Holder))
+	}
+	return l, nil
 }
 
 // Held reports whether this instance may act now: it holds the lease and
@@ -178,16 +184,23 @@ func (l *Lease) attempt(ctx context.Context) {
 	l.mu.Unlock()
 	start := l.clock.Now()
 	var err error
+	resumed := false
 	if held {
-		rev, err = l.kv.Update(cctx, l.key, []byte(l.holder), rev)
+		rev, err = l.kv.Update(cctx, l.key, l.value, rev)
 	} else {
-		rev, err = l.kv.Create(cctx, l.key, []byte(l.holder))
+		rev, err = l.kv.Create(cctx, l.key, l.value)
+		if errors.Is(err, jetstream.ErrKeyExists) && l.inst != nil {
+			rev, resumed, err = l.resume(cctx)
+		}
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	switch {
 	case err == nil:
-		if !l.held {
+		if resumed {
+			l.log.Info(l.what+" lease resumed: it was this data dir's earlier run's, which is gone; this instance is active",
+				"holder", l.holder, "key", l.key, "instance", l.inst.id)
+		} else if !l.held {
 			l.log.Info(l.what+" lease taken: this instance is active", "holder", l.holder, "key", l.key)
 		}
 		// Count from before the call: the server's TTL runs from its write,
@@ -207,6 +220,22 @@ func (l *Lease) attempt(ctx context.Context) {
 	}
 }
 
+// resume takes over a key an earlier run of this lease's instance left
+// behind (it died holding it). Any other holder's key is left alone:
+// ErrKeyExists, as Create said.
+func (l *Lease) resume(ctx context.Context) (uint64, bool, error) {
+	e, err := l.kv.Get(ctx, l.key)
+	if err != nil {
+		return 0, false, err // gone meanwhile (expired, released): the next attempt creates it
+	}
+	if !l.inst.leftByEarlierRun(string(e.Value())) {
+		return 0, false, jetstream.ErrKeyExists
+	}
+	// Update(rev) fails if anyone wrote the key since Get.
+	rev, err := l.kv.Update(ctx, l.key, l.value, e.Revision())
+	return rev, err == nil, err
+}
+
 // release deletes the key if this instance still holds it.
 func (l *Lease) release() {
 	l.mu.Lock()
@@ -223,16 +252,15 @@ func (l *Lease) release() {
 	}
 }
 
-// InstanceName names this process as a lease holder: host name, process id
-// and a random part, so a restarted process is a new holder.
+// InstanceName names a lease holder: host name, process id and a random
+// part, so each holder is a new one. (A restarted process resumes its
+// leases through its Instance, not through this name.)
 func InstanceName() string {
 	host, err := os.Hostname()
 	if err != nil || host == "" {
 		host = "host"
 	}
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), randomHex(4))
 }
 
 // CheckConfig reports the problems of a service's lease keys, lease_bucket

@@ -2,6 +2,10 @@ package lease
 
 import (
 	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -167,5 +171,87 @@ func TestServeOneActiveAtATime(t *testing.T) {
 	testutil.Eventually(t, 5*time.Second, func() bool { return bTurns.Load() == 1 }, "b did not take over")
 	if both.Load() {
 		t.Fatal("a and b were active at the same time")
+	}
+}
+
+// TestLeaseResumedAfterRestartOnSameDataDir: a process holding a lease
+// dies (no release; the kernel drops its claim on the data dir). Restarted
+// on the same data dir, it takes the lease over at once, although the key
+// has most of its TTL (an hour) left. A holder of another data dir, and a
+// second lease of the restarted process itself, do not take it.
+func TestLeaseResumedAfterRestartOnSameDataDir(t *testing.T) {
+	js := testutil.StartJetStream(t, testutil.JetStreamOptions{NoStreams: true})
+	dir := t.TempDir()
+	ctx := context.Background()
+	open := func(in *Instance, holder string) *Lease {
+		t.Helper()
+		l, err := Open(WithInstance(ctx, in), js.JS, Config{Bucket: "resume_test", Key: "k", Holder: holder, What: "test", TTL: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	claim := func(dir string) *Instance {
+		t.Helper()
+		in, err := ClaimInstance(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { in.Close() })
+		return in
+	}
+
+	first := claim(dir)
+	if _, err := ClaimInstance(dir); !errors.Is(err, ErrInstanceInUse) {
+		t.Fatalf("a second claim of a claimed data dir: %v, want ErrInstanceInUse", err)
+	}
+	dead := open(first, "first")
+	dead.attempt(ctx)
+	if !dead.Held() {
+		t.Fatal("the first run never took the lease")
+	}
+	first.Close() // the process dies: its claim goes, its key stays
+
+	other := open(claim(t.TempDir()), "other-data-dir")
+	other.attempt(ctx)
+	if other.Held() {
+		t.Fatal("a holder of another data dir took a live key")
+	}
+	plain := open(nil, "no-instance")
+	plain.attempt(ctx)
+	if plain.Held() {
+		t.Fatal("a holder without an instance took a live key")
+	}
+
+	second := claim(dir)
+	if second.ID() != first.ID() {
+		t.Fatalf("restart claimed instance %q, the data dir's is %q", second.ID(), first.ID())
+	}
+	restarted := open(second, "restarted")
+	restarted.attempt(ctx)
+	if !restarted.Held() {
+		t.Fatal("the restarted process did not resume its earlier run's lease")
+	}
+	sibling := open(second, "sibling")
+	sibling.attempt(ctx)
+	if sibling.Held() {
+		t.Fatal("a second lease of the same run took the key its sibling holds")
+	}
+	// The earlier run's holder, were it alive after all, loses its next
+	// renewal: never two holders.
+	dead.attempt(ctx)
+	if dead.Held() {
+		t.Fatal("the earlier run still holds the lease after the restart resumed it")
+	}
+}
+
+func TestClaimInstanceRefusesABadID(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, InstanceFile), []byte("two words\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := ClaimInstance(dir)
+	if err == nil || !strings.Contains(err.Error(), "is not an instance id") {
+		t.Fatalf("claim with a corrupt id file: %v, want an error naming it", err)
 	}
 }
