@@ -21,6 +21,7 @@ import (
 	"github.com/otawatch/otawatch/services/bridge"
 	"github.com/otawatch/otawatch/services/internal/conf"
 	"github.com/otawatch/otawatch/services/internal/identity"
+	"github.com/otawatch/otawatch/services/internal/lease"
 	"github.com/otawatch/otawatch/services/internal/ops"
 	"github.com/otawatch/otawatch/services/internal/svc"
 	"github.com/otawatch/otawatch/services/natsd"
@@ -222,6 +223,28 @@ func startEmbedded(cfg *Config, log *slog.Logger) (*natsd.Server, *identity.Stor
 	return srv, store, creds, nil
 }
 
+// claimInstance claims the data dir for this process (lease.Instance), so
+// that after a crash a restart on the same data dir resumes its leases at
+// once instead of standing by for their TTL. With the embedded server a
+// data dir another live process holds is an error: two servers would open
+// one store. With nats.url the data dir holds nothing else; a process that
+// cannot claim it runs without an instance (its leases wait out a crashed
+// predecessor's TTL, as a new instance's do) and says so.
+func claimInstance(cfg *Config, log *slog.Logger) (*lease.Instance, error) {
+	inst, err := lease.ClaimInstance(cfg.DataDir)
+	switch {
+	case err == nil:
+		log.Debug("data dir claimed", "data_dir", cfg.DataDir, "instance", inst.ID())
+		return inst, nil
+	case cfg.NATS.URL == "":
+		return nil, fmt.Errorf("%w (data_dir: each otawatch with the embedded server needs its own)", err)
+	default:
+		log.Info("running without a lasting instance id: after a crash, this process's leases wait out their TTL",
+			"data_dir", cfg.DataDir, "err", err)
+		return nil, nil
+	}
+}
+
 // externalAuth are the connection options toward nats.url: a credentials
 // file, or a user and password file, and TLS.
 func externalAuth(c NATSConfig) ([]nats.Option, error) {
@@ -277,6 +300,14 @@ var errStopped = errors.New("stop requested")
 // in the command) makes the services that can reload do so.
 func Run(ctx context.Context, cfg *Config, names []string, log *slog.Logger, reload <-chan os.Signal) error {
 	useEmbeddedBroker(cfg)
+	inst, err := claimInstance(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer inst.Close()
+	// Every lease a service opens under ctx resumes at once what this data
+	// dir's earlier run held when it died.
+	ctx = lease.WithInstance(ctx, inst)
 	inf, err := OpenInfra(ctx, cfg, log, "otawatch")
 	if err != nil {
 		if ctx.Err() != nil {
