@@ -1,7 +1,7 @@
 package svc
 
 import (
-	"sort"
+	"container/heap"
 	"sync"
 	"time"
 )
@@ -14,7 +14,7 @@ type ManualClock struct {
 	mu     sync.Mutex
 	now    time.Time
 	seq    int
-	timers []*manualTimer
+	timers timerHeap
 }
 
 type manualTimer struct {
@@ -41,7 +41,7 @@ func (c *ManualClock) AfterFunc(d time.Duration, f func()) Timer {
 	defer c.mu.Unlock()
 	c.seq++
 	t := &manualTimer{c: c, at: c.now.Add(d), seq: c.seq, f: f}
-	c.timers = append(c.timers, t)
+	heap.Push(&c.timers, t)
 	return t
 }
 
@@ -61,26 +61,15 @@ func (c *ManualClock) Advance(d time.Duration) {
 	c.mu.Unlock()
 	for {
 		c.mu.Lock()
-		live := c.timers[:0]
-		for _, t := range c.timers {
-			if !t.done {
-				live = append(live, t)
-			}
+		for len(c.timers) > 0 && c.timers[0].done {
+			heap.Pop(&c.timers) // stopped
 		}
-		c.timers = live
-		sort.Slice(c.timers, func(i, j int) bool {
-			a, b := c.timers[i], c.timers[j]
-			if a.at.Equal(b.at) {
-				return a.seq < b.seq
-			}
-			return a.at.Before(b.at)
-		})
 		if len(c.timers) == 0 || c.timers[0].at.After(end) {
 			c.now = end
 			c.mu.Unlock()
 			return
 		}
-		t := c.timers[0]
+		t := heap.Pop(&c.timers).(*manualTimer)
 		t.done = true
 		if t.at.After(c.now) {
 			c.now = t.at
@@ -101,4 +90,25 @@ func (c *ManualClock) Pending() int {
 		}
 	}
 	return n
+}
+
+// timerHeap orders timers by time, then by when they were set: a heap,
+// so a replay's many timers cost log n each.
+type timerHeap []*manualTimer
+
+func (h timerHeap) Len() int { return len(h) }
+func (h timerHeap) Less(i, j int) bool {
+	if h[i].at.Equal(h[j].at) {
+		return h[i].seq < h[j].seq
+	}
+	return h[i].at.Before(h[j].at)
+}
+func (h timerHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *timerHeap) Push(x any)   { *h = append(*h, x.(*manualTimer)) }
+func (h *timerHeap) Pop() any {
+	old := *h
+	t := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return t
 }
