@@ -72,6 +72,9 @@ type authenticator struct {
 	log      *slog.Logger
 	services *server.Account
 	devices  *server.Account
+	// hold holds devices until reports have a subscriber (hold.go); nil
+	// holds nothing.
+	hold *deviceHold
 }
 
 // Check implements server.Authentication.
@@ -91,6 +94,12 @@ func (a *authenticator) Check(c server.ClientAuthentication) bool {
 		a.log.Warn("connection refused", "listener", listenerName(mqtt), "user", opts.Username,
 			"remote", remote(c), "reason", err.Error())
 		return false
+	}
+	if mqtt && user.Username != UserBridge && user.Username != UserRollout {
+		if err := a.hold.wait(); err != nil {
+			a.log.Debug("device connection refused", "user", opts.Username, "remote", remote(c), "reason", err.Error())
+			return false
+		}
 	}
 	c.RegisterUser(user)
 	return true

@@ -38,6 +38,14 @@ type Config struct {
 	TLS, MQTTTLS *tls.Config
 	// MaxPayload bounds one message, and so one MQTT publish; 0: 1 MiB.
 	MaxPayload int32
+	// HoldDevices makes the MQTT listener answer a device's CONNECT (any
+	// MQTT client but UserBridge and UserRollout) only once a persistent
+	// session subscribes to device reports, so that no report is
+	// acknowledged before something keeps it (hold.go). Set it when the
+	// bridge reads this listener. HoldTimeout bounds a device's wait
+	// (DefaultHoldTimeout); then it is refused and retries.
+	HoldDevices bool
+	HoldTimeout time.Duration
 	// Log receives the server's warnings and errors; nil: discarded.
 	Log *slog.Logger
 }
@@ -47,6 +55,7 @@ type Server struct {
 	srv  *server.Server
 	opts *server.Options // the server's own options: it writes resolved ports back
 	log  *slog.Logger
+	hold *deviceHold // nil unless Config.HoldDevices
 }
 
 // Start starts the server and waits until it accepts connections.
@@ -63,6 +72,9 @@ func Start(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	auth := &authenticator{auth: cfg.Auth, log: log}
+	if cfg.HoldDevices && cfg.MQTTListen != "" {
+		auth.hold = newDeviceHold(cfg.HoldTimeout, log)
+	}
 	opts.CustomClientAuthentication = auth
 	srv, err := server.NewServer(opts)
 	if err != nil {
@@ -91,14 +103,19 @@ func Start(cfg Config) (*Server, error) {
 	select {
 	case ok := <-ready:
 		if !ok {
+			auth.hold.shutdown()
 			srv.Shutdown()
 			return nil, fmt.Errorf("embedded nats server not ready after %s (its errors are logged with component=nats)", timeout)
 		}
 	case msg := <-fatal:
+		auth.hold.shutdown()
 		srv.Shutdown() // the readiness poll gives up on its own
 		return nil, fmt.Errorf("start embedded nats server: %s", msg)
 	}
-	return &Server{srv: srv, opts: opts, log: log}, nil
+	if auth.hold != nil {
+		go auth.hold.watch(func() (bool, error) { return reportsSubscribed(srv) })
+	}
+	return &Server{srv: srv, opts: opts, log: log, hold: auth.hold}, nil
 }
 
 // migrateGlobalStore moves a store written before the services had an
@@ -205,6 +222,7 @@ func (s *Server) Connect(name string, extra ...nats.Option) (*nats.Conn, error) 
 
 // Shutdown stops the server and waits until it has stopped.
 func (s *Server) Shutdown() {
+	s.hold.shutdown()
 	s.srv.Shutdown()
 	s.srv.WaitForShutdown()
 }
