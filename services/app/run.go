@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -128,6 +129,12 @@ type Infra struct {
 // listener, the devices of the registry; this process connects as the
 // services' identity.
 func OpenInfra(ctx context.Context, cfg *Config, log *slog.Logger, name string) (*Infra, error) {
+	return openInfra(ctx, cfg, log, name, false)
+}
+
+// openInfra is OpenInfra; holdDevices has the embedded MQTT listener hold
+// devices until the bridge has subscribed (natsd.Config.HoldDevices).
+func openInfra(ctx context.Context, cfg *Config, log *slog.Logger, name string, holdDevices bool) (*Infra, error) {
 	inf := &Infra{}
 	opts := []nats.Option{
 		nats.Name(name),
@@ -143,7 +150,7 @@ func OpenInfra(ctx context.Context, cfg *Config, log *slog.Logger, name string) 
 	var err error
 	if cfg.NATS.URL == "" {
 		var creds map[string]string
-		inf.Server, inf.Devices, creds, err = startEmbedded(cfg, log)
+		inf.Server, inf.Devices, creds, err = startEmbedded(cfg, log, holdDevices)
 		if err != nil {
 			return nil, err
 		}
@@ -176,7 +183,7 @@ func OpenInfra(ctx context.Context, cfg *Config, log *slog.Logger, name string) 
 
 // startEmbedded starts the embedded server with its identities, its
 // device registry (when the MQTT listener is on) and its TLS.
-func startEmbedded(cfg *Config, log *slog.Logger) (*natsd.Server, *identity.Store, map[string]string, error) {
+func startEmbedded(cfg *Config, log *slog.Logger, holdDevices bool) (*natsd.Server, *identity.Store, map[string]string, error) {
 	creds, err := ensureCredentials(cfg.DataDir)
 	if err != nil {
 		return nil, nil, nil, err
@@ -198,13 +205,14 @@ func startEmbedded(cfg *Config, log *slog.Logger) (*natsd.Server, *identity.Stor
 		auth.Devices = store
 	}
 	srv, err := natsd.Start(natsd.Config{
-		StoreDir:   filepath.Join(cfg.DataDir, "jetstream"),
-		Listen:     cfg.NATS.Listen,
-		MQTTListen: cfg.NATS.MQTTListen,
-		Auth:       auth,
-		TLS:        tlsCfg,
-		MQTTTLS:    mqttTLS,
-		Log:        log.With("component", "nats"),
+		StoreDir:    filepath.Join(cfg.DataDir, "jetstream"),
+		Listen:      cfg.NATS.Listen,
+		MQTTListen:  cfg.NATS.MQTTListen,
+		Auth:        auth,
+		TLS:         tlsCfg,
+		MQTTTLS:     mqttTLS,
+		HoldDevices: holdDevices,
+		Log:         log.With("component", "nats"),
 	})
 	if err != nil {
 		if store != nil {
@@ -221,6 +229,13 @@ func startEmbedded(cfg *Config, log *slog.Logger) (*natsd.Server, *identity.Stor
 	log.Info("embedded nats started", "client_url", srv.ClientURL(), "mqtt", srv.MQTTAddr(),
 		"store_dir", filepath.Join(cfg.DataDir, "jetstream"), "credentials", credentialsDir(cfg.DataDir))
 	return srv, store, creds, nil
+}
+
+// bridgesOwnListener reports whether the bridge runs in this process and
+// reads the embedded server's MQTT listener.
+func bridgesOwnListener(cfg *Config, names []string) bool {
+	return cfg.NATS.URL == "" && cfg.NATS.MQTTListen != "" && slices.Contains(names, "bridge") &&
+		sameListener(cfg.MQTT.Broker, cfg.NATS.MQTTListen)
 }
 
 // claimInstance claims the data dir for this process (lease.Instance), so
@@ -308,7 +323,9 @@ func Run(ctx context.Context, cfg *Config, names []string, log *slog.Logger, rel
 	// Every lease a service opens under ctx resumes at once what this data
 	// dir's earlier run held when it died.
 	ctx = lease.WithInstance(ctx, inst)
-	inf, err := OpenInfra(ctx, cfg, log, "otawatch")
+	// A bridge of this process reading the embedded listener: devices wait
+	// for its subscription, so no report is acknowledged before it.
+	inf, err := openInfra(ctx, cfg, log, "otawatch", bridgesOwnListener(cfg, names))
 	if err != nil {
 		if ctx.Err() != nil {
 			log.Info("stopped on request during start-up", "err", err)
