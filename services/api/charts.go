@@ -222,6 +222,19 @@ func charts(st *fleet.State, job, target string) chartData {
 // rankVersions orders versions by devices (most first, then by name) and
 // sums those past maxVersions under versionOther.
 func rankVersions(counts map[string]int, target string) []versionCount {
+	out := sortVersions(counts, target)
+	if len(out) > maxVersions {
+		rest := versionCount{Version: versionOther}
+		for _, v := range out[maxVersions-1:] {
+			rest.Devices += v.Devices
+		}
+		out = append(out[:maxVersions-1], rest)
+	}
+	return out
+}
+
+// sortVersions orders versions by devices, most first, then by name.
+func sortVersions(counts map[string]int, target string) []versionCount {
 	out := make([]versionCount, 0, len(counts))
 	for v, n := range counts {
 		out = append(out, versionCount{Version: v, Devices: n, Target: v == target && target != ""})
@@ -232,13 +245,6 @@ func rankVersions(counts map[string]int, target string) []versionCount {
 		}
 		return out[i].Version < out[j].Version
 	})
-	if len(out) > maxVersions {
-		rest := versionCount{Version: versionOther}
-		for _, v := range out[maxVersions-1:] {
-			rest.Devices += v.Devices
-		}
-		out = append(out[:maxVersions-1], rest)
-	}
 	return out
 }
 

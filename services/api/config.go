@@ -6,7 +6,9 @@ import (
 	"os"
 	"time"
 
+	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/services/internal/conf"
+	"github.com/otawatch/otawatch/services/internal/lease"
 )
 
 // Config is the HTTP API's section of the configuration ("http").
@@ -49,6 +51,90 @@ type Config struct {
 	// clients for a certificate and checks any they show (tokens are still
 	// required).
 	TLS conf.TLSServer `yaml:"tls"`
+	// Snapshots is the snapshot index that makes the fleet at an instant
+	// (GET /api/v1/fleet/state?at=, otawatch fleet at) fold only the
+	// events after the newest snapshot before it (snapshots.go).
+	Snapshots SnapshotConfig `yaml:"snapshots"`
+}
+
+// SnapshotConfig is the snapshot index's part of the section
+// ("http.snapshots"). One api instance at a time writes snapshots (a
+// lease); every instance, and the command line, reads them.
+type SnapshotConfig struct {
+	// Disabled stops this process writing snapshots; queries still read
+	// the ones in the bucket, and without any fold the log from its start.
+	Disabled bool `yaml:"disabled"`
+	// Every is how many events (SHADOW, ROLLOUT and ALERTS together) the
+	// read model applies between snapshots: about the most a query folds
+	// after the snapshot it starts from.
+	Every int `yaml:"every"`
+	// Interval writes a snapshot this long after the last one when fewer
+	// than Every events came meanwhile (and at least one did).
+	Interval time.Duration `yaml:"interval"`
+	// Keep bounds the snapshots kept. Past it, the one whose removal
+	// leaves the smallest gap (in events) between its neighbours goes, so
+	// the kept ones spread over the whole history, the newest always
+	// among them; a snapshot is about the fleet's size gzip'd (~60 bytes
+	// a device).
+	Keep int `yaml:"keep"`
+	// Bucket is the JetStream KV bucket of the snapshots and their index.
+	Bucket string `yaml:"bucket"`
+	// LeaseBucket and LeaseTTL: the JetStream KV lease that makes one
+	// instance the writer.
+	LeaseBucket string        `yaml:"lease_bucket"`
+	LeaseTTL    time.Duration `yaml:"lease_ttl"`
+}
+
+// Defaults of http.snapshots.
+const (
+	DefaultSnapshotEvery       = 50_000
+	DefaultSnapshotInterval    = 10 * time.Minute
+	DefaultSnapshotKeep        = 200
+	DefaultSnapshotBucket      = "api_snapshots"
+	DefaultSnapshotLeaseBucket = "api_snapshot_lease"
+	DefaultSnapshotLeaseTTL    = 10 * time.Second
+	// MaxSnapshotKeep bounds Keep: the index of the kept snapshots is one
+	// KV value, within the server's max payload.
+	MaxSnapshotKeep = 2000
+)
+
+// SetDefaults fills in unset keys.
+func (c *SnapshotConfig) SetDefaults() {
+	if c.Every == 0 {
+		c.Every = DefaultSnapshotEvery
+	}
+	if c.Interval == 0 {
+		c.Interval = DefaultSnapshotInterval
+	}
+	if c.Keep == 0 {
+		c.Keep = DefaultSnapshotKeep
+	}
+	if c.Bucket == "" {
+		c.Bucket = DefaultSnapshotBucket
+	}
+	if c.LeaseBucket == "" {
+		c.LeaseBucket = DefaultSnapshotLeaseBucket
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = DefaultSnapshotLeaseTTL
+	}
+}
+
+// Validate reports every problem of http.snapshots.
+func (c *SnapshotConfig) Validate(p conf.Problems) {
+	if c.Every < 1 {
+		p.Addf("every", "%d is not a count of at least 1 event", c.Every)
+	}
+	if c.Interval < time.Second {
+		p.Addf("interval", "%s is shorter than 1s", c.Interval)
+	}
+	if c.Keep < 2 || c.Keep > MaxSnapshotKeep {
+		p.Addf("keep", "%d is not a count from 2 to %d", c.Keep, MaxSnapshotKeep)
+	}
+	if err := events.ValidateID("snapshot bucket", c.Bucket); err != nil {
+		p.Addf("bucket", "%v", err)
+	}
+	lease.CheckConfig(p, c.LeaseBucket, c.LeaseTTL)
 }
 
 // Defaults of the section.

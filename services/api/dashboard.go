@@ -110,7 +110,7 @@ func (d *dashboard) build() snapshot {
 		Ready:   ready,
 		Fleet:   d.m.fleet.Metrics(),
 		Jobs:    d.m.jobList(),
-		Waves:   d.m.waveRows(),
+		Waves:   d.m.waveRows(time.Now()),
 		Alerts:  d.m.activeAlerts(),
 		Recent:  d.m.recentEvents(),
 		Streams: streams,

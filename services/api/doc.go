@@ -33,6 +33,8 @@
 //	                                    ?limit= 1..1000 (100); a page's "next" is the cursor
 //	                                    of the following one; no event in the log is 404
 //	GET  /api/v1/fleet                  fleet.Metrics
+//	GET  /api/v1/fleet/state            FleetState: metrics, versions, running and paused
+//	                                    rollouts with their waves, devices not online, alerts
 //	GET  /api/v1/alerts                 active alerts
 //	GET  /api/v1/rollouts               proxied to the rollout service ("list")
 //	GET  /api/v1/rollouts/{job}         ("show")
@@ -48,6 +50,18 @@
 //	GET  /api/v1/openapi.json           the OpenAPI 3 document of all of the above (no token)
 //
 // Errors are JSON, {"error": "..."}, on every path.
+//
+// # The fleet at an instant
+//
+// ?at= (RFC 3339, not in the future) on /api/v1/fleet, /api/v1/fleet/state,
+// /api/v1/devices, /api/v1/devices/{typeId}/{deviceId} and /api/v1/alerts
+// answers what the endpoint answered at that instant, in the same shape:
+// the same read model folded from the log to the instant and read with it
+// as now (past.go). A snapshot index keeps that fold short: one api
+// instance (a lease) saves the model every http.snapshots.every events into
+// a KV bucket, and a query folds only what came after the newest snapshot
+// before its instant (snapshots.go). "otawatch fleet at T" is the same fold
+// from the command line.
 //
 // # Limits and TLS
 //

@@ -182,7 +182,7 @@ func (c *readModelCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	c.m.mu.RLock()
 	fm := c.m.fleet.Metrics()
-	waves := c.m.waveRows()
+	waves := c.m.waveRows(time.Now())
 	bySeverity := map[string]int{}
 	for _, a := range c.m.alerts {
 		bySeverity[a.Severity]++

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/services/internal/consume"
 	"github.com/otawatch/otawatch/services/internal/fleet"
 	"github.com/otawatch/otawatch/services/internal/silence"
 	"github.com/otawatch/otawatch/services/internal/waves"
@@ -38,9 +39,21 @@ type model struct {
 	// timeline chart (charts.go).
 	timelines timelines
 
+	// pos is, per stream, the last message handed to apply: how far the
+	// model is, which a snapshot records and a fold to an instant resumes
+	// from (history.go).
+	pos map[string]position
+
 	// version grows on every applied event; the dashboard rebuilds when it
 	// moved.
 	version atomic.Uint64
+}
+
+// position is the last message of a stream the model was handed: its
+// sequence and when the stream stored it.
+type position struct {
+	Seq    uint64    `json:"seq"`
+	Stored time.Time `json:"stored"`
 }
 
 func newModel() *model {
@@ -52,7 +65,34 @@ func newModel() *model {
 
 		notifications: newRing[notificationView](notifyCap),
 		silences:      map[string]*silence.Silence{},
+		pos:           map[string]position{},
 	}
+}
+
+// apply folds one message of a stream the model follows, under the write
+// lock, and moves the stream's position to it whether or not the event
+// applies: an event the model refuses is refused again by any later fold,
+// so the position is how far the model has read, not what it kept.
+func (m *model) apply(msg consume.Msg) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var err error
+	switch msg.Stream {
+	case events.StreamShadow:
+		err = m.applyShadow(msg.Seq, msg.Event)
+	case events.StreamRollout:
+		err = m.applyRollout(msg.Seq, msg.Event)
+	case events.StreamAlerts:
+		err = m.applyAlert(msg.Seq, msg.Subject, msg.Event)
+	case events.StreamNotify:
+		err = m.applyNotify(msg.Seq, msg.Subject, msg.Event)
+	default:
+		return fmt.Errorf("the read model does not follow stream %s", msg.Stream)
+	}
+	if msg.Seq > m.pos[msg.Stream].Seq {
+		m.pos[msg.Stream] = position{Seq: msg.Seq, Stored: msg.Stored}
+	}
+	return err
 }
 
 // ring keeps the newest values pushed, up to its capacity: what the
@@ -162,10 +202,8 @@ func (m *model) recentEvents() []recentEvent { return m.recent.list() }
 
 // applyShadow folds one SHADOW event. An event whose data does not decode
 // changes nothing and is returned as an error (the fold records it on
-// REJECTED).
+// REJECTED). Caller holds the write lock (apply).
 func (m *model) applyShadow(seq uint64, e events.Event) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	d, err := m.fleet.Apply(seq, e)
 	if err != nil {
 		return err
@@ -199,7 +237,7 @@ func (m *model) applyShadow(seq uint64, e events.Event) error {
 // applyRollout folds one ROLLOUT message into its job's view. The rollout
 // service's own fold is the authority (GET /api/v1/rollouts asks it); this
 // one only labels the dashboard's waves and survives that service being
-// down.
+// down. Caller holds the write lock (apply).
 func (m *model) applyRollout(seq uint64, e events.Event) error {
 	var rd events.RolloutData
 	if err := e.DecodeData(&rd); err != nil {
@@ -208,8 +246,6 @@ func (m *model) applyRollout(seq uint64, e events.Event) error {
 	if rd.JobID == "" {
 		return fmt.Errorf("rollout event %s has no jobId", e.ID)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	j := m.jobs[rd.JobID]
 	if j == nil {
 		j = &jobView{JobID: rd.JobID, Status: events.RolloutCreated, Created: e.Time, ledger: waves.NewLedger(rd.JobID, 0)}
@@ -314,8 +350,6 @@ func (m *model) applyAlert(seq uint64, subject string, e events.Event) error {
 	if since.IsZero() {
 		since = e.Time
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	switch state {
 	case events.AlertRaised:
 		m.alerts[key] = &alertView{Key: key, Rule: rule, Severity: severity, Since: since, Message: d.Message,
@@ -364,11 +398,11 @@ type waveRow struct {
 }
 
 // waveRows returns every wave of every started job, by job then wave, at
-// the wall clock (it is a view: the clock decides only which pending
-// devices have timed out). Every wave of the plan is there from the start,
-// the waves not started with all their devices queued. Caller holds a lock.
-func (m *model) waveRows() []waveRow {
-	now := time.Now()
+// now (it is a view: the clock decides only which pending devices have
+// timed out; the live views pass the wall clock, a view of the past its
+// instant). Every wave of the plan is there from the start, the waves not
+// started with all their devices queued. Caller holds a lock.
+func (m *model) waveRows(now time.Time) []waveRow {
 	jobs := make([]string, 0, len(m.jobs))
 	for id, j := range m.jobs {
 		if j.ledger.Plan != nil {
@@ -378,18 +412,26 @@ func (m *model) waveRows() []waveRow {
 	sort.Strings(jobs)
 	var out []waveRow
 	for _, id := range jobs {
-		l := &m.jobs[id].ledger
-		for w := 1; w <= len(l.Plan); w++ {
-			p := l.Progress(w, m.fleet, now)
-			r := waveRow{JobID: id, Wave: w, WaveProgress: p, SuccessRate: 1}
-			if p.Targeted > 0 {
-				r.Progress = float64(p.Completed) / float64(p.Targeted)
-			}
-			if f := p.Completed + p.Failed; f > 0 {
-				r.SuccessRate = float64(p.Completed) / float64(f)
-			}
-			out = append(out, r)
+		out = append(out, m.jobWaves(m.jobs[id], now)...)
+	}
+	return out
+}
+
+// jobWaves returns every wave of j's plan at now (none before it starts).
+// Caller holds a lock.
+func (m *model) jobWaves(j *jobView, now time.Time) []waveRow {
+	out := []waveRow{}
+	l := &j.ledger
+	for w := 1; w <= len(l.Plan); w++ {
+		p := l.Progress(w, m.fleet, now)
+		r := waveRow{JobID: j.JobID, Wave: w, WaveProgress: p, SuccessRate: 1}
+		if p.Targeted > 0 {
+			r.Progress = float64(p.Completed) / float64(p.Targeted)
 		}
+		if f := p.Completed + p.Failed; f > 0 {
+			r.SuccessRate = float64(p.Completed) / float64(f)
+		}
+		out = append(out, r)
 	}
 	return out
 }

@@ -54,7 +54,7 @@ type notificationView struct {
 // decisions go to the notification list, silences to the silence set.
 // Attempts and types it does not know change nothing; a known event
 // whose data does not decode is an error (the fold records it on
-// REJECTED).
+// REJECTED). Caller holds the write lock (apply).
 func (m *model) applyNotify(seq uint64, subject string, e events.Event) error {
 	switch e.Type {
 	case events.TypeNotifySent, events.TypeNotifyFailed:
@@ -71,8 +71,6 @@ func (m *model) applyNotify(seq uint64, subject string, e events.Event) error {
 		if n.Receiver == "" {
 			n.Receiver, _, _ = events.ParseNotifySubject(subject)
 		}
-		m.mu.Lock()
-		defer m.mu.Unlock()
 		m.notifications.push(n)
 	case events.TypeNotifySuppressed:
 		var d events.SuppressedData
@@ -82,8 +80,6 @@ func (m *model) applyNotify(seq uint64, subject string, e events.Event) error {
 		if d.Receiver == "" {
 			d.Receiver, _, _ = events.ParseNotifySubject(subject)
 		}
-		m.mu.Lock()
-		defer m.mu.Unlock()
 		// The notify service records a suppression per alert, and a group
 		// of 200 silenced alerts would push everything else off the list:
 		// one cause's suppressions in a row, for one group, are one line.
@@ -104,8 +100,6 @@ func (m *model) applyNotify(seq uint64, subject string, e events.Event) error {
 		if d.ID == "" {
 			return errors.New("silence without an id")
 		}
-		m.mu.Lock()
-		defer m.mu.Unlock()
 		m.pruneSilences(e.Time)
 		// The first record of an id holds (as in the notify service); one
 		// that ended before this event is gone for good.
@@ -118,8 +112,6 @@ func (m *model) applyNotify(seq uint64, subject string, e events.Event) error {
 		if err := e.DecodeData(&d); err != nil {
 			return err
 		}
-		m.mu.Lock()
-		defer m.mu.Unlock()
 		s := m.silences[d.ID]
 		if s == nil || s.ExpiredAt != nil {
 			return nil

@@ -198,3 +198,53 @@ func checkRefs(t *testing.T, root map[string]any, v any, at string) {
 		}
 	}
 }
+
+// TestOpenAPIAtParameter holds the document to the handlers on ?at=: every
+// GET that answers a malformed at with a 400 naming it declares the
+// parameter, and every GET that declares it does so answer.
+func TestOpenAPIAtParameter(t *testing.T) {
+	h := startAPI(t, harnessOpts{})
+	h.report(t, "sensor", "d1", "1.0", events.StatusCompleted, 10, t0)
+	_, b := h.do(t, http.MethodGet, "/api/v1/openapi.json", "", nil)
+	doc, raw := loadOpenAPI(t, b)
+	declares := func(op openAPIOperation) bool {
+		for _, p := range op.Parameters {
+			var param struct {
+				Ref  string `json:"$ref"`
+				Name string `json:"name"`
+				In   string `json:"in"`
+			}
+			_ = json.Unmarshal(p, &param)
+			if param.Ref != "" {
+				b, _ := json.Marshal(resolve(raw, param.Ref))
+				_ = json.Unmarshal(b, &param)
+			}
+			if param.Name == "at" && param.In == "query" {
+				return true
+			}
+		}
+		return false
+	}
+	accepting := 0
+	for _, rt := range h.svc.routes() {
+		method, path, _ := cutMethod(rt.pattern)
+		if method != http.MethodGet || rt.stream {
+			continue
+		}
+		key := routeKey(rt.pattern)
+		_, docPath, _ := strings.Cut(key, " ")
+		declared := declares(doc.Paths[docPath]["get"])
+		path = strings.NewReplacer("{typeId}", "sensor", "{deviceId}", "d1", "{job}", "job1", "{id}", "s1", "{$}", "").Replace(path)
+		status, body := h.do(t, http.MethodGet, path+"?at=junk", "", nil)
+		answers := status == http.StatusBadRequest && strings.Contains(string(body), `at \"junk\"`)
+		if answers != declared {
+			t.Errorf("%s: ?at=junk answers %d %s; the document declares at: %v", key, status, body, declared)
+		}
+		if answers {
+			accepting++
+		}
+	}
+	if accepting == 0 {
+		t.Error("no route answers ?at=")
+	}
+}

@@ -13,7 +13,6 @@ import (
 
 	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/services/internal/conf"
-	"github.com/otawatch/otawatch/services/internal/consume"
 	"github.com/otawatch/otawatch/services/internal/ops"
 	"github.com/otawatch/otawatch/services/internal/svc"
 )
@@ -39,6 +38,11 @@ type Service struct {
 	dash    *dashboard
 	// streamSlots bounds the SSE and WebSocket clients (http.max_streams).
 	streamSlots *streamLimiter
+	// pastCache holds recent folds of the log to an instant (?at=);
+	// snapshots writes the snapshot index they start from (nil when
+	// http.snapshots.disabled).
+	pastCache *pastCache
+	snapshots *snapshotWriter
 
 	addr atomic.Value // string: the bound address, once listening
 }
@@ -58,17 +62,22 @@ func New(cfg Config, deps svc.Deps) (*Service, error) {
 		deps.Health = svc.NewHealth()
 	}
 	s := &Service{cfg: cfg, deps: deps, log: deps.Log.With("component", "api"), model: newModel()}
-	s.shadow = s.newFold(events.StreamShadow, func(m consume.Msg) error { return s.model.applyShadow(m.Seq, m.Event) })
+	s.shadow = s.newFold(events.StreamShadow, s.model.apply)
 	s.folds = []*fold{
 		s.shadow,
-		s.newFold(events.StreamRollout, func(m consume.Msg) error { return s.model.applyRollout(m.Seq, m.Event) }),
-		s.newFold(events.StreamAlerts, func(m consume.Msg) error { return s.model.applyAlert(m.Seq, m.Subject, m.Event) }),
-		s.newFold(events.StreamNotify, func(m consume.Msg) error { return s.model.applyNotify(m.Seq, m.Subject, m.Event) }),
+		s.newFold(events.StreamRollout, s.model.apply),
+		s.newFold(events.StreamAlerts, s.model.apply),
+		s.newFold(events.StreamNotify, s.model.apply),
 	}
 	s.stats = &streamStats{js: deps.JS}
 	s.metrics = newMetrics(deps.Metrics, s.model, s.stats, s.folds)
 	s.dash = newDashboard(s.model, s.stats, s.folds, deps.ClockOf())
 	s.streamSlots = newStreamLimiter(s.cfg.MaxStreams)
+	s.pastCache = newPastCache()
+	if !s.cfg.Snapshots.Disabled {
+		s.snapshots = &snapshotWriter{cfg: s.cfg.Snapshots, js: deps.JS, m: s.model, log: s.log, clock: deps.ClockOf(),
+			replicas: deps.Streams.Replicas}
+	}
 	return s, nil
 }
 
@@ -135,6 +144,13 @@ func (s *Service) Run(ctx context.Context) error {
 		defer wg.Done()
 		s.trackReadiness(ctx)
 	}()
+	if s.snapshots != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.snapshots.run(ctx)
+		}()
+	}
 	go func() {
 		defer wg.Done()
 		s.dash.run(ctx, s.cfg.DashboardRefresh)
@@ -259,6 +275,7 @@ func (s *Service) routes() []route {
 		{"GET /api/v1/devices/{typeId}/{deviceId}", RoleReadOnly, false, s.handleDevice},
 		{"GET /api/v1/devices/{typeId}/{deviceId}/history", RoleReadOnly, false, s.handleHistory},
 		{"GET /api/v1/fleet", RoleReadOnly, false, s.handleFleet},
+		{"GET /api/v1/fleet/state", RoleReadOnly, false, s.handleFleetState},
 		{"GET /api/v1/alerts", RoleReadOnly, false, s.handleAlerts},
 		{"GET /api/v1/silences", RoleReadOnly, false, s.handleSilenceList},
 		{"POST /api/v1/silences", RoleOperator, false, s.handleSilenceCreate},

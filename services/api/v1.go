@@ -3,9 +3,9 @@ package api
 import (
 	"fmt"
 	"net/http"
-	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/services/internal/fleet"
@@ -108,11 +108,16 @@ func (f deviceFilter) match(d *fleet.Device) bool {
 // handleDevices lists devices ordered by type then device id, a page at a
 // time: ?limit= (default 100, at most 1000), ?after=typeId/deviceId (the
 // previous page's next), filtered by ?type=, ?status= (in_progress,
-// completed, failed, online, potentially_offline) and ?job=.
+// completed, failed, online, potentially_offline) and ?job=; with ?at=, as
+// they were at that instant (past.go).
 func (s *Service) handleDevices(w http.ResponseWriter, r *http.Request) {
 	f, err := parseDeviceFilter(r.URL.Query())
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	m, _, ok := s.modelFor(w, r)
+	if !ok {
 		return
 	}
 	after := func(d *fleet.Device) bool {
@@ -120,8 +125,8 @@ func (s *Service) handleDevices(w http.ResponseWriter, r *http.Request) {
 	}
 	var page devicePage
 	var rest []fleet.Device
-	s.model.mu.RLock()
-	s.model.fleet.Devices(func(d *fleet.Device) {
+	m.mu.RLock()
+	m.fleet.Devices(func(d *fleet.Device) {
 		if !f.match(d) {
 			return
 		}
@@ -130,11 +135,8 @@ func (s *Service) handleDevices(w http.ResponseWriter, r *http.Request) {
 			rest = append(rest, *d)
 		}
 	})
-	s.model.mu.RUnlock()
-	sort.Slice(rest, func(i, j int) bool {
-		a, b := rest[i], rest[j]
-		return a.TypeID < b.TypeID || a.TypeID == b.TypeID && a.DeviceID < b.DeviceID
-	})
+	m.mu.RUnlock()
+	sortDevices(rest)
 	if len(rest) > f.limit {
 		last := rest[f.limit-1]
 		page.Next = last.TypeID + "/" + last.DeviceID
@@ -147,34 +149,66 @@ func (s *Service) handleDevices(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, page)
 }
 
-// handleDevice answers one device's state, 404 when unknown.
+// handleDevice answers one device's state (?at=: at that instant), 404
+// when unknown.
 func (s *Service) handleDevice(w http.ResponseWriter, r *http.Request) {
 	typeID, deviceID, ok := deviceIDs(w, r)
 	if !ok {
 		return
 	}
-	s.model.mu.RLock()
-	d, found := s.model.fleet.Device(typeID, deviceID)
-	s.model.mu.RUnlock()
+	m, at, ok := s.modelFor(w, r)
+	if !ok {
+		return
+	}
+	m.mu.RLock()
+	d, found := m.fleet.Device(typeID, deviceID)
+	m.mu.RUnlock()
 	if !found {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("device %s/%s is unknown", typeID, deviceID))
+		msg := fmt.Sprintf("device %s/%s is unknown", typeID, deviceID)
+		if r.URL.Query().Has("at") {
+			msg = fmt.Sprintf("device %s/%s was unknown at %s", typeID, deviceID, at.Format(time.RFC3339Nano))
+		}
+		writeError(w, http.StatusNotFound, msg)
 		return
 	}
 	writeJSON(w, http.StatusOK, d)
 }
 
-// handleFleet answers the fleet metrics.
-func (s *Service) handleFleet(w http.ResponseWriter, _ *http.Request) {
-	s.model.mu.RLock()
-	m := s.model.fleet.Metrics()
-	s.model.mu.RUnlock()
-	writeJSON(w, http.StatusOK, m)
+// handleFleet answers the fleet metrics (?at=: at that instant).
+func (s *Service) handleFleet(w http.ResponseWriter, r *http.Request) {
+	m, _, ok := s.modelFor(w, r)
+	if !ok {
+		return
+	}
+	m.mu.RLock()
+	fm := m.fleet.Metrics()
+	m.mu.RUnlock()
+	writeJSON(w, http.StatusOK, fm)
 }
 
-// handleAlerts answers the active alerts, newest first.
-func (s *Service) handleAlerts(w http.ResponseWriter, _ *http.Request) {
-	s.model.mu.RLock()
-	a := s.model.activeAlerts()
-	s.model.mu.RUnlock()
+// handleFleetState answers the fleet state (FleetState: metrics,
+// versions, running and paused rollouts with their waves, devices not
+// online, active alerts), now or, with ?at=, at that instant.
+func (s *Service) handleFleetState(w http.ResponseWriter, r *http.Request) {
+	m, at, ok := s.modelFor(w, r)
+	if !ok {
+		return
+	}
+	m.mu.RLock()
+	st := m.state(at.UTC(), false)
+	m.mu.RUnlock()
+	writeJSON(w, http.StatusOK, st)
+}
+
+// handleAlerts answers the active alerts, newest first (?at=: those
+// active at that instant).
+func (s *Service) handleAlerts(w http.ResponseWriter, r *http.Request) {
+	m, _, ok := s.modelFor(w, r)
+	if !ok {
+		return
+	}
+	m.mu.RLock()
+	a := m.activeAlerts()
+	m.mu.RUnlock()
 	writeJSON(w, http.StatusOK, map[string]any{"alerts": a})
 }

@@ -82,7 +82,7 @@ func TestDashboardWavesFollowThePlan(t *testing.T) {
 	var got []waveRow
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		h.svc.model.mu.RLock()
-		got = h.svc.model.waveRows()
+		got = h.svc.model.waveRows(time.Now())
 		h.svc.model.mu.RUnlock()
 		if len(got) == len(want) && got[0].WaveProgress == want[0].WaveProgress && got[1].WaveProgress == want[1].WaveProgress {
 			break
@@ -138,7 +138,7 @@ func TestDashboardWavesTimeOut(t *testing.T) {
 	var got []waveRow
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		h.svc.model.mu.RLock()
-		got = h.svc.model.waveRows()
+		got = h.svc.model.waveRows(time.Now())
 		h.svc.model.mu.RUnlock()
 		if len(got) == 1 && got[0].WaveProgress == want {
 			break
