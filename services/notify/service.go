@@ -53,6 +53,10 @@ type Service struct {
 	notifyF *consume.Follower
 	alertsF *consume.Follower
 
+	// dry, set by Replay, takes what flushes decide instead of
+	// delivering and recording it (replay.go).
+	dry *dryRun
+
 	attempts, sent, failed, suppressed atomic.Uint64
 	// retryWaits counts deliveries waiting to retry (tests wait for it).
 	retryWaits atomic.Int32
@@ -391,7 +395,11 @@ func (s *Service) flush(d *dispatcher, g *group) {
 		return
 	}
 	dec := d.decide(g, now)
-	if len(dec.suppressed) > 0 {
+	switch {
+	case len(dec.suppressed) == 0:
+	case s.dry != nil:
+		s.dry.suppress(now, dec.suppressed)
+	default:
 		s.wg.Add(1)
 		go s.recordSuppressed(s.runCtx, now, dec.suppressed)
 	}
@@ -413,6 +421,10 @@ func (s *Service) flush(d *dispatcher, g *group) {
 	s.scheduleAfter(d, g, next)
 	n := &Notification{Receiver: g.route.receiver, GroupKey: g.key, Status: dec.nd.Status,
 		GroupLabels: g.labels, CommonLabels: dec.common, Alerts: dec.alerts, Time: dec.nd.DecidedAt, ExternalURL: s.externalURL}
+	if s.dry != nil {
+		s.dry.deliver(s, d, g, notifier, n, dec)
+		return
+	}
 	s.wg.Add(1)
 	go s.deliver(s.runCtx, d, g, notifier, n, dec)
 }
