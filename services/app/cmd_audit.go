@@ -18,9 +18,10 @@ import (
 const auditUsage = `usage:
   otawatch audit export --from T --to T [--device TYPE/ID] [--streams S,...] [--format jsonl|csv] --out DIR
   otawatch audit verify [--public-key FILE] [--offline] DIR
-  otawatch audit keygen [--out FILE]   (writes FILE and FILE.pub; default audit.key)`
+  otawatch audit keygen [--out FILE]   (writes FILE and FILE.pub; default audit.key)
+  otawatch audit report --from T --to T --out FILE.html [--pdf FILE.pdf] [--chromium COMMAND]`
 
-// cmdAudit is "otawatch audit export|verify|keygen".
+// cmdAudit is "otawatch audit export|verify|keygen|report".
 func cmdAudit(ctx context.Context, env *Env, args []string) error {
 	if len(args) == 0 {
 		fmt.Fprintln(env.Stderr, auditUsage)
