@@ -1,40 +1,16 @@
 package projector
 
 import (
-	"context"
 	"fmt"
-	"os"
-	"reflect"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-
 	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/services/internal/testutil"
 )
-
-// docQueries reads the analytics queries of README.md: each SQL
-// block after a <!-- query: NAME --> marker.
-func docQueries(t *testing.T) map[string]string {
-	t.Helper()
-	b, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	re := regexp.MustCompile("(?s)<!-- query: (\\S+) -->\\s*```sql\\n(.*?)```")
-	out := map[string]string{}
-	for _, m := range re.FindAllStringSubmatch(string(b), -1) {
-		out[m[1]] = m[2]
-	}
-	if len(out) == 0 {
-		t.Fatal("no queries found in README.md")
-	}
-	return out
-}
 
 // analyticsFixture is a job of two waves over eight devices, with retries,
 // failures, a device still installing, one that never reports, and one
@@ -66,46 +42,6 @@ func analyticsFixture() []published {
 		report("gateway", "dev-99", "4.1.5", events.StatusCompleted, at(24), 50, ""),
 	)
 	return evs
-}
-
-// runQuery runs a query and formats each row as tab-separated values
-// (numbers in their shortest form, times as ClickHouse prints them).
-func runQuery(t *testing.T, c driver.Conn, query string) []string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	rows, err := c.Query(ctx, query)
-	if err != nil {
-		t.Fatalf("query failed: %v\n%s", err, query)
-	}
-	defer rows.Close()
-	types := rows.ColumnTypes()
-	var out []string
-	for rows.Next() {
-		dest := make([]any, len(types))
-		for i, ct := range types {
-			dest[i] = reflect.New(ct.ScanType()).Interface()
-		}
-		if err := rows.Scan(dest...); err != nil {
-			t.Fatal(err)
-		}
-		cells := make([]string, len(dest))
-		for i, d := range dest {
-			switch v := reflect.ValueOf(d).Elem().Interface().(type) {
-			case float64:
-				cells[i] = strconv.FormatFloat(v, 'f', -1, 64)
-			case time.Time:
-				cells[i] = v.UTC().Format("2006-01-02 15:04:05")
-			default:
-				cells[i] = fmt.Sprint(v)
-			}
-		}
-		out = append(out, strings.Join(cells, "\t"))
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 // historyOf is the expected device-history answer, from the fixture.
@@ -167,7 +103,7 @@ func TestAnalyticsQueries(t *testing.T) {
 			"4.2.1\tin_progress\t1",
 		}},
 	}
-	queries := docQueries(t)
+	queries := testutil.DocQueries(t, "../../README.md")
 	var names []string
 	for name := range queries {
 		names = append(names, name)
@@ -186,7 +122,7 @@ func TestAnalyticsQueries(t *testing.T) {
 				if !ok {
 					t.Fatalf("README.md has no query %q", tt.name)
 				}
-				got := runQuery(t, c, q)
+				got := testutil.QueryRows(t, c, q)
 				if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
 					t.Errorf("answer:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
 				}
