@@ -40,6 +40,20 @@
 // the documented queries read with FINAL or argMax meanwhile, so their
 // answers do not change.
 //
+// # Several instances
+//
+// Projectors started with the same database share the durable consumers:
+// JetStream hands each message to one of them (work-queue semantics), so
+// they split every stream's events and each writes its own batches. Rows
+// do not depend on which instance writes them, with one exception taken
+// care of: a report's job and wave need every desired event before it,
+// and the other instance may have been delivered some of those. The desired
+// index therefore knows up to which sequence it is complete; a batch whose
+// reports lie past it first reads the missing desired events from SHADOW
+// (an ordered consumer on shadow.desired.>, from there on), then looks the
+// jobs up. One instance, or a replay, is delivered every event in order and
+// never needs the read.
+//
 // # Replay
 //
 // Replay re-projects chosen streams from a sequence or a time with the same

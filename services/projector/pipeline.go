@@ -32,8 +32,10 @@ type projection struct {
 	stream string
 	conn   driver.Conn
 	log    *slog.Logger
-	// index is the SHADOW stream's desired fold (nil for other streams).
+	// index is the SHADOW stream's desired fold (nil for other streams);
+	// js reads the desired events it misses (desiredIndex).
 	index *desiredIndex
+	js    jetstream.JetStream
 	// health, when set, says whether ClickHouse takes this stream's rows.
 	health *health
 	hooks  hooks
@@ -49,6 +51,9 @@ type projection struct {
 func (p *projection) prepare(m consume.Msg) (*item, error) {
 	it := &item{stream: p.stream, seq: m.Seq, subject: m.Subject, raw: m.Data}
 	project(it, p.index)
+	if p.index != nil {
+		p.index.seen(m.Seq)
+	}
 	if it.kind == kindNone {
 		return nil, errors.New(it.poison)
 	}
@@ -108,6 +113,9 @@ func collect(batch []consume.Item[*item]) *rows {
 // refused on their own, and an error when an insert failed for another
 // reason (the consume loop writes the batch again after its backoff).
 func (p *projection) write(ctx context.Context, batch []consume.Item[*item]) ([]consume.Rejection, error) {
+	if err := p.jobs(ctx, batch); err != nil {
+		return nil, err
+	}
 	r := collect(batch)
 	// The tables of a batch are written at once, each on its own
 	// connection, so the server works on them in parallel.
@@ -162,6 +170,34 @@ func (p *projection) write(ctx context.Context, batch []consume.Item[*item]) ([]
 	return refused, nil
 }
 
+// jobs gives the batch's reports the job and wave of the last desired
+// event before each, first reading the desired events the index misses
+// up to the batch's last report (catchUp).
+func (p *projection) jobs(ctx context.Context, batch []consume.Item[*item]) error {
+	if p.index == nil {
+		return nil
+	}
+	var last uint64
+	for _, b := range batch {
+		if b.Value.kind == kindShadow {
+			last = max(last, b.Value.seq)
+		}
+	}
+	if last == 0 {
+		return nil
+	}
+	if err := catchUp(ctx, p.js, p.index, last); err != nil {
+		return err
+	}
+	for _, b := range batch {
+		if it := b.Value; it.kind == kindShadow {
+			e, _ := p.index.at(deviceKey{it.shadow.TypeID, it.shadow.DeviceID}, it.seq)
+			it.shadow.JobID, it.shadow.Wave = e.jobID, e.wave
+		}
+	}
+	return nil
+}
+
 // written counts a batch the consume loop is done with.
 func (p *projection) written(batch []consume.Item[*item], poison int) {
 	if p.counts != nil {
@@ -177,6 +213,7 @@ func (p *projection) written(batch []consume.Item[*item], poison int) {
 // completes it with where to read from (durable or ordered) and how.
 func (p *projection) batcher(js jetstream.JetStream, cfg consume.BatchConfig[*item]) *consume.Batcher[*item] {
 	cfg.Stream = p.stream
+	p.js = js
 	cfg.Source, cfg.EventSource = "projector", events.SourceProjector
 	cfg.Prepare, cfg.Write, cfg.Written = p.prepare, p.write, p.written
 	cfg.Log = p.log

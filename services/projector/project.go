@@ -3,6 +3,7 @@ package projector
 import (
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/otawatch/otawatch/events"
@@ -54,16 +55,34 @@ type desiredEntry struct {
 // wave of the last desired event before it in the stream, which depends only
 // on the log, not on the order the projector sees messages in: a
 // redelivery, a restart or a replay from the middle gives the same answer,
-// as long as the index was warmed with the stream's desired events first
-// (see warmDesired).
+// as long as the index holds every desired event before the report.
+//
+// through says how far it does: every desired event up to that sequence
+// is in the index. warmDesired fills it up to where the stream was at
+// start; after that, an instance that is delivered every message of the
+// stream in order (one projector, a replay) moves it on as it prepares
+// them (seen). Instances sharing the durable consumer are each delivered
+// part of the stream, so a report's desired event may have gone to the
+// other one: before a batch's reports take their job and wave, catchUp
+// reads the desired events this instance was not delivered.
+//
+// The reader goroutine (prepare) and the batches being written use it at
+// once, hence the lock.
 type desiredIndex struct {
-	m map[deviceKey][]desiredEntry
+	mu      sync.Mutex
+	m       map[deviceKey][]desiredEntry
+	through uint64
+	// catching serialises catchUp, so two batches do not read the same
+	// events.
+	catching sync.Mutex
 }
 
 func newDesiredIndex() *desiredIndex { return &desiredIndex{m: map[deviceKey][]desiredEntry{}} }
 
 // add records a desired event; adding one twice is harmless.
 func (x *desiredIndex) add(k deviceKey, e desiredEntry) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
 	list := x.m[k]
 	i := sort.Search(len(list), func(i int) bool { return list[i].seq >= e.seq })
 	if i < len(list) && list[i].seq == e.seq {
@@ -78,6 +97,8 @@ func (x *desiredIndex) add(k deviceKey, e desiredEntry) {
 
 // at returns the last desired event of the device before seq.
 func (x *desiredIndex) at(k deviceKey, seq uint64) (desiredEntry, bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
 	list := x.m[k]
 	i := sort.Search(len(list), func(i int) bool { return list[i].seq >= seq })
 	if i == 0 {
@@ -86,8 +107,35 @@ func (x *desiredIndex) at(k deviceKey, seq uint64) (desiredEntry, bool) {
 	return list[i-1], true
 }
 
+// seen records that the event at seq was projected (its desired event, if
+// it is one, added): when it follows the complete part, that part now
+// ends at seq.
+func (x *desiredIndex) seen(seq uint64) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if seq == x.through+1 {
+		x.through = seq
+	}
+}
+
+// cover records that every desired event up to seq is in the index.
+func (x *desiredIndex) cover(seq uint64) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.through = max(x.through, seq)
+}
+
+// complete is the sequence up to which the index holds every desired event.
+func (x *desiredIndex) complete() uint64 {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.through
+}
+
 // size is the number of desired events held.
 func (x *desiredIndex) size() int {
+	x.mu.Lock()
+	defer x.mu.Unlock()
 	n := 0
 	for _, l := range x.m {
 		n += len(l)
@@ -237,11 +285,8 @@ func projectShadow(it *item, ev events.Event, eventTime time.Time, timeOK bool, 
 		if fw.ErrorCode != nil {
 			r.ErrorCode = *fw.ErrorCode
 		}
-		if index != nil {
-			if e, ok := index.at(deviceKey{typeID, deviceID}, it.seq); ok {
-				r.JobID, r.Wave = e.jobID, e.wave
-			}
-		}
+		// The job and wave come from the desired index when the batch is
+		// written (projection.jobs), once it holds every event before this.
 		it.kind, it.shadow = kindShadow, r
 	case events.TypeShadowDesired:
 		var d events.ShadowDesiredData

@@ -219,10 +219,52 @@ func openSchema(ctx context.Context, cfg Config, database string) (driver.Conn, 
 // (including redeliveries of older ones) find their job and wave whatever
 // order they come in. It returns the number of events read.
 func warmDesired(ctx context.Context, js jetstream.JetStream, index *desiredIndex) (int, error) {
-	cons, err := js.OrderedConsumer(ctx, events.StreamShadow, jetstream.OrderedConsumerConfig{
+	// Every desired event up to the stream's last sequence now exists
+	// when the consumer below is made, so it reads them all.
+	info, err := streamInfo(ctx, js, events.StreamShadow)
+	if err != nil {
+		return 0, fmt.Errorf("read desired events: %w", err)
+	}
+	n, err := readDesired(ctx, js, index, 1)
+	if err == nil {
+		index.cover(info.State.LastSeq)
+	}
+	return n, err
+}
+
+// catchUp makes index hold every desired event up to sequence upTo, when
+// it does not yet: it reads the desired events after the index's complete
+// part. The event at upTo was stored, so every desired event before it
+// was too and the read finds them.
+func catchUp(ctx context.Context, js jetstream.JetStream, index *desiredIndex, upTo uint64) error {
+	if index.complete() >= upTo {
+		return nil
+	}
+	index.catching.Lock()
+	defer index.catching.Unlock()
+	from := index.complete() + 1
+	if from > upTo {
+		return nil
+	}
+	if _, err := readDesired(ctx, js, index, from); err != nil {
+		return err
+	}
+	index.cover(upTo)
+	return nil
+}
+
+// readDesired reads SHADOW's shadow.desired events from sequence from up
+// to where the stream is when it starts into index, and returns how many
+// it read.
+func readDesired(ctx context.Context, js jetstream.JetStream, index *desiredIndex, from uint64) (int, error) {
+	cc := jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{events.SubjectShadowDesired + ".>"},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
-	})
+	}
+	if from > 1 {
+		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+	}
+	cons, err := js.OrderedConsumer(ctx, events.StreamShadow, cc)
 	if err != nil {
 		return 0, fmt.Errorf("read desired events: %w", err)
 	}
