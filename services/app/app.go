@@ -54,7 +54,7 @@ func commands() map[string]command {
 		"silence":  {"add|list|expire ...", "silence alerts' notifications (matchers, start, end, author, comment)", cmdSilence, false},
 		"devices":  {"add|remove|list|import|mosquitto-passwd ...", "manage device identities (MQTT username = device id, and a password)", cmdDevices, false},
 		"audit":    {"export|verify|keygen|report ...", "export a time range with its hash-chain evidence, verify an export, make a signing key, write a compliance report", cmdAudit, false},
-		"fleet":    {"at TIME [-c FILE] [--json]", "the fleet as the live system showed it at TIME, from the log", cmdFleet, false},
+		"fleet":    {"at TIME [-c FILE] [--nats URL] [--json] [--device TYPE/ID] [--no-snapshots]", "the fleet as the live system showed it at TIME, from the log", cmdFleet, false},
 	}
 }
 
