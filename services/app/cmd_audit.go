@@ -65,14 +65,9 @@ func cmdAuditExport(ctx context.Context, env *Env, args []string) error {
 		return fmt.Errorf("%w: unexpected argument %q", ErrUsage, fs.Arg(0))
 	case *out == "":
 		return fmt.Errorf("%w: --out DIR is required", ErrUsage)
-	case *from == "" || *to == "":
-		return fmt.Errorf("%w: --from and --to are required", ErrUsage)
 	}
-	if o.From, err = parseTime(*from); err != nil {
-		return fmt.Errorf("%w: --from: %v", ErrUsage, err)
-	}
-	if o.To, err = parseTime(*to); err != nil {
-		return fmt.Errorf("%w: --to: %v", ErrUsage, err)
+	if o.From, o.To, err = parseRange(*from, *to); err != nil {
+		return err
 	}
 	if o.Streams, err = auditStreams(*streams, *device); err != nil {
 		return err
@@ -112,6 +107,23 @@ func cmdAuditExport(ctx context.Context, env *Env, args []string) error {
 	}
 	fmt.Fprintf(env.Stdout, "exported %d events to %s in %s (%.0f events/s), manifest %s\n", n, *out, el.Round(time.Millisecond), float64(n)/el.Seconds(), signed)
 	return nil
+}
+
+// parseRange reads --from and --to, both required, --to after --from.
+func parseRange(from, to string) (f, t time.Time, err error) {
+	if from == "" || to == "" {
+		return f, t, fmt.Errorf("%w: --from and --to are required", ErrUsage)
+	}
+	if f, err = parseTime(from); err != nil {
+		return f, t, fmt.Errorf("%w: --from: %v", ErrUsage, err)
+	}
+	if t, err = parseTime(to); err != nil {
+		return f, t, fmt.Errorf("%w: --to: %v", ErrUsage, err)
+	}
+	if !t.After(f) {
+		return f, t, fmt.Errorf("%w: --to %s is not after --from %s", ErrUsage, to, from)
+	}
+	return f, t, nil
 }
 
 // auditStreams is --streams, checked; with --device the default is SHADOW.
