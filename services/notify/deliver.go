@@ -34,6 +34,7 @@ const maxAnswer = 512
 // not tried again.
 func (s *Service) deliver(ctx context.Context, d *dispatcher, g *group, notifier Notifier, n *Notification, dec decision) {
 	defer s.wg.Done()
+	defer s.busy.Add(-1)
 	nd := dec.nd
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval, bo.MaxInterval = s.retryInitial, s.retryMax

@@ -110,10 +110,10 @@ type RecordedNotification struct {
 // inhibition, recorded or replayed.
 type Suppression struct {
 	// Seq is the NOTIFY sequence (recorded only).
-	Seq  uint64
-	ID   string
-	At   time.Time
-	Data events.SuppressedData
+	Seq  uint64                `json:"seq,omitempty"`
+	ID   string                `json:"id"`
+	At   time.Time             `json:"at"`
+	Data events.SuppressedData `json:"data"`
 }
 
 // ReplayResult is what Replay found.

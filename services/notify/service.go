@@ -60,6 +60,9 @@ type Service struct {
 	attempts, sent, failed, suppressed atomic.Uint64
 	// retryWaits counts deliveries waiting to retry (tests wait for it).
 	retryWaits atomic.Int32
+	// busy counts the deliveries and suppression records under way
+	// (Status.Busy).
+	busy atomic.Int32
 }
 
 // Status is what the service has done so far, for tests and operators.
@@ -76,6 +79,9 @@ type Status struct {
 	// Attempts, Sent, Failed and Suppressed count this process's
 	// records on NOTIFY.
 	Attempts, Sent, Failed, Suppressed uint64
+	// Busy is the number of deliveries and suppression records under
+	// way: 0 once everything decided so far is on NOTIFY (or failed).
+	Busy int
 }
 
 // New builds the service; it does no I/O but reading the receivers'
@@ -140,7 +146,8 @@ func (s *Service) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := Status{Standby: s.standby, CaughtUp: s.caught,
-		Attempts: s.attempts.Load(), Sent: s.sent.Load(), Failed: s.failed.Load(), Suppressed: s.suppressed.Load()}
+		Attempts: s.attempts.Load(), Sent: s.sent.Load(), Failed: s.failed.Load(), Suppressed: s.suppressed.Load(),
+		Busy: int(s.busy.Load())}
 	if s.notifyF != nil {
 		st.NotifySeq = s.notifyF.Applied()
 	}
@@ -401,6 +408,7 @@ func (s *Service) flush(d *dispatcher, g *group) {
 		s.dry.suppress(now, dec.suppressed)
 	default:
 		s.wg.Add(1)
+		s.busy.Add(1)
 		go s.recordSuppressed(s.runCtx, now, dec.suppressed)
 	}
 	if !dec.send {
@@ -426,12 +434,14 @@ func (s *Service) flush(d *dispatcher, g *group) {
 		return
 	}
 	s.wg.Add(1)
+	s.busy.Add(1)
 	go s.deliver(s.runCtx, d, g, notifier, n, dec)
 }
 
 // recordSuppressed puts suppression decisions on NOTIFY.
 func (s *Service) recordSuppressed(ctx context.Context, at time.Time, list []events.SuppressedData) {
 	defer s.wg.Done()
+	defer s.busy.Add(-1)
 	for _, sd := range list {
 		id := events.SuppressedEventID(sd.Receiver, sd.AlertID, sd.Reason, sd.SilenceID+sd.InhibitedBy)
 		if err := s.publish(ctx, events.NotifySubject(sd.Receiver, events.NotifySuppressed), id,
