@@ -123,7 +123,9 @@ func (f *replayFleet) play(al *alerting.Service) {
 			}
 			continue
 		}
-		add(sec(160+i), func() (string, uint64) { return shadow(f.report(dev, "4.2.1", events.StatusCompleted, float64(55+i), sec(160+i))) })
+		add(sec(160+i), func() (string, uint64) {
+			return shadow(f.report(dev, "4.2.1", events.StatusCompleted, float64(55+i), sec(160+i)))
+		})
 	}
 	// in time order, a stable sort keeping the order of equal times
 	for i := 1; i < len(steps); i++ {
