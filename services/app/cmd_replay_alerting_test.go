@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -127,12 +128,7 @@ func (f *replayFleet) play(al *alerting.Service) {
 			return shadow(f.report(dev, "4.2.1", events.StatusCompleted, float64(55+i), sec(160+i)))
 		})
 	}
-	// in time order, a stable sort keeping the order of equal times
-	for i := 1; i < len(steps); i++ {
-		for j := i; j > 0 && steps[j].at.Before(steps[j-1].at); j-- {
-			steps[j], steps[j-1] = steps[j-1], steps[j]
-		}
-	}
+	sort.SliceStable(steps, func(i, j int) bool { return steps[i].at.Before(steps[j].at) })
 	const tick = 30 * time.Second
 	next := 0
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
