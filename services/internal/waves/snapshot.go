@@ -3,6 +3,8 @@ package waves
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"time"
 
@@ -81,4 +83,18 @@ func (l *Ledger) UnmarshalJSON(b []byte) error {
 	// what job_started builds; building them the same way keeps one
 	// definition.
 	return l.Apply(events.TypeRolloutJobStarted, events.RolloutData{JobID: s.JobID, Plan: &events.RolloutPlan{Waves: s.Plan}})
+}
+
+// Clone returns a copy of the ledger that later Applies to either do not
+// change: cheap enough to take under a read model's lock and serialise
+// after it. The plan and each device's wave are shared: they are set once,
+// when the job starts, and never changed.
+func (l *Ledger) Clone() Ledger {
+	c := *l
+	c.want, c.sent = maps.Clone(l.want), maps.Clone(l.sent)
+	if l.Plan == nil {
+		c.waveOf = maps.Clone(l.waveOf) // filled in when the job starts
+	}
+	c.due = slices.Clone(l.due)
+	return c
 }

@@ -56,3 +56,37 @@ func TestLedgerJSONRefusesJunk(t *testing.T) {
 		t.Error("a ledger with a numeric job id was accepted")
 	}
 }
+
+// TestLedgerClone: a clone answers as the ledger did when it was taken,
+// whatever the ledger applies afterwards, and the other way round.
+func TestLedgerClone(t *testing.T) {
+	plan := [][]events.DeviceRef{{ref("a"), ref("b")}, {ref("c")}}
+	l := NewLedger("j", time.Minute)
+	before := l.Clone() // not started: the plan's indexes come later
+	if err := l.Apply(events.TypeRolloutJobStarted, events.RolloutData{JobID: "j", Plan: &events.RolloutPlan{Waves: plan}}); err != nil {
+		t.Fatal(err)
+	}
+	if before.Plan != nil || before.WaveOf(ref("a")) != 0 {
+		t.Errorf("a clone taken before the start sees the plan: %+v", before)
+	}
+	c := l.Clone()
+	want, _ := json.Marshal(c)
+	if err := l.Apply(events.TypeRolloutDevicesSent, events.RolloutData{JobID: "j", Devices: []events.DeviceRef{ref("a"), ref("c")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Apply(events.TypeRolloutDevicesRetried, events.RolloutData{JobID: "j", Attempt: 1, Devices: []events.DeviceRef{ref("b")}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := json.Marshal(c); string(got) != string(want) {
+		t.Errorf("the clone changed with the ledger:\n got %s\nwant %s", got, want)
+	}
+	if due := c.DueIn(2, 10); len(due) != 3 {
+		t.Errorf("the clone's due %+v, want all three devices", due)
+	}
+	if err := c.Apply(events.TypeRolloutDevicesSent, events.RolloutData{JobID: "j", Devices: []events.DeviceRef{ref("b")}}); err != nil {
+		t.Fatal(err)
+	}
+	if !l.Sent(ref("a")) || l.Sent(ref("b")) {
+		t.Errorf("the ledger changed with its clone")
+	}
+}
