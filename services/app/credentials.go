@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/services/internal/conf"
@@ -172,4 +173,19 @@ func connectCLI(cfg *Config, url, name string) (*nats.Conn, error) {
 		return nil, fmt.Errorf("connect to nats %s: %w (is otawatch running?)", url, err)
 	}
 	return nc, nil
+}
+
+// connectCLIJetStream is connectCLI and its JetStream context: what a
+// command that reads or writes the log opens. Close the connection.
+func connectCLIJetStream(cfg *Config, url, name string) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := connectCLI(cfg, url, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return nc, js, nil
 }
