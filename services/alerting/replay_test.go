@@ -2,55 +2,14 @@ package alerting
 
 import (
 	"context"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/otawatch/otawatch/events"
-	"github.com/otawatch/otawatch/rules"
 	"github.com/otawatch/otawatch/services/internal/ruleeval"
 	"github.com/otawatch/otawatch/services/internal/testutil"
 )
-
-// writeRules writes the built-in rule files into dir, each passed through
-// edit (file name, text) first.
-func writeRules(t *testing.T, dir string, edit func(name, text string) string) {
-	t.Helper()
-	names, err := rules.RuleFiles(rules.Defaults(), ".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range names {
-		b, err := fs.ReadFile(rules.Defaults(), n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		text := string(b)
-		if edit != nil {
-			text = edit(n, text)
-		}
-		if err := os.WriteFile(filepath.Join(dir, n), []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// replace is an edit of one rule file: old becomes new in file, which
-// must hold old.
-func replace(t *testing.T, file, old, new string) func(name, text string) string {
-	return func(name, text string) string {
-		if name != file {
-			return text
-		}
-		if !strings.Contains(text, old) {
-			t.Fatalf("%s lacks %q", file, old)
-		}
-		return strings.ReplaceAll(text, old, new)
-	}
-}
 
 // rulesLoaded reads the rule sets recorded on ALERTS.
 func (h *harness) rulesLoaded() []events.RulesLoadedData {
@@ -93,12 +52,9 @@ func names(as []ruleeval.RecordedAlert) []string {
 func TestReplayGivesTheRecordedAlerts(t *testing.T) {
 	const tick = 30 * time.Second
 	original, live, stricter := t.TempDir(), t.TempDir(), t.TempDir()
-	writeRules(t, original, nil)
-	writeRules(t, live, nil)
-	writeRules(t, stricter, func(name, text string) string {
-		text = replace(t, "success-rate-low.yaml", "successRate < 0.90", "successRate < 0.97")(name, text)
-		return replace(t, "success-rate-low.yaml", "successRate < 0.95", "successRate < 0.99")(name, text)
-	})
+	testutil.WriteRules(t, original, "", "", "")
+	testutil.WriteRules(t, live, "", "", "")
+	testutil.WriteRules(t, stricter, "success-rate-low.yaml", "successRate < 0.95", "successRate < 0.99")
 
 	h := newHarness(t)
 	r := h.start(Config{TickInterval: tick, RulesDir: live})
@@ -108,7 +64,7 @@ func TestReplayGivesTheRecordedAlerts(t *testing.T) {
 		if !b.Equal(reloadAt) {
 			return
 		}
-		writeRules(t, live, replace(t, "device-failed.yaml", "failed to update to", "FAILED the update to"))
+		testutil.WriteRules(t, live, "device-failed.yaml", "failed to update to", "FAILED the update to")
 		r.svc.Reload()
 		testutil.Eventually(t, 30*time.Second, func() bool { return r.svc.Status().Reloads >= 1 }, "the rules were not reloaded")
 	})
@@ -142,7 +98,7 @@ func TestReplayGivesTheRecordedAlerts(t *testing.T) {
 
 	// The directory on disk now holds other rules: the replay runs the
 	// recorded ones all the same.
-	writeRules(t, live, nil)
+	testutil.WriteRules(t, live, "", "", "")
 	c := replay("")
 	if !c.Diff.Same() || c.Diff.Matched != len(recorded) || len(c.Recorded) != len(recorded) {
 		t.Errorf("replay with the recorded rules: %d matched of %d recorded, missing %q, extra %d, different %d",

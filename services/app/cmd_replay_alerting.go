@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/services/alerting"
 	"github.com/otawatch/otawatch/services/internal/ruleeval"
@@ -56,15 +54,11 @@ func cmdReplayAlerting(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	nc, err := connectCLI(cfg, *natsURL, "otawatch replay alerting")
+	nc, js, err := connectCLIJetStream(cfg, *natsURL, "otawatch replay alerting")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
 	poison := 0
 	o := alerting.ReplayOptions{From: fromT, To: toT, RulesDir: *rulesDir, Warmup: *warmup,
 		OnPoison: func(ruleeval.Record, error) { poison++ }}

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -21,7 +20,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/otawatch/otawatch/events"
-	"github.com/otawatch/otawatch/rules"
 	"github.com/otawatch/otawatch/services/alerting"
 	"github.com/otawatch/otawatch/services/internal/svc"
 	"github.com/otawatch/otawatch/services/internal/testutil"
@@ -149,32 +147,6 @@ func (f *replayFleet) play(al *alerting.Service) {
 	}
 }
 
-// copyRules writes the built-in rule files into dir, with old replaced by
-// new in file (when file is not "").
-func copyRules(t *testing.T, dir, file, old, new string) {
-	t.Helper()
-	names, err := rules.RuleFiles(rules.Defaults(), ".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range names {
-		b, err := fs.ReadFile(rules.Defaults(), n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		text := string(b)
-		if n == file {
-			if !strings.Contains(text, old) {
-				t.Fatalf("%s lacks %q", n, old)
-			}
-			text = strings.ReplaceAll(text, old, new)
-		}
-		if err := os.WriteFile(filepath.Join(dir, n), []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
 // TestReplayAlertingAndNotifyCommands records a rollout with a failing
 // share through the live alerting (its rules from a directory) and notify
 // (webhook receivers, wall clock) services, then runs "replay alerting"
@@ -187,8 +159,8 @@ func TestReplayAlertingAndNotifyCommands(t *testing.T) {
 	js := testutil.StartJetStream(t, testutil.JetStreamOptions{})
 	t0 := time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC)
 	liveRules, stricter := t.TempDir(), t.TempDir()
-	copyRules(t, liveRules, "", "", "")
-	copyRules(t, stricter, "success-rate-low.yaml", "successRate < 0.90", "successRate < 0.85")
+	testutil.WriteRules(t, liveRules, "", "", "")
+	testutil.WriteRules(t, stricter, "success-rate-low.yaml", "successRate < 0.90", "successRate < 0.85")
 
 	var received atomic.Int64
 	liveHook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -310,7 +282,7 @@ notify:
 		"0 missing, 0 extra, 0 different: no difference")
 
 	// Another rule set on disk: the replay still runs the recorded one.
-	copyRules(t, liveRules, "success-rate-low.yaml", "successRate < 0.90", "successRate < 0.85")
+	testutil.WriteRules(t, liveRules, "success-rate-low.yaml", "successRate < 0.90", "successRate < 0.85")
 	code, out, errOut = run(append([]string{"alerting"}, alertRange...)...)
 	check("replay alerting after the rules dir changed", code, out, errOut, 0, "no difference")
 

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/services/notify"
 )
@@ -53,15 +51,11 @@ func cmdReplayNotify(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	nc, err := connectCLI(cfg, *natsURL, "otawatch replay notify")
+	nc, js, err := connectCLIJetStream(cfg, *natsURL, "otawatch replay notify")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
 	began := time.Now()
 	res, err := notify.Replay(ctx, js, cfg.Notify, newLogger(env.Stderr, cfg.Log), o)
 	if err != nil {
