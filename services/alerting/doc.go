@@ -45,6 +45,13 @@
 // set that does not load is refused with every problem logged (file, rule,
 // line:column) and the old rules keep running.
 //
+// The rules in force are recorded: at start, and on a reload, a rule set
+// that differs from the last one on ALERTS is put there
+// (events.TypeRulesLoaded on events.SubjectRulesLoaded) with its files'
+// text and the SHADOW and ROLLOUT positions and engine time where it took
+// over (rulesrecord.go). Replay (replay.go, `otawatch replay alerting`) runs
+// the history through those sets and compares with ALERTS.
+//
 // # One active instance
 //
 // Instances share a lease in JetStream KV (lease_bucket). The holder runs
@@ -76,5 +83,7 @@
 // (the followers' handler and the loop of ticks, reloads and snapshots,
 // which take turns on the state under one lock); snapshot.go the snapshot
 // and the restore; publish.go the publishes awaited before a turn ends;
-// watch.go the rule reloads; streamfull.go the stream-full alerts.
+// watch.go the rule reloads; rulesrecord.go the record of the rules in
+// force; replay.go the replay against ALERTS; streamfull.go the
+// stream-full alerts.
 package alerting

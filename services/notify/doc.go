@@ -55,4 +55,9 @@
 // service reads ALERTS with an ordered consumer from the start each time
 // it becomes active, because its position is what NOTIFY says, not a
 // consumer's ack floor.
+//
+// Replay (replay.go, `otawatch replay notify`) runs the recorded ALERTS and
+// silences through this same dispatcher and flush on a manual clock, with
+// an outbox that delivers nothing (a receiver that implements Previewer
+// renders what it would send), and compares the decisions with NOTIFY.
 package notify
