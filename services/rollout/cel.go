@@ -36,10 +36,16 @@ func (s *Service) extraGateLocked(j *Job) ExtraGate {
 	g := s.gates[j.ID]
 	if g == nil || g.expr != j.Spec.CELGate {
 		g = &celGate{expr: j.Spec.CELGate}
-		g.cond, g.err = rules.CompileCondition("cel-gate of job "+j.ID, j.Spec.CELGate)
+		g.cond, g.err = compileCELGate(j.ID, j.Spec.CELGate)
 		s.gates[j.ID] = g
 	}
 	return CELGate(g.cond, g.err, s.fleet)
+}
+
+// compileCELGate compiles a job's CEL gate, named for the job in errors;
+// the driver and the replays (replay.go, whatif.go) compile it here.
+func compileCELGate(jobID, expr string) (*rules.Condition, error) {
+	return rules.CompileCondition("cel-gate of job "+jobID, expr)
 }
 
 // CELGate is an ExtraGate evaluating cond (compiled with compileErr) over

@@ -114,7 +114,14 @@ func (s *Service) budget(id string, j *Job, now time.Time) (int, *bucket) {
 		b = &bucket{}
 		s.buckets[id] = b
 	}
-	return min(b.take(now, j.Spec.Rate, s.cfg.Tick), s.cfg.MaxBatch), b
+	return sendBudget(b, j, now, s.cfg.Tick, s.cfg.MaxBatch), b
+}
+
+// sendBudget is how many devices a job may be sent at a tick at now: its
+// bucket's whole tokens at the job's rate, at most maxBatch. The driver
+// and the what-if simulation (whatif.go) both take it here.
+func sendBudget(b *bucket, j *Job, now time.Time, tick time.Duration, maxBatch int) int {
+	return min(b.take(now, j.Spec.Rate, tick), maxBatch)
 }
 
 // sendBatch sends the job's next batch of desired state, under its rate
@@ -212,6 +219,15 @@ func desiredEventID(job string, ref events.DeviceRef, version string, attempt in
 	return events.IdentityID("sd", job, ref.TypeID, ref.DeviceID, version, fmt.Sprint(attempt))
 }
 
+// desiredEvent is the shadow.desired event of one device's send at at: what
+// the driver records, and what the what-if simulation folds for its sends.
+func desiredEvent(job string, it Send, target events.DesiredFirmware, at time.Time) (events.Event, error) {
+	data := events.ShadowDesiredData{TypeID: it.Ref.TypeID, DeviceID: it.Ref.DeviceID, JobID: job, Wave: it.Wave,
+		Firmware: target, Attempt: it.Attempt}
+	return events.New(desiredEventID(job, it.Ref, target.Version, it.Attempt), events.SourceRollout,
+		events.TypeShadowDesired, it.Ref.String(), at, data)
+}
+
 // recordDesired appends the shadow.desired events of items and returns
 // those it stored. Items the stream already held (a duplicate: recorded by
 // an earlier try) come back separately with the stored time, to be
@@ -224,10 +240,7 @@ func (s *Service) recordDesired(ctx context.Context, job string, target events.D
 	}
 	var ps []pending
 	for _, it := range items {
-		data := events.ShadowDesiredData{TypeID: it.Ref.TypeID, DeviceID: it.Ref.DeviceID, JobID: job, Wave: it.Wave,
-			Firmware: target, Attempt: it.Attempt}
-		e, err := events.New(desiredEventID(job, it.Ref, target.Version, it.Attempt), events.SourceRollout,
-			events.TypeShadowDesired, it.Ref.String(), it.at, data)
+		e, err := desiredEvent(job, it.Send, target, it.at)
 		if err != nil {
 			return stored, dup, err
 		}

@@ -69,6 +69,10 @@ type hooks struct {
 	// crashAfterRetract runs after a batch of clears was acknowledged by
 	// the broker and before it is recorded; true stops the driver there.
 	crashAfterRetract func(acked int) bool
+	// manualTicks stops Run's ticker: the test calls drive itself, on a
+	// fake clock, once the folds have what it published (a recording
+	// whose every tick is known, for the what-if tests).
+	manualTicks bool
 }
 
 // desiredRec is a recorded desired event of a job's device.
@@ -205,13 +209,17 @@ func (s *Service) Run(ctx context.Context) error {
 	s.client.Connect() // retries in the background; sends wait for the connection
 	defer s.client.Disconnect(250)
 
-	tick := time.NewTicker(s.cfg.Tick)
-	defer tick.Stop()
+	var ticks <-chan time.Time // nil with manual ticks: never fires
+	if !s.hooks.manualTicks {
+		tick := time.NewTicker(s.cfg.Tick)
+		defer tick.Stop()
+		ticks = tick.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-tick.C:
+		case <-ticks:
 			s.drive(ctx)
 		}
 	}
