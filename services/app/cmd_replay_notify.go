@@ -39,7 +39,7 @@ func cmdReplayNotify(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	o := notify.ReplayOptions{From: fromT, To: toT}
+	o := notify.ReplayOptions{From: fromT, To: toT, Progress: func(s string) { fmt.Fprintln(env.Stderr, s) }}
 	switch *timeBase {
 	case "stored":
 	case "event":

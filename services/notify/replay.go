@@ -54,6 +54,9 @@ type ReplayOptions struct {
 	// elsewhere). The clock never goes back: an event older than the
 	// last is handled at the last one's time.
 	EventTime bool
+	// Progress, if set, hears how far the streams have been read, about
+	// once a second: a line for people.
+	Progress func(string)
 }
 
 // Outcomes of a recorded notification (RecordedNotification.Outcome and
@@ -248,7 +251,7 @@ func Replay[R ReceiverConfig](ctx context.Context, js jetstream.JetStream, cfg C
 		keys: map[string]string{}}
 	var silences, alerts []input
 	var recorded []*RecordedNotification
-	err := readStream(ctx, js, events.StreamNotify, &res.NotifySeq, func(rec ruleeval.Record) {
+	err := readStream(ctx, js, events.StreamNotify, &res.NotifySeq, o.Progress, func(rec ruleeval.Record) {
 		if rec.DecodeErr != nil {
 			res.Unreadable++
 			return
@@ -297,7 +300,7 @@ func Replay[R ReceiverConfig](ctx context.Context, js jetstream.JetStream, cfg C
 	if err != nil {
 		return nil, err
 	}
-	err = readStream(ctx, js, events.StreamAlerts, &res.AlertsSeq, func(rec ruleeval.Record) {
+	err = readStream(ctx, js, events.StreamAlerts, &res.AlertsSeq, o.Progress, func(rec ruleeval.Record) {
 		if rec.DecodeErr != nil {
 			res.Unreadable++
 			return
@@ -390,14 +393,20 @@ func Replay[R ReceiverConfig](ctx context.Context, js jetstream.JetStream, cfg C
 }
 
 // readStream hands every message of stream, from its start to its last
-// now, to fn, and sets *last to the last sequence read.
-func readStream(ctx context.Context, js jetstream.JetStream, stream string, last *uint64, fn func(ruleeval.Record)) error {
+// now, to fn, and sets *last to the last sequence read; progress, if set,
+// hears about it every second.
+func readStream(ctx context.Context, js jetstream.JetStream, stream string, last *uint64, progress func(string), fn func(ruleeval.Record)) error {
 	r, err := ruleeval.OpenReader(ctx, js, stream, 1)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
+	began, said := time.Now(), time.Now()
 	for {
+		if progress != nil && time.Since(said) >= time.Second {
+			said = time.Now()
+			progress(fmt.Sprintf("replay notify: %s reading %s %d/%d", time.Since(began).Round(100*time.Millisecond), stream, *last, r.Last))
+		}
 		rec, ok, err := r.Next(ctx)
 		if err != nil {
 			return fmt.Errorf("read %s: %w", stream, err)
