@@ -48,11 +48,11 @@ func PlanRun(args, environ []string) (*RunPlan, error) {
 	return &RunPlan{Config: cfg, Services: names, OpsListen: opsAddr(cfg, names)}, nil
 }
 
-// IsCommand reports whether name is an otawatch subcommand ("run",
-// "devices", ...).
+// IsCommand reports whether Main takes name as its first argument: a
+// subcommand ("run", "devices", ...) or "help".
 func IsCommand(name string) bool {
 	_, ok := commands()[name]
-	return ok
+	return ok || name == "help"
 }
 
 // OpsHandler is the handler of a process's ops listener (/healthz, /readyz,
