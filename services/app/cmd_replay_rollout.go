@@ -9,8 +9,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/otawatch/otawatch/services/rollout"
 )
 
@@ -66,15 +64,11 @@ func readRolloutRecording(ctx context.Context, env *Env, file, natsURL, job, wha
 	if err != nil {
 		return nil, nil, err
 	}
-	nc, err := connectCLI(cfg, natsURL, "otawatch "+what)
+	nc, js, err := connectCLIJetStream(cfg, natsURL, "otawatch "+what)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, nil, fmt.Errorf("jetstream: %w", err)
-	}
 	began := time.Now()
 	rec, err := rollout.ReadRecording(ctx, js, job, rollout.ReadOptions{AllDevices: allDevices,
 		Progress: func(s string) { fmt.Fprintf(env.Stderr, "%s: %s\n", what, s) }})

@@ -170,6 +170,7 @@ func TestReplayRolloutAndWhatIfCommands(t *testing.T) {
 		{"replay of a bad id", []string{"replay", "rollout", "a.b"}, 1, "job id"},
 		{"what-if without a job", []string{"rollout", "what-if"}, 2, "rollout what-if needs one JOB argument"},
 		{"what-if gate out of range", []string{"rollout", "what-if", job, "--gate", "2"}, 1, "gate 2 is out of range (0, 1]"},
+		{"what-if gate not a number", []string{"rollout", "what-if", job, "--gate", "high"}, 2, `invalid value "high" for flag -gate`},
 		{"what-if wave size 0", []string{"rollout", "what-if", job, "--wave-size", "0"}, 2, "--wave-size 0 must be at least 1"},
 		{"what-if bad cel gate", []string{"rollout", "what-if", job, "--cel-gate", "fleet.nope +"}, 1, "cel gate"},
 	} {

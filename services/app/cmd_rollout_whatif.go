@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -29,19 +30,22 @@ func cmdRolloutWhatIf(ctx context.Context, env *Env, args []string) error {
 	fs := newFlagSet(env, "rollout what-if")
 	fs.Usage = func() { fmt.Fprintln(env.Stderr, whatIfUsage) }
 	var (
-		file          = fs.String("c", os.Getenv("OTAWATCH_CONFIG"), "config `FILE` (nats.*, rollout.tick, rollout.max_batch)")
-		natsURL       = fs.String("nats", "", "NATS `URL` (default: nats.url, or the embedded server's nats.listen)")
-		asJSON        = fs.Bool("json", false, "print the result as JSON")
-		gate          = fs.Float64("gate", 0, "share of a wave's online devices that must complete")
-		maxFailure    = fs.Float64("max-failure", 0, "share of a wave's online devices that may fail or time out")
-		minFinished   = fs.Int("min-finished", 0, "finished devices before the failure policy applies")
-		onFailure     = fs.String("on-failure", "", "pause or abort when the failure policy trips")
-		waveSize      = fs.Int("wave-size", 0, "devices per wave (the job's devices regrouped in their order)")
-		soak          = fs.Duration("soak", 0, "watch a gated wave this long before the next starts")
-		deviceTimeout = fs.Duration("device-timeout", 0, "a device that neither completes nor fails this long after its send times out")
-		rate          = fs.Float64("rate", 0, "desired-state messages per second")
-		celGate       = fs.String("cel-gate", "", "extra gate: a CEL `EXPR` over fleet and rollout (empty: none)")
+		file    = fs.String("c", os.Getenv("OTAWATCH_CONFIG"), "config `FILE` (nats.*, rollout.tick, rollout.max_batch)")
+		natsURL = fs.String("nats", "", "NATS `URL` (default: nats.url, or the embedded server's nats.listen)")
+		asJSON  = fs.Bool("json", false, "print the result as JSON")
+		o       rollout.WhatIfOptions
 	)
+	float := func(s string) (float64, error) { return strconv.ParseFloat(s, 64) }
+	text := func(s string) (string, error) { return s, nil }
+	optional(fs, "gate", "share of a wave's online devices that must complete", &o.Gate, float)
+	optional(fs, "max-failure", "share of a wave's online devices that may fail or time out", &o.MaxFailure, float)
+	optional(fs, "min-finished", "finished devices before the failure policy applies", &o.MinFinished, strconv.Atoi)
+	optional(fs, "on-failure", "pause or abort when the failure policy trips", &o.OnFailure, text)
+	optional(fs, "wave-size", "devices per wave (the job's devices regrouped in their order)", &o.WaveSize, strconv.Atoi)
+	optional(fs, "soak", "watch a gated wave this long before the next starts", &o.Soak, time.ParseDuration)
+	optional(fs, "device-timeout", "a device that neither completes nor fails this long after its send times out", &o.DeviceTimeout, time.ParseDuration)
+	optional(fs, "rate", "desired-state messages per second", &o.Rate, float)
+	optional(fs, "cel-gate", "extra gate: a CEL `EXPR` over fleet and rollout (empty: none)", &o.CELGate, text)
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -50,29 +54,6 @@ func cmdRolloutWhatIf(ctx context.Context, env *Env, args []string) error {
 		fmt.Fprintln(env.Stderr, whatIfUsage)
 		return fmt.Errorf("%w: rollout what-if needs one JOB argument", ErrUsage)
 	}
-	var o rollout.WhatIfOptions
-	fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "gate":
-			o.Gate = gate
-		case "max-failure":
-			o.MaxFailure = maxFailure
-		case "min-finished":
-			o.MinFinished = minFinished
-		case "on-failure":
-			o.OnFailure = onFailure
-		case "wave-size":
-			o.WaveSize = waveSize
-		case "soak":
-			o.Soak = soak
-		case "device-timeout":
-			o.DeviceTimeout = deviceTimeout
-		case "rate":
-			o.Rate = rate
-		case "cel-gate":
-			o.CELGate = celGate
-		}
-	})
 	if o.WaveSize != nil && *o.WaveSize < 1 {
 		return fmt.Errorf("%w: --wave-size %d must be at least 1", ErrUsage, *o.WaveSize)
 	}
@@ -92,6 +73,19 @@ func cmdRolloutWhatIf(ctx context.Context, env *Env, args []string) error {
 	}
 	printWhatIf(env.Stdout, res)
 	return nil
+}
+
+// optional is a flag that sets *dst only when given: a what-if changes
+// only the settings named on its command line.
+func optional[T any](fs *flag.FlagSet, name, usage string, dst **T, parse func(string) (T, error)) {
+	fs.Func(name, usage, func(s string) error {
+		v, err := parse(s)
+		if err != nil {
+			return err
+		}
+		*dst = &v
+		return nil
+	})
 }
 
 func printWhatIf(w io.Writer, res *rollout.WhatIfResult) {

@@ -214,58 +214,33 @@ func WhatIf(rec *Recording, o WhatIfOptions) (*WhatIfResult, error) {
 // create checks a spec, and the changes in words.
 func whatIfSpec(s events.RolloutSpec, o WhatIfOptions) (events.RolloutSpec, []string, error) {
 	var changed []string
-	note := func(name string, from, to any) {
-		if fmt.Sprint(from) != fmt.Sprint(to) {
-			changed = append(changed, fmt.Sprintf("%s %v -> %v", name, from, to))
+	dur := func(d *time.Duration) *events.Duration {
+		if d == nil {
+			return nil
 		}
-	}
-	quote := func(s string) string {
-		if s == "" {
-			return "none"
-		}
-		return fmt.Sprintf("%q", s)
-	}
-	if o.Gate != nil {
-		note("gate", s.Gate, *o.Gate)
-		s.Gate = *o.Gate
-	}
-	if o.MaxFailure != nil {
-		note("max failure", s.MaxFailure, *o.MaxFailure)
-		s.MaxFailure = *o.MaxFailure
-	}
-	if o.MinFinished != nil {
-		note("min finished", s.MinFinished, *o.MinFinished)
-		s.MinFinished = *o.MinFinished
-	}
-	if o.OnFailure != nil {
-		note("on failure", s.OnFailure, *o.OnFailure)
-		s.OnFailure = *o.OnFailure
+		v := events.Duration(*d)
+		return &v
 	}
 	if o.WaveSize != nil {
 		if *o.WaveSize < 1 {
 			return s, nil, fmt.Errorf("wave size %d must be at least 1", *o.WaveSize)
 		}
-		note("wave size", s.WaveSize, *o.WaveSize)
-		s.WaveSize, s.Waves = *o.WaveSize, 0
+		s.Waves = 0 // the waves are the wave size's, uncapped
 	}
-	if o.Soak != nil {
-		note("soak", time.Duration(s.Soak), *o.Soak)
-		s.Soak = events.Duration(*o.Soak)
-	}
-	if o.DeviceTimeout != nil {
-		note("device timeout", time.Duration(s.DeviceTimeout), *o.DeviceTimeout)
-		s.DeviceTimeout = events.Duration(*o.DeviceTimeout)
-	}
-	if o.Rate != nil {
-		note("rate", s.Rate, *o.Rate)
-		s.Rate = *o.Rate
-	}
-	if o.CELGate != nil {
-		if s.CELGate != *o.CELGate {
-			changed = append(changed, fmt.Sprintf("cel gate %s -> %s", quote(s.CELGate), quote(*o.CELGate)))
+	override(&changed, "gate", &s.Gate, o.Gate, plain)
+	override(&changed, "max failure", &s.MaxFailure, o.MaxFailure, plain)
+	override(&changed, "min finished", &s.MinFinished, o.MinFinished, plain)
+	override(&changed, "on failure", &s.OnFailure, o.OnFailure, plain)
+	override(&changed, "wave size", &s.WaveSize, o.WaveSize, plain)
+	override(&changed, "soak", &s.Soak, dur(o.Soak), showDuration)
+	override(&changed, "device timeout", &s.DeviceTimeout, dur(o.DeviceTimeout), showDuration)
+	override(&changed, "rate", &s.Rate, o.Rate, plain)
+	override(&changed, "cel gate", &s.CELGate, o.CELGate, func(e string) string {
+		if e == "" {
+			return "none"
 		}
-		s.CELGate = *o.CELGate
-	}
+		return fmt.Sprintf("%q", e)
+	})
 	// The settings as create checks them; no defaults fill in (every
 	// recorded field is set), and the URL was checked when the job was
 	// created.
@@ -275,6 +250,22 @@ func whatIfSpec(s events.RolloutSpec, o WhatIfOptions) (events.RolloutSpec, []st
 	}
 	return out, changed, nil
 }
+
+// override sets *dst to *v when v is set, noting the change as "name
+// from -> to".
+func override[T comparable](changed *[]string, name string, dst, v *T, show func(T) string) {
+	if v == nil {
+		return
+	}
+	if *dst != *v {
+		*changed = append(*changed, fmt.Sprintf("%s %s -> %s", name, show(*dst), show(*v)))
+	}
+	*dst = *v
+}
+
+func plain[T any](v T) string { return fmt.Sprint(v) }
+
+func showDuration(d events.Duration) string { return time.Duration(d).String() }
 
 // whatIf is one what-if run: the simulated job and fleet, and what the
 // recording says the devices did.
