@@ -317,15 +317,31 @@ func (r *replayer) passTime(t time.Time, next []Recorded) {
 	}
 }
 
-func (r *replayer) foldShadow() {
+// foldShadow folds the next SHADOW event and reports whether it may
+// change what Decide says (see moves).
+func (r *replayer) foldShadow() bool {
 	e := r.rec.Shadow[r.si]
 	r.si++
 	r.res.ShadowEvents++
 	// The live fold records what it cannot apply on REJECTED and goes
 	// on; so does this one, without recording.
-	if _, err := r.fleet.Apply(e.Seq, e.Event); err == nil {
-		r.dirty = true
+	if _, err := r.fleet.Apply(e.Seq, e.Event); err != nil || !moves(r.job, r.extra, e.Subject) {
+		return false
 	}
+	r.dirty = true
+	return true
+}
+
+// moves reports whether a SHADOW event on subject may change what Decide
+// says of job j: Decide reads the open wave's devices, and the whole
+// fleet only through a CEL gate. Asking again after any other event is
+// asking the same question.
+func moves(j *Job, extra ExtraGate, subject string) bool {
+	if j == nil || extra != nil {
+		return true
+	}
+	t, d, ok := events.DeviceFromSubject(subject)
+	return !ok || j.Wave == 0 || j.WaveOf(events.DeviceRef{TypeID: t, DeviceID: d}) == j.Wave
 }
 
 func (r *replayer) applyFact(e Recorded) {
@@ -424,20 +440,20 @@ func (r *replayer) match(group []Recorded) {
 	}
 	check := CheckedDecision{Recorded: recorded}
 	var pend []Pending
-	for {
-		if r.job != nil && r.job.Status == events.RolloutRunning {
+	for ask := true; ; {
+		if ask && r.job != nil && r.job.Status == events.RolloutRunning {
 			pend = Decide(r.job, r.fleet, at, r.extra)
-		} else {
+		} else if ask {
 			pend = nil
 		}
-		if same, partial := matches(group, pend); same {
+		if same, partial := matches(group, pend); ask && same {
 			check.Same, check.Partial = true, partial
 			break
 		}
 		if r.si >= len(r.rec.Shadow) || r.rec.Shadow[r.si].Stored.After(group[0].Stored) {
 			break
 		}
-		r.foldShadow()
+		ask = r.foldShadow()
 		if t := r.rec.Shadow[r.si-1].Event.Time; t.After(r.clock) {
 			r.clock = t
 		}

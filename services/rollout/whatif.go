@@ -67,6 +67,9 @@ type WhatIfOptions struct {
 	// rollout.max_batch; defaults DefaultTick and DefaultMaxBatch).
 	Tick     time.Duration
 	MaxBatch int
+	// record, when set (tests), hears every event the what-if folds, with
+	// when it would have been stored: its run as a recording.
+	record func(stream string, stored time.Time, e events.Event)
 }
 
 // WaveOutcome is what became of one wave.
@@ -133,9 +136,10 @@ type WhatIfResult struct {
 // arrival is an event the what-if folds at at (when the orchestrator
 // would have had it).
 type arrival struct {
-	at  time.Time
-	ord uint64 // the recorded SHADOW sequence: ties keep the log's order
-	e   events.Event
+	at      time.Time
+	ord     uint64 // the recorded SHADOW sequence: ties keep the log's order
+	subject string // the recorded SHADOW subject
+	e       events.Event
 }
 
 type arrivals []arrival
@@ -303,7 +307,7 @@ func newWhatIf(rec *Recording, spec events.RolloutSpec, plan [][]events.DeviceRe
 		typ, id, ok := events.DeviceFromSubject(e.Subject)
 		ref := events.DeviceRef{TypeID: typ, DeviceID: id}
 		if !ok || !inPlan[ref] {
-			w.push(w.arrival(e, e.Event.Time), e.Seq, e.Event)
+			w.push(w.arrival(e, e.Event.Time), e, e.Event)
 			continue
 		}
 		d := w.devices[ref]
@@ -320,7 +324,7 @@ func newWhatIf(rec *Recording, spec events.RolloutSpec, plan [][]events.DeviceRe
 		}
 		switch {
 		case d == nil:
-			w.push(w.arrival(e, e.Event.Time), e.Seq, e.Event) // before the job reached it
+			w.push(w.arrival(e, e.Event.Time), e, e.Event) // before the job reached it
 		case !ended[ref]:
 			d.after = append(d.after, e)
 		}
@@ -361,8 +365,9 @@ func (w *whatIf) arrival(e Recorded, at time.Time) time.Time {
 	return at
 }
 
-func (w *whatIf) push(at time.Time, ord uint64, e events.Event) {
-	heap.Push(&w.queue, arrival{at: at, ord: ord, e: e})
+// push queues e, recorded as r, to be folded at at.
+func (w *whatIf) push(at time.Time, r Recorded, e events.Event) {
+	heap.Push(&w.queue, arrival{at: at, ord: r.Seq, subject: r.Subject, e: e})
 	if at.After(w.last) {
 		w.last = at
 	}
@@ -380,6 +385,9 @@ func (w *whatIf) apply(typ string, d events.RolloutData, at time.Time) (*Job, er
 		return nil, fmt.Errorf("what-if of job %s: %w", w.rec.JobID, err)
 	}
 	w.job = j
+	if w.o.record != nil {
+		w.o.record(events.StreamRollout, at, e)
+	}
 	return j, nil
 }
 
@@ -442,8 +450,11 @@ func (w *whatIf) run(res *WhatIfResult) error {
 		}
 		for w.queue.Len() > 0 && !w.queue[0].at.After(t) {
 			a := heap.Pop(&w.queue).(arrival)
-			if _, err := w.fleet.Apply(a.ord, a.e); err == nil {
+			if _, err := w.fleet.Apply(a.ord, a.e); err == nil && moves(j, w.extra, a.subject) {
 				dirty = true
+			}
+			if w.o.record != nil {
+				w.o.record(events.StreamShadow, a.at, a.e)
 			}
 		}
 		// The driver's tick: decide, then send (drive.go).
@@ -533,13 +544,16 @@ func (w *whatIf) send(due []Send, t time.Time) error {
 		if _, err := w.fleet.Apply(w.seq, e); err != nil {
 			return fmt.Errorf("what-if of job %s: desired state of %s: %w", w.rec.JobID, s.Ref, err)
 		}
+		if w.o.record != nil {
+			w.o.record(events.StreamShadow, t, e)
+		}
 		d := w.devices[s.Ref]
 		for _, r := range d.after {
 			e, err := shifted(r.Event, t.Sub(d.sentAt))
 			if err != nil {
 				return err
 			}
-			w.push(w.arrival(r, e.Time), r.Seq, e)
+			w.push(w.arrival(r, e.Time), r, e)
 		}
 	}
 	w.sent += len(due)
