@@ -31,6 +31,8 @@ commands:
   resume JOB
   abort JOB [--reason R]
   retry-failed JOB     send the target again to failed and timed-out devices
+  what-if JOB [--gate G] [--max-failure F] [--wave-size N] [--soak D] [--cel-gate EXPR] ...
+                       the recorded job again under other settings, beside what happened
 
 every command: [-c FILE] [--nats URL] [--timeout 10s] [--json]
 Devices are typeId/deviceId, or a bare deviceId whose type is known or is --type.
