@@ -177,3 +177,26 @@ func BenchmarkWhatIf(b *testing.B) {
 	}
 	b.ReportMetric(float64(len(in.Shadow))*float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }
+
+// TestWhatIfStopsAtDevicesNeverSent: a recorded job that paused in wave 1
+// holds nothing of what wave 2's devices would do; a what-if that passes
+// wave 1 stops where wave 2 would start, and says why.
+func TestWhatIfStopsAtDevicesNeverSent(t *testing.T) {
+	strict := 0.03
+	paused, res := whatIfRecording(t, syntheticInput(t, 1000, 200, 25), WhatIfOptions{MaxFailure: &strict})
+	if res.End.Status != events.RolloutPaused || res.End.Wave != 1 {
+		t.Fatalf("the recorded job: %+v; want paused in wave 1", res.End)
+	}
+	lax := 0.1
+	res, err := WhatIf(paused, WhatIfOptions{MaxFailure: &lax})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.End.Status != "unknown" || res.End.Wave != 2 || res.End.Sent != 200 ||
+		!strings.Contains(res.End.Reason, "the recording never sent 200 of its 200 devices their desired state") {
+		t.Errorf("what-if: %+v; want it to stop where wave 2 would start, 200 sent", res.End)
+	}
+	if res.ActualEnd.Status != events.RolloutPaused || res.ActualEnd.Wave != 1 {
+		t.Errorf("actual end %+v; want the recorded pause in wave 1", res.ActualEnd)
+	}
+}

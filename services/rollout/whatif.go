@@ -209,6 +209,13 @@ func WhatIf(rec *Recording, o WhatIfOptions) (*WhatIfResult, error) {
 	if err := w.run(res); err != nil {
 		return nil, err
 	}
+	if o.record != nil {
+		// The devices already sent go on reporting after the job stops.
+		for w.queue.Len() > 0 {
+			a := heap.Pop(&w.queue).(arrival)
+			o.record(events.StreamShadow, a.at, a.e)
+		}
+	}
 	res.Waves = waveOutcomes(w.job)
 	res.compare()
 	return res, nil
@@ -548,6 +555,9 @@ func (w *whatIf) send(due []Send, t time.Time) error {
 			w.o.record(events.StreamShadow, t, e)
 		}
 		d := w.devices[s.Ref]
+		if d == nil {
+			continue // never reached: run stops before a wave of unknown devices
+		}
 		for _, r := range d.after {
 			e, err := shifted(r.Event, t.Sub(d.sentAt))
 			if err != nil {
