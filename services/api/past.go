@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -20,9 +21,9 @@ import (
 // T are those each stream had stored by T: JetStream stamps a message when
 // it stores it, and one stream's stamps grow with its sequence. So the
 // past is the same model (model.go: the same fleet.State, waves.Ledger and
-// alert folds), fed SHADOW, ROLLOUT and ALERTS from the start, or from
-// the newest snapshot taken at or before T (snapshots.go), up to the
-// first message stored after T, and read at T. The live model lags the
+// alert folds), fed SHADOW, ROLLOUT and ALERTS each from its start, or
+// from its newest snapshot section stored at or before T (snapshots.go),
+// up to the first message stored after T, and read at T. The live model lags the
 // log by the milliseconds a message takes to reach it; a view of the past
 // is the model with that lag gone.
 
@@ -126,16 +127,38 @@ type PastOptions struct {
 
 // FoldStats says how a view of the past was computed.
 type FoldStats struct {
-	// Snapshot is the snapshot it started from (nil: the start of the
-	// log).
-	Snapshot *SnapshotInfo `json:"snapshot,omitempty"`
-	// Events is how many messages were folded after it; Elapsed the time
+	// From is, by stream, the snapshot section the fold started from; a
+	// stream without one was folded from its start.
+	From map[string]SnapshotSection `json:"from,omitempty"`
+	// Events is how many messages were folded after them; Elapsed the time
 	// the whole took.
 	Events  int           `json:"events"`
 	Elapsed time.Duration `json:"elapsed"`
 	// Warnings are what makes the answer less than certain: a snapshot
 	// that could not be used, events aged out of a stream.
 	Warnings []string `json:"warnings,omitempty"`
+}
+
+// FromText says where the fold started: "the start of the log", or the
+// snapshot sections' positions ("snapshots: SHADOW seq 940000, ROLLOUT seq
+// 1100; ALERTS from its start").
+func (s FoldStats) FromText() string {
+	if len(s.From) == 0 {
+		return "the start of the log"
+	}
+	var from, start []string
+	for _, stream := range pastStreams {
+		if sec, ok := s.From[stream]; ok {
+			from = append(from, fmt.Sprintf("%s seq %d", stream, sec.Seq))
+		} else {
+			start = append(start, stream)
+		}
+	}
+	out := "snapshots: " + strings.Join(from, ", ")
+	if len(start) > 0 {
+		out += "; " + strings.Join(start, ", ") + " from its start"
+	}
+	return out
 }
 
 // Past is the api's read model folded to an instant.
@@ -176,9 +199,10 @@ func CheckInstant(at, now time.Time) error {
 }
 
 // FoldAt folds the log into the api's read model as the live api had it at
-// at: from the newest usable snapshot at or before at (when o.Bucket is
-// set), then every message of SHADOW, ROLLOUT and ALERTS stored at or
-// before at. An instant in the future is refused.
+// at: each of SHADOW, ROLLOUT and ALERTS from its newest usable snapshot
+// section stored at or before at (when o.Bucket is set) or its start,
+// then every message of it stored at or before at. An instant in the
+// future is refused.
 func FoldAt(ctx context.Context, js jetstream.JetStream, at time.Time, o PastOptions) (*Past, error) {
 	now := o.Now
 	if now.IsZero() {
@@ -190,10 +214,13 @@ func FoldAt(ctx context.Context, js jetstream.JetStream, at time.Time, o PastOpt
 	began := time.Now()
 	p := &Past{at: at, m: newModel()}
 	if o.Bucket != "" {
-		m, info, warnings := loadSnapshotAt(ctx, js, o.Bucket, at)
+		m, used, warnings := loadSnapshotAt(ctx, js, o.Bucket, at)
 		p.Stats.Warnings = append(p.Stats.Warnings, warnings...)
 		if m != nil {
-			p.m, p.Stats.Snapshot = m, info
+			p.m, p.Stats.From = m, map[string]SnapshotSection{}
+			for stream, info := range used {
+				p.Stats.From[stream] = info.Sections[stream]
+			}
 		}
 	}
 	if ctx.Err() != nil {
@@ -244,12 +271,18 @@ func (p *Past) foldStream(ctx context.Context, js jetstream.JetStream, stream st
 		}
 		p.Stats.Events++
 		if rec.DecodeErr == nil {
-			// An event the live model refused (recorded on REJECTED then)
-			// is refused here the same way and changes nothing.
-			_ = p.m.apply(consume.Msg{Stream: stream, Seq: rec.Seq, Subject: rec.Subject, Stored: rec.Stored, Data: rec.Raw, Event: rec.Event})
+			p.apply(consume.Msg{Stream: stream, Seq: rec.Seq, Subject: rec.Subject, Stored: rec.Stored, Data: rec.Raw, Event: rec.Event})
 		}
 		tick()
 	}
+}
+
+// apply folds one event as the live fold did: an event the model refuses
+// (recorded on REJECTED then), or whose fold panics (recovered by the
+// consume loop then), changes what it changed live and the fold goes on.
+func (p *Past) apply(msg consume.Msg) {
+	defer func() { _ = recover() }()
+	_ = p.m.apply(msg)
 }
 
 func (p *Past) progressLine(stream string, began time.Time) string {

@@ -90,7 +90,7 @@ func (s *Service) past(ctx context.Context, at time.Time, now time.Time) (*Past,
 		s.log.Warn("fleet at an instant: "+w, "at", at)
 	}
 	s.log.Debug("folded the log to an instant", "at", at, "events", p.Stats.Events, "elapsed", p.Stats.Elapsed,
-		"from_snapshot", p.Stats.Snapshot != nil)
+		"from", p.Stats.FromText())
 	if now.Sub(at) >= pastCacheAge {
 		s.pastCache.put(p)
 	}
@@ -126,9 +126,7 @@ func (s *Service) modelFor(w http.ResponseWriter, r *http.Request) (m *model, at
 	h := w.Header()
 	h.Set("Otawatch-At", at.UTC().Format(time.RFC3339Nano))
 	h.Set("Otawatch-Folded-Events", strconv.Itoa(p.Stats.Events))
-	if p.Stats.Snapshot != nil {
-		h.Set("Otawatch-Snapshot", p.Stats.Snapshot.At.UTC().Format(time.RFC3339Nano))
-	}
+	h.Set("Otawatch-From", p.Stats.FromText())
 	for _, warn := range p.Stats.Warnings {
 		h.Add("Otawatch-Warning", warn)
 	}

@@ -141,6 +141,12 @@ func pastHistory(t *testing.T, h *harness) []liveRecord {
 	p.presence(t, "f", events.PresencePotentiallyOffline)
 	p.presence(t, "g", events.PresenceOffline)
 	p.alert(t, events.AlertRaised, "critical", "device-failed", "x")
+	// A job that ends at once: snapshots keep it without its ledger.
+	old := events.DesiredFirmware{Version: "1.5", Checksum: "sha256:1.5", URL: "https://fw.example/1.5"}
+	p.rollout(t, events.TypeRolloutJobCreated, events.RolloutData{JobID: "job0", Target: &old, Spec: &events.RolloutSpec{ID: "job0", Target: old}})
+	p.rollout(t, events.TypeRolloutJobStarted, events.RolloutData{JobID: "job0",
+		Plan: &events.RolloutPlan{Waves: [][]events.DeviceRef{{{TypeID: "sensor", DeviceID: "g"}}}}})
+	p.rollout(t, events.TypeRolloutJobAborted, events.RolloutData{JobID: "job0", Reason: "wrong image"})
 	recs = append(recs, p.record(t, "fleet on 1.0"))
 
 	target := events.DesiredFirmware{Version: "2.0", Checksum: "sha256:2.0", URL: "https://fw.example/2.0"}
@@ -234,10 +240,10 @@ func TestFleetAtReproducesLive(t *testing.T) {
 			if !bytes.Equal(got, rec.paths["/api/v1/fleet/state"]) {
 				t.Errorf("%s: FoldAt(bucket %q):\n got %s\nwant %s", rec.name, bucket, got, rec.paths["/api/v1/fleet/state"])
 			}
-			if bucket != "" && p.Stats.Snapshot != nil {
+			if bucket != "" && len(p.Stats.From) > 0 {
 				snapshotsUsed++
 			}
-			if bucket == "" && p.Stats.Snapshot != nil {
+			if bucket == "" && len(p.Stats.From) > 0 {
 				t.Errorf("%s: FoldAt without a bucket used a snapshot", rec.name)
 			}
 		}
@@ -282,7 +288,7 @@ func waitSnapshots(t *testing.T, h *harness, n int) {
 		h.svc.model.mu.RLock()
 		defer h.svc.model.mu.RUnlock()
 		for _, s := range pastStreams {
-			if newest.Streams[s].Seq != h.svc.model.pos[s].Seq {
+			if newest.Sections[s].Seq != h.svc.model.pos[s].Seq {
 				return false
 			}
 		}
@@ -318,33 +324,36 @@ func TestFleetAtSurvivesBadSnapshots(t *testing.T) {
 		if !strings.Contains(strings.Join(p.Stats.Warnings, "\n"), wantWarning) {
 			t.Errorf("%s: warnings %q, want one saying %q", name, p.Stats.Warnings, wantWarning)
 		}
-		if (p.Stats.Snapshot != nil) != fromSnapshot {
-			t.Errorf("%s: started from a snapshot: %v, want %v", name, p.Stats.Snapshot != nil, fromSnapshot)
+		if (len(p.Stats.From) > 0) != fromSnapshot {
+			t.Errorf("%s: started from snapshots: %s, want %v", name, p.Stats.FromText(), fromSnapshot)
 		}
-		t.Logf("%s: %d events folded, from snapshot %v, warnings %q", name, p.Stats.Events, p.Stats.Snapshot != nil, p.Stats.Warnings)
+		t.Logf("%s: %d events folded from %s, warnings %q", name, p.Stats.Events, p.Stats.FromText(), p.Stats.Warnings)
 	}
 	newest := idx.Snapshots[len(idx.Snapshots)-1]
-	if _, err := kv.Put(context.Background(), slotKey(newest.Slot, 0), []byte("not a snapshot")); err != nil {
+	if _, err := kv.Put(context.Background(), partKey(newest.Slot, events.StreamShadow, 0), []byte("not a snapshot")); err != nil {
 		t.Fatal(err)
 	}
-	ask("newest snapshot overwritten", "checksum mismatch", true)
+	ask("the newest SHADOW section overwritten", "checksum mismatch", true)
 
-	// An index that names messages this log does not hold where it says
-	// (a bucket from another log): each snapshot refused by its positions.
+	// An index whose SHADOW sections name messages this log does not hold
+	// where they say (a bucket from another log): each refused by its
+	// position; ROLLOUT and ALERTS still start from theirs.
 	for i := range idx.Snapshots {
-		p := idx.Snapshots[i].Streams[events.StreamShadow]
-		p.Stored = p.Stored.Add(-time.Hour)
-		idx.Snapshots[i].Streams[events.StreamShadow] = p
+		sec := idx.Snapshots[i].Sections[events.StreamShadow]
+		sec.Stored = sec.Stored.Add(-time.Hour)
+		idx.Snapshots[i].Sections[events.StreamShadow] = sec
 	}
 	b, _ := json.Marshal(idx)
 	if _, err := kv.Put(context.Background(), snapshotIndexKey, b); err != nil {
 		t.Fatal(err)
 	}
-	ask("positions from another log", "not this log", false)
+	ask("SHADOW positions from another log", "not this log", true)
 
 	for _, s := range idx.Snapshots {
-		if err := kv.Purge(context.Background(), slotKey(s.Slot, 0)); err != nil {
-			t.Fatal(err)
+		for stream := range s.Sections {
+			if err := kv.Purge(context.Background(), partKey(s.Slot, stream, 0)); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	ask("every snapshot's part removed", "missing", false)
@@ -404,15 +413,15 @@ func TestSnapshotIndexBounded(t *testing.T) {
 	for k := range keys.Keys() {
 		list = append(list, k)
 	}
-	if len(list) > 4 {
-		t.Errorf("keys %v: more than the index and 3 one-part slots", list)
+	if len(list) > 10 {
+		t.Errorf("keys %v: more than the index and 3 slots of 3 one-part sections", list)
 	}
 	status, err := kv.Status(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := status.Values(); n > 4 {
-		t.Errorf("the bucket stores %d messages, want at most 4 (index and 3 parts)", n)
+	if n := status.Values(); n > 10 {
+		t.Errorf("the bucket stores %d messages, want at most 10 (the index and 3 slots of 3 one-part sections)", n)
 	}
 }
 

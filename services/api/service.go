@@ -76,7 +76,7 @@ func New(cfg Config, deps svc.Deps) (*Service, error) {
 	s.pastCache = newPastCache()
 	if !s.cfg.Snapshots.Disabled {
 		s.snapshots = &snapshotWriter{cfg: s.cfg.Snapshots, js: deps.JS, m: s.model, log: s.log, clock: deps.ClockOf(),
-			replicas: deps.Streams.Replicas}
+			replicas: deps.Streams.Replicas, ready: s.caughtUp}
 	}
 	return s, nil
 }
@@ -183,6 +183,16 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("serve http: %w", serveErr)
 	}
 	return nil
+}
+
+// caughtUp reports whether every fold has replayed its stream.
+func (s *Service) caughtUp() bool {
+	for _, f := range s.folds {
+		if !f.caughtUp() {
+			return false
+		}
+	}
+	return true
 }
 
 // authenticator loads the tokens, or allows anonymous operators on a

@@ -22,51 +22,62 @@ import (
 	"github.com/otawatch/otawatch/services/internal/fleet"
 	"github.com/otawatch/otawatch/services/internal/lease"
 	"github.com/otawatch/otawatch/services/internal/svc"
+	"github.com/otawatch/otawatch/services/internal/waves"
 )
 
 // The snapshot index. Folding years of log for every "fleet at T" would
 // take minutes, so one api instance (a lease) saves its live read model
 // every http.snapshots.every events (or every interval when fewer came)
 // into a JetStream KV bucket, and a query starts from the newest snapshot
-// at or before T and folds only what came after it.
+// before T and folds only what came after it.
 //
-// A snapshot is the model's fleet, jobs (with their wave ledgers) and
-// active alerts, as gzip'd JSON, with the position of each stream it
-// covers: the last sequence and when that message was stored. It serves
-// any instant at or after the latest of those times (its At), and a
-// query folds each stream from the snapshot's sequence on to the first
-// message stored after the instant. Nothing is taken from the snapshot
-// that the log does not say: it is the fold of the log's first N
-// messages, so starting from it gives what folding them again would.
+// The model's parts are folds of one stream each: the fleet of SHADOW,
+// the jobs (with their wave ledgers) of ROLLOUT, the active alerts of
+// ALERTS; nothing in one is computed from another until the state is
+// read. So a snapshot holds one section per stream, gzip'd JSON, each with
+// its stream's position: the last sequence folded and when that message
+// was stored. A query at T takes, stream by stream, the newest section
+// whose message was stored at or before T, and folds that stream from its
+// sequence on to the first message stored after T. Sections of one stream
+// never depend on how far the others were: a SHADOW fold lagging behind
+// ROLLOUT's when the snapshot was taken costs nothing. Nothing is taken
+// from a section that the log does not say: it is the fold of its
+// stream's first N messages, so starting from it gives the fleet state
+// folding them again would. A finished job (completed or aborted) is kept
+// without its ledger, the bulk of a large job: the fleet state never shows
+// its waves again.
 //
 // Layout in the bucket (history 1, so a key holds one value):
 //
-//	index              the kept snapshots (snapshotIndex), oldest first
-//	slot.{n}.{i}       part i of the snapshot in slot n (512 KiB each;
-//	                   a KV value is bounded by the server's max payload)
+//	index                   the kept snapshots (snapshotIndex), oldest first
+//	slot.{n}.{STREAM}.{i}   part i of the STREAM section of the snapshot in
+//	                        slot n (512 KiB each: a KV value is bounded by
+//	                        the server's max payload)
 //
 // Storage is bounded: at most http.snapshots.keep snapshots, in slots
-// 0..keep-1, so at most keep x parts keys. Past keep, the snapshot whose
-// removal leaves the smallest gap (in events) between its neighbours is
-// removed (its parts purged), so the kept ones spread over the history
-// and the newest is always there: a query folds at most about (events in
-// the log) / keep events, or every events near the present.
+// 0..keep-1. Past keep, the snapshot whose removal leaves the smallest gap
+// (in events) between its neighbours is removed (its parts purged), so the
+// kept ones spread over the history and the newest is always there: a
+// query folds at most about (events in the log) / keep events per stream,
+// or every events near the present. The writer waits until the model has
+// replayed the log after a start, so a restart does not index the history
+// again.
 //
-// Safety: the index is written first without a removed snapshot, then
-// the new parts, then the index with the new one, each index write
-// conditional on the revision the writer read (a deposed writer's write
-// fails). A reader checks a snapshot's SHA-256 and that its positions
-// name the messages the streams hold (sequence and stored time); any
-// snapshot that fails (being rewritten, from another log) is skipped for
-// the next older one, and with none the fold starts at the log's start:
-// slower, never wrong. Snapshots are derived data: removing them (or the
-// bucket) costs only speed; no stream is ever deleted or purged.
+// Safety: the index is written first without a removed snapshot, then the
+// new parts, then the index with the new one, each index write conditional
+// on the revision the writer read (a deposed writer's write fails). A
+// reader checks a section's SHA-256 and that its position names the
+// message its stream holds (sequence and stored time); a section that fails
+// (being rewritten, from another log) is skipped for the next older one,
+// and with none the stream is folded from its start: slower, never wrong.
+// Snapshots are derived data: removing them (or the bucket) costs only
+// speed; no stream is ever deleted or purged.
 
 const (
 	snapshotIndexKey = "index"
 	snapshotPartSize = 512 << 10
-	// snapshotFormat is the version of snapshotState; a reader skips a
-	// snapshot of another.
+	// snapshotFormat is the version of the sections' content; a reader
+	// skips a snapshot of another.
 	snapshotFormat = 1
 	// snapshotLeaseKey is the writer's lease key in its lease bucket.
 	snapshotLeaseKey = "api-snapshots"
@@ -74,34 +85,39 @@ const (
 
 // SnapshotInfo describes one snapshot (an index entry).
 type SnapshotInfo struct {
-	Slot int `json:"slot"`
-	// At is the latest stored time of the messages it covers: it serves
-	// instants at or after it.
-	At time.Time `json:"at"`
-	// Streams are the positions it covers.
-	Streams map[string]position `json:"streams"`
-	// Events is the sum of the sequences: where it sits in the log.
+	Slot   int `json:"slot"`
+	Format int `json:"format"`
+	// Sections are the model's parts, by stream.
+	Sections map[string]SnapshotSection `json:"sections"`
+	// Events is the sum of the sections' sequences: where the snapshot
+	// sits in the log.
 	Events  uint64    `json:"events"`
 	Devices int       `json:"devices"`
-	Parts   int       `json:"parts"`
-	Size    int       `json:"size"` // gzip'd bytes
-	SHA256  string    `json:"sha256"`
 	SavedAt time.Time `json:"savedAt"`
+}
+
+// SnapshotSection is one stream's part of a snapshot: the fold of the
+// stream up to Seq, stored at Stored.
+type SnapshotSection struct {
+	Seq    uint64    `json:"seq"`
+	Stored time.Time `json:"stored"`
+	Parts  int       `json:"parts"`
+	Size   int       `json:"size"` // gzip'd bytes
+	SHA256 string    `json:"sha256"`
+}
+
+// size is the snapshot's gzip'd bytes.
+func (s SnapshotInfo) size() int {
+	n := 0
+	for _, sec := range s.Sections {
+		n += sec.Size
+	}
+	return n
 }
 
 // snapshotIndex is the index value.
 type snapshotIndex struct {
 	Snapshots []SnapshotInfo `json:"snapshots"`
-}
-
-// snapshotState is a snapshot's content.
-type snapshotState struct {
-	Format  int                 `json:"format"`
-	Streams map[string]position `json:"streams"`
-	// Fleet is fleet.State's JSON (MarshalJSON).
-	Fleet  json.RawMessage `json:"fleet"`
-	Jobs   []jobSnapshot   `json:"jobs"`
-	Alerts []alertView     `json:"alerts"`
 }
 
 // jobSnapshot is a job's view with its ledger.
@@ -116,95 +132,117 @@ type fleetCopy struct {
 	Devices []fleet.Device `json:"devices"`
 }
 
-func slotKey(slot, part int) string {
-	return "slot." + strconv.Itoa(slot) + "." + strconv.Itoa(part)
+func partKey(slot int, stream string, part int) string {
+	return "slot." + strconv.Itoa(slot) + "." + stream + "." + strconv.Itoa(part)
 }
 
 // snapshotCopy is the model copied under its read lock, to be encoded
 // after it is released: devices, jobs and alerts are copied by value (what
 // they point to, a target, is replaced and never changed in place by the
-// folds), ledgers encoded (their maps change in place).
+// folds), ledgers cloned (their maps change in place).
 type snapshotCopy struct {
-	streams map[string]position
-	fleet   fleetCopy
-	jobs    []jobSnapshot
-	alerts  []alertView
+	pos    map[string]position
+	fleet  fleetCopy
+	jobs   []jobView
+	alerts []alertView
 }
 
-// copyForSnapshot copies what a snapshot holds.
-func (m *model) copyForSnapshot() (*snapshotCopy, error) {
+// finished reports whether a job has ended (completed or aborted): the
+// fleet state never shows its waves again.
+func (j *jobView) finished() bool {
+	return j.Status == events.RolloutCompleted || j.Status == events.RolloutAborted
+}
+
+// copyForSnapshot copies what a snapshot holds, in a few milliseconds for
+// a large fleet: the folds wait for it.
+func (m *model) copyForSnapshot() *snapshotCopy {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	c := &snapshotCopy{streams: map[string]position{}, fleet: fleetCopy{LastSeq: m.fleet.LastSeq, Devices: make([]fleet.Device, 0, m.fleet.Len())},
-		jobs: make([]jobSnapshot, 0, len(m.jobs)), alerts: make([]alertView, 0, len(m.alerts))}
+	c := &snapshotCopy{pos: map[string]position{}, fleet: fleetCopy{LastSeq: m.fleet.LastSeq, Devices: make([]fleet.Device, 0, m.fleet.Len())},
+		jobs: make([]jobView, 0, len(m.jobs)), alerts: make([]alertView, 0, len(m.alerts))}
 	for _, name := range pastStreams {
-		c.streams[name] = m.pos[name]
+		c.pos[name] = m.pos[name]
 	}
 	m.fleet.Devices(func(d *fleet.Device) { c.fleet.Devices = append(c.fleet.Devices, *d) })
 	for _, j := range m.jobs {
-		l, err := json.Marshal(j.ledger)
-		if err != nil {
-			return nil, fmt.Errorf("encode job %s's ledger: %w", j.JobID, err)
+		v := *j
+		if j.finished() {
+			v.ledger = waves.NewLedger(j.JobID, j.ledger.DeviceTimeout)
+		} else {
+			v.ledger = j.ledger.Clone()
 		}
-		c.jobs = append(c.jobs, jobSnapshot{jobView: *j, Ledger: l})
+		c.jobs = append(c.jobs, v)
 	}
 	for _, a := range m.alerts {
 		c.alerts = append(c.alerts, *a)
 	}
-	return c, nil
+	return c
 }
 
-// encode returns the snapshot's JSON, in a stable order.
-func (c *snapshotCopy) encode() ([]byte, error) {
-	sortDevices(c.fleet.Devices)
-	sort.Slice(c.jobs, func(i, j int) bool { return c.jobs[i].JobID < c.jobs[j].JobID })
-	sort.Slice(c.alerts, func(i, j int) bool { return c.alerts[i].Key < c.alerts[j].Key })
-	fb, err := json.Marshal(c.fleet)
-	if err != nil {
-		return nil, err
-	}
-	return json.Marshal(snapshotState{Format: snapshotFormat, Streams: c.streams, Fleet: fb, Jobs: c.jobs, Alerts: c.alerts})
-}
-
-// at is the latest stored time of the positions, and events their sum.
-func snapshotPlace(streams map[string]position) (at time.Time, events uint64) {
-	for _, p := range streams {
-		if p.Stored.After(at) {
-			at = p.Stored
+// encode returns stream's section as JSON, in a stable order.
+func (c *snapshotCopy) encode(stream string) ([]byte, error) {
+	switch stream {
+	case events.StreamShadow:
+		sortDevices(c.fleet.Devices)
+		return json.Marshal(c.fleet)
+	case events.StreamRollout:
+		sort.Slice(c.jobs, func(i, j int) bool { return c.jobs[i].JobID < c.jobs[j].JobID })
+		jobs := make([]jobSnapshot, 0, len(c.jobs))
+		for _, j := range c.jobs {
+			l, err := json.Marshal(j.ledger)
+			if err != nil {
+				return nil, fmt.Errorf("encode job %s's ledger: %w", j.JobID, err)
+			}
+			jobs = append(jobs, jobSnapshot{jobView: j, Ledger: l})
 		}
-		events += p.Seq
+		return json.Marshal(jobs)
+	case events.StreamAlerts:
+		sort.Slice(c.alerts, func(i, j int) bool { return c.alerts[i].Key < c.alerts[j].Key })
+		return json.Marshal(c.alerts)
 	}
-	return at, events
+	return nil, fmt.Errorf("no snapshot section for stream %s", stream)
 }
 
-// restoreModel builds a model from a snapshot's JSON.
-func restoreModel(b []byte) (*model, error) {
-	var s snapshotState
-	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("decode snapshot: %w", err)
-	}
-	if s.Format != snapshotFormat {
-		return nil, fmt.Errorf("snapshot format %d, this version reads %d", s.Format, snapshotFormat)
-	}
-	m := newModel()
-	if err := m.fleet.UnmarshalJSON(s.Fleet); err != nil {
-		return nil, err
-	}
-	for _, js := range s.Jobs {
-		j := js.jobView
-		if err := json.Unmarshal(js.Ledger, &j.ledger); err != nil {
-			return nil, fmt.Errorf("job %s: %w", j.JobID, err)
+// restoreSection sets m's part folded from stream to the section's
+// content, and the stream's position to the section's. On an error m is
+// unchanged.
+func (m *model) restoreSection(stream string, sec SnapshotSection, b []byte) error {
+	switch stream {
+	case events.StreamShadow:
+		f := fleet.New()
+		if err := f.UnmarshalJSON(b); err != nil {
+			return err
 		}
-		m.jobs[j.JobID] = &j
+		m.fleet = f
+	case events.StreamRollout:
+		var list []jobSnapshot
+		if err := json.Unmarshal(b, &list); err != nil {
+			return fmt.Errorf("decode jobs: %w", err)
+		}
+		jobs := make(map[string]*jobView, len(list))
+		for _, js := range list {
+			j := js.jobView
+			if err := json.Unmarshal(js.Ledger, &j.ledger); err != nil {
+				return fmt.Errorf("job %s: %w", j.JobID, err)
+			}
+			jobs[j.JobID] = &j
+		}
+		m.jobs = jobs
+	case events.StreamAlerts:
+		var list []alertView
+		if err := json.Unmarshal(b, &list); err != nil {
+			return fmt.Errorf("decode alerts: %w", err)
+		}
+		alerts := make(map[string]*alertView, len(list))
+		for i := range list {
+			alerts[list[i].Key] = &list[i]
+		}
+		m.alerts = alerts
+	default:
+		return fmt.Errorf("no snapshot section for stream %s", stream)
 	}
-	for i := range s.Alerts {
-		a := s.Alerts[i]
-		m.alerts[a.Key] = &a
-	}
-	for name, p := range s.Streams {
-		m.pos[name] = p
-	}
-	return m, nil
+	m.pos[stream] = position{Seq: sec.Seq, Stored: sec.Stored}
+	return nil
 }
 
 // readIndex reads the index and its revision (0 and an empty index when
@@ -232,14 +270,14 @@ func readIndex(ctx context.Context, kv jetstream.KeyValue) (snapshotIndex, uint6
 	return idx, e.Revision(), nil
 }
 
-// readSnapshotParts reads, checks and decompresses one snapshot.
-func readSnapshotParts(ctx context.Context, kv jetstream.KeyValue, info SnapshotInfo) ([]byte, error) {
+// readSection reads, checks and decompresses one section.
+func readSection(ctx context.Context, kv jetstream.KeyValue, slot int, stream string, sec SnapshotSection) ([]byte, error) {
 	var zipped bytes.Buffer
-	for i := 0; i < info.Parts; i++ {
+	for i := 0; i < sec.Parts; i++ {
 		var e jetstream.KeyValueEntry
 		err := events.Retry(ctx, 3, func(ctx context.Context) error {
 			var err error
-			e, err = kv.Get(ctx, slotKey(info.Slot, i))
+			e, err = kv.Get(ctx, partKey(slot, stream, i))
 			if errors.Is(err, jetstream.ErrKeyNotFound) {
 				e = nil // removed: asking again will not bring it back
 				return nil
@@ -250,12 +288,12 @@ func readSnapshotParts(ctx context.Context, kv jetstream.KeyValue, info Snapshot
 			err = errors.New("missing (removed meanwhile?)")
 		}
 		if err != nil {
-			return nil, fmt.Errorf("part %d of %d: %w", i+1, info.Parts, err)
+			return nil, fmt.Errorf("part %d of %d: %w", i+1, sec.Parts, err)
 		}
 		zipped.Write(e.Value())
 	}
 	sum := sha256.Sum256(zipped.Bytes())
-	if hex.EncodeToString(sum[:]) != info.SHA256 {
+	if hex.EncodeToString(sum[:]) != sec.SHA256 {
 		return nil, errors.New("checksum mismatch (rewritten meanwhile?)")
 	}
 	zr, err := gzip.NewReader(&zipped)
@@ -265,9 +303,11 @@ func readSnapshotParts(ctx context.Context, kv jetstream.KeyValue, info Snapshot
 	return io.ReadAll(zr)
 }
 
-// loadSnapshotAt returns the model of the newest usable snapshot at or
-// before at, or nil when there is none; warnings say what was skipped.
-func loadSnapshotAt(ctx context.Context, js jetstream.JetStream, bucket string, at time.Time) (*model, *SnapshotInfo, []string) {
+// loadSnapshotAt returns a model restored, stream by stream, from the
+// newest usable section stored at or before at (a stream without one is
+// left empty, to be folded from its start), the snapshots used by stream,
+// and warnings saying what was skipped and why.
+func loadSnapshotAt(ctx context.Context, js jetstream.JetStream, bucket string, at time.Time) (*model, map[string]SnapshotInfo, []string) {
 	kv, err := js.KeyValue(ctx, bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil, nil, nil
@@ -279,52 +319,58 @@ func loadSnapshotAt(ctx context.Context, js jetstream.JetStream, bucket string, 
 	if err != nil {
 		return nil, nil, []string{fmt.Sprintf("%v; folding from the start", err)}
 	}
+	m, used := newModel(), map[string]SnapshotInfo{}
 	var warnings []string
-	for i := len(idx.Snapshots) - 1; i >= 0 && ctx.Err() == nil; i-- {
-		info := idx.Snapshots[i]
-		if info.At.After(at) {
-			continue
+	for _, stream := range pastStreams {
+		for i := len(idx.Snapshots) - 1; i >= 0 && ctx.Err() == nil; i-- {
+			info := idx.Snapshots[i]
+			sec, ok := info.Sections[stream]
+			if !ok || info.Format != snapshotFormat || sec.Stored.After(at) {
+				continue
+			}
+			if sec.Seq == 0 {
+				break // an empty stream then: nothing to start from
+			}
+			b, err := readSection(ctx, kv, info.Slot, stream, sec)
+			if err == nil {
+				err = checkPosition(ctx, js, stream, sec)
+			}
+			if err == nil {
+				err = m.restoreSection(stream, sec, b)
+			}
+			if err != nil {
+				warnings = append(warnings, fmt.Sprintf("%s section of the snapshot saved %s (slot %d) skipped: %v", stream,
+					info.SavedAt.Format(time.RFC3339Nano), info.Slot, err))
+				continue
+			}
+			used[stream] = info
+			break
 		}
-		b, err := readSnapshotParts(ctx, kv, info)
-		var m *model
-		if err == nil {
-			m, err = restoreModel(b)
-		}
-		if err == nil {
-			err = checkPositions(ctx, js, info.Streams)
-		}
-		if err != nil {
-			warnings = append(warnings, fmt.Sprintf("snapshot of %s (slot %d) skipped: %v", info.At.Format(time.RFC3339Nano), info.Slot, err))
-			continue
-		}
-		return m, &info, warnings
 	}
-	return nil, nil, warnings
+	if len(used) == 0 {
+		return nil, nil, warnings
+	}
+	return m, used, warnings
 }
 
-// checkPositions checks that the streams hold, at each position's
-// sequence, a message stored when the snapshot says: the snapshot is of
-// this log. A message aged out of its stream cannot be checked and passes.
-func checkPositions(ctx context.Context, js jetstream.JetStream, streams map[string]position) error {
-	for name, p := range streams {
-		if p.Seq == 0 {
-			continue
-		}
-		st, err := js.Stream(ctx, name)
-		if err != nil {
-			return fmt.Errorf("stream %s: %w", name, err)
-		}
-		msg, err := st.GetMsg(ctx, p.Seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("%s seq %d: %w", name, p.Seq, err)
-		}
-		if !msg.Time.Equal(p.Stored) {
-			return fmt.Errorf("%s seq %d was stored at %s, the snapshot says %s: not this log", name, p.Seq,
-				msg.Time.UTC().Format(time.RFC3339Nano), p.Stored.UTC().Format(time.RFC3339Nano))
-		}
+// checkPosition checks that stream holds, at the section's sequence, a
+// message stored when the section says: the snapshot is of this log. A
+// message aged out of its stream cannot be checked and passes.
+func checkPosition(ctx context.Context, js jetstream.JetStream, stream string, sec SnapshotSection) error {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", stream, err)
+	}
+	msg, err := st.GetMsg(ctx, sec.Seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%s seq %d: %w", stream, sec.Seq, err)
+	}
+	if !msg.Time.Equal(sec.Stored) {
+		return fmt.Errorf("%s seq %d was stored at %s, the snapshot says %s: not this log", stream, sec.Seq,
+			msg.Time.UTC().Format(time.RFC3339Nano), sec.Stored.UTC().Format(time.RFC3339Nano))
 	}
 	return nil
 }
@@ -339,14 +385,21 @@ type snapshotWriter struct {
 	clock    svc.Clock
 	replicas int
 
+	// ready reports whether the model has replayed its streams: while it
+	// catches up its folds are at unrelated points of the log, and a
+	// snapshot then would serve only instants after the furthest one.
+	ready func() bool
+
 	kv    jetstream.KeyValue
 	index snapshotIndex
 	rev   uint64
-	// last is when the newest snapshot was saved (or the writer began).
-	last time.Time
-	// written counts the snapshots this writer saved (tests read it).
-	written int
+	// last is when the newest snapshot was saved (or the writer began);
+	// after a failure nothing is tried before retryAt.
+	last, retryAt time.Time
 }
+
+// snapshotRetryPause is how long the writer waits after a failed save.
+const snapshotRetryPause = 10 * time.Second
 
 // run writes snapshots while this instance holds the lease, until ctx
 // ends. A failure is logged and tried again at the next tick; queries
@@ -401,11 +454,12 @@ func (w *snapshotWriter) active(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		if !w.due() {
+		if !w.ready() || w.clock.Now().Before(w.retryAt) || !w.due() {
 			continue
 		}
 		if err := w.save(ctx); err != nil && ctx.Err() == nil {
-			w.log.Warn("snapshot not saved; trying again later", "err", err)
+			w.retryAt = w.clock.Now().Add(snapshotRetryPause)
+			w.log.Warn("snapshot not saved; trying again later", "err", err, "retry_in", snapshotRetryPause)
 			if rerr := w.reload(ctx); rerr != nil {
 				w.log.Warn("reload the snapshot index", "err", rerr)
 			}
@@ -429,9 +483,9 @@ func (w *snapshotWriter) due() bool {
 	w.m.mu.RLock()
 	var ahead uint64
 	behind := false
-	var newest map[string]position
+	var newest map[string]SnapshotSection
 	if n := len(w.index.Snapshots); n > 0 {
-		newest = w.index.Snapshots[n-1].Streams
+		newest = w.index.Snapshots[n-1].Sections
 	}
 	for _, name := range pastStreams {
 		seq, had := w.m.pos[name].Seq, newest[name].Seq
@@ -452,27 +506,30 @@ func (w *snapshotWriter) due() bool {
 // save writes one snapshot of the live model (see the top of the file for
 // the order of the writes).
 func (w *snapshotWriter) save(ctx context.Context) error {
-	c, err := w.m.copyForSnapshot()
-	if err != nil {
-		return err
+	c := w.m.copyForSnapshot()
+	info := SnapshotInfo{Format: snapshotFormat, Sections: map[string]SnapshotSection{}, Devices: len(c.fleet.Devices), SavedAt: w.clock.Now().UTC()}
+	data := map[string][]byte{}
+	for _, stream := range pastStreams {
+		state, err := c.encode(stream)
+		if err != nil {
+			return fmt.Errorf("encode the %s section: %w", stream, err)
+		}
+		var zipped bytes.Buffer
+		zw, _ := gzip.NewWriterLevel(&zipped, gzip.BestSpeed)
+		if _, err := zw.Write(state); err != nil {
+			return fmt.Errorf("compress the %s section: %w", stream, err)
+		}
+		if err := zw.Close(); err != nil {
+			return fmt.Errorf("compress the %s section: %w", stream, err)
+		}
+		b := zipped.Bytes()
+		sum := sha256.Sum256(b)
+		p := c.pos[stream]
+		info.Sections[stream] = SnapshotSection{Seq: p.Seq, Stored: p.Stored, Size: len(b), SHA256: hex.EncodeToString(sum[:]),
+			Parts: (len(b) + snapshotPartSize - 1) / snapshotPartSize}
+		info.Events += p.Seq
+		data[stream] = b
 	}
-	state, err := c.encode()
-	if err != nil {
-		return fmt.Errorf("encode snapshot: %w", err)
-	}
-	var zipped bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&zipped, gzip.BestSpeed)
-	if _, err := zw.Write(state); err != nil {
-		return fmt.Errorf("compress snapshot: %w", err)
-	}
-	if err := zw.Close(); err != nil {
-		return fmt.Errorf("compress snapshot: %w", err)
-	}
-	b := zipped.Bytes()
-	sum := sha256.Sum256(b)
-	info := SnapshotInfo{Streams: c.streams, Devices: len(c.fleet.Devices), Size: len(b), SHA256: hex.EncodeToString(sum[:]),
-		Parts: (len(b) + snapshotPartSize - 1) / snapshotPartSize, SavedAt: w.clock.Now().UTC()}
-	info.At, info.Events = snapshotPlace(c.streams)
 
 	kept, removed := thin(append(append([]SnapshotInfo(nil), w.index.Snapshots...), info), w.cfg.Keep)
 	kept = kept[:len(kept)-1] // the new one, last, is added once written
@@ -481,30 +538,34 @@ func (w *snapshotWriter) save(ctx context.Context) error {
 			return err
 		}
 		for _, r := range removed {
-			for i := 0; i < r.Parts; i++ {
-				// Best effort: a leftover part costs space until its
-				// slot is used again, never correctness.
-				_ = w.kv.Purge(ctx, slotKey(r.Slot, i))
+			for stream, sec := range r.Sections {
+				for i := 0; i < sec.Parts; i++ {
+					// Best effort: a leftover part costs space until
+					// its slot is used again, never correctness.
+					_ = w.kv.Purge(ctx, partKey(r.Slot, stream, i))
+				}
 			}
 		}
 	}
 	info.Slot = freeSlot(kept)
-	for i := 0; i < info.Parts; i++ {
-		part := b[i*snapshotPartSize : min((i+1)*snapshotPartSize, len(b))]
-		if err := events.Retry(ctx, 3, func(ctx context.Context) error {
-			_, err := w.kv.Put(ctx, slotKey(info.Slot, i), part)
-			return err
-		}); err != nil {
-			return fmt.Errorf("write snapshot part %d of %d: %w", i+1, info.Parts, err)
+	for _, stream := range pastStreams {
+		b, sec := data[stream], info.Sections[stream]
+		for i := 0; i < sec.Parts; i++ {
+			part := b[i*snapshotPartSize : min((i+1)*snapshotPartSize, len(b))]
+			if err := events.Retry(ctx, 3, func(ctx context.Context) error {
+				_, err := w.kv.Put(ctx, partKey(info.Slot, stream, i), part)
+				return err
+			}); err != nil {
+				return fmt.Errorf("write part %d of %d of the %s section: %w", i+1, sec.Parts, stream, err)
+			}
 		}
 	}
 	if err := w.writeIndex(ctx, append(kept, info)); err != nil {
 		return err
 	}
 	w.last = w.clock.Now()
-	w.written++
-	w.log.Debug("snapshot saved", "at", info.At, "slot", info.Slot, "bytes", info.Size, "devices", info.Devices,
-		"shadow_seq", info.Streams[events.StreamShadow].Seq)
+	w.log.Debug("snapshot saved", "slot", info.Slot, "bytes", info.size(), "devices", info.Devices,
+		"shadow_seq", info.Sections[events.StreamShadow].Seq)
 	return nil
 }
 

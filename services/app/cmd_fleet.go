@@ -111,12 +111,8 @@ func cmdFleet(ctx context.Context, env *Env, args []string) error {
 
 // printFoldStats says on stderr how the answer was computed.
 func printFoldStats(w io.Writer, p *api.Past) {
-	from := "the start of the log"
-	if s := p.Stats.Snapshot; s != nil {
-		from = fmt.Sprintf("the snapshot of %s (%d devices)", s.At.UTC().Format(time.RFC3339Nano), s.Devices)
-	}
-	fmt.Fprintf(w, "fleet at %s: folded %d events from %s in %s\n", p.At().UTC().Format(time.RFC3339Nano), p.Stats.Events, from,
-		p.Stats.Elapsed.Round(time.Millisecond))
+	fmt.Fprintf(w, "fleet at %s: folded %d events from %s in %s\n", p.At().UTC().Format(time.RFC3339Nano), p.Stats.Events,
+		p.Stats.FromText(), p.Stats.Elapsed.Round(time.Millisecond))
 	for _, warn := range p.Stats.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", warn)
 	}

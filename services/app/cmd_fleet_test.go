@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -319,7 +321,7 @@ func TestFleetAtReproducesLiveRollout(t *testing.T) {
 			if code != 0 {
 				t.Fatalf("%s: %v: exit %d: %s", in.name, args, code, errs)
 			}
-			if strings.Contains(errs, "from the snapshot of") {
+			if strings.Contains(errs, "from snapshots:") {
 				snapshotsUsed++
 			} else if !strings.Contains(errs, "from the start of the log") {
 				t.Errorf("%s: %v: stderr %q does not say where the fold started", in.name, args, errs)
@@ -423,5 +425,274 @@ func TestFleetAtCommandLine(t *testing.T) {
 					tt.code, tt.stdout, tt.stderr)
 			}
 		})
+	}
+}
+
+// BenchmarkFleetAt measures "otawatch fleet at T" on a history of
+// OTAWATCH_BENCH_EVENTS (1,000,000) events over OTAWATCH_BENCH_DEVICES
+// (10,000) devices: rollouts of the whole fleet in waves of a tenth
+// (job and wave events, a desired state, an in_progress and a completed or
+// failed report per device, an alert per failure, resolved by the next
+// rollout) about 30% of the events, and the devices' presence (the broker
+// saying offline, then online) the rest, in between. The api service runs
+// while the history is stored, as it would live, writing its snapshot
+// index (http.snapshots defaults: every 50,000 events). Then the command
+// folds to instants at 10%, 50%, 90% and the end of the history, from the
+// snapshots and with --no-snapshots, and prints each time; the two answers
+// must be equal (scripts/bench fleet).
+func BenchmarkFleetAt(b *testing.B) {
+	n := benchEnv("OTAWATCH_BENCH_EVENTS", 1_000_000)
+	fleetSize := benchEnv("OTAWATCH_BENCH_DEVICES", 10_000)
+	js := testutil.StartJetStream(b, testutil.JetStreamOptions{})
+	nc, err := nats.Connect(js.Server.ClientURL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(nc.Close)
+	jsx, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	as, err := api.New(api.Config{Listen: "127.0.0.1:0"}, svc.Deps{NC: nc, JS: jsx, Streams: events.StreamOptions{Replicas: 1}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- as.Run(ctx) }()
+	b.Cleanup(func() { cancel(); <-done })
+
+	began := time.Now()
+	pub := newBenchPublisher(b, js.JS)
+	fleetHistory(n, fleetSize, pub.publish)
+	pub.flush()
+	stored := time.Since(began)
+	end := time.Now().UTC()
+	last := map[string]uint64{}
+	for _, s := range []string{events.StreamShadow, events.StreamRollout, events.StreamAlerts} {
+		st, _ := js.JS.Stream(ctx, s)
+		info, _ := st.Info(ctx)
+		last[s] = info.State.LastSeq
+	}
+	fmt.Printf("stored %d events (SHADOW %d, ROLLOUT %d, ALERTS %d) over %d devices in %s\n", pub.n, last[events.StreamShadow],
+		last[events.StreamRollout], last[events.StreamAlerts], fleetSize, stored.Round(time.Millisecond))
+	// Wait for the api to apply the history and index it, as a live one
+	// has.
+	testutil.Eventually(b, 10*time.Minute, func() bool {
+		resp, err := http.Get("http://" + as.Addr() + "/api/v1/fleet/state")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var st api.FleetState
+		return json.NewDecoder(resp.Body).Decode(&st) == nil && reflect.DeepEqual(st.Streams, last)
+	}, "the api did not apply the history")
+	time.Sleep(2 * time.Second) // the writer's last snapshot
+	kv, err := js.JS.KeyValue(ctx, api.DefaultSnapshotBucket)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if e, err := kv.Get(ctx, "index"); err == nil {
+		var idx struct {
+			Snapshots []api.SnapshotInfo `json:"snapshots"`
+		}
+		_ = json.Unmarshal(e.Value(), &idx)
+		size, gap := 0, uint64(0)
+		for i, s := range idx.Snapshots {
+			for _, sec := range s.Sections {
+				size += sec.Size
+			}
+			if i > 0 {
+				gap = max(gap, s.Events-idx.Snapshots[i-1].Events)
+			}
+		}
+		fmt.Printf("snapshot index: %d snapshots, %d bytes gzip'd in all (%.0f a snapshot), at most %d events apart\n",
+			len(idx.Snapshots), size, float64(size)/float64(max(len(idx.Snapshots), 1)), gap)
+	}
+
+	shadow, _ := js.JS.Stream(ctx, events.StreamShadow)
+	instant := func(frac float64) time.Time {
+		m, err := shadow.GetMsg(ctx, max(1, uint64(frac*float64(last[events.StreamShadow]))))
+		if err != nil {
+			b.Fatal(err)
+		}
+		return m.Time
+	}
+	for i := 0; i < b.N; i++ {
+		for _, at := range []struct {
+			name string
+			t    time.Time
+		}{{"10%", instant(0.1)}, {"50%", instant(0.5)}, {"90%", instant(0.9)}, {"end", end}} {
+			var outs [2]string
+			for k, mode := range [][]string{nil, {"--no-snapshots"}} {
+				args := append([]string{"fleet", "at", at.t.Format(time.RFC3339Nano), "--json", "--nats", js.Server.ClientURL()}, mode...)
+				var out, errb bytes.Buffer
+				start := time.Now()
+				if code := Main(context.Background(), args, &Env{Stdout: &out, Stderr: &errb}); code != 0 {
+					b.Fatalf("%v: exit %d: %s", args, code, errb.String())
+				}
+				el := time.Since(start)
+				outs[k] = out.String()
+				summary := errb.String()
+				if i := strings.LastIndex(strings.TrimSpace(summary), "\n"); i >= 0 {
+					summary = strings.TrimSpace(summary)[i+1:] // the progress lines before it
+				}
+				label := "snapshots"
+				if mode != nil {
+					label = "--no-snapshots"
+				}
+				fmt.Printf("fleet at %-3s %-15s %6.2fs  %s", at.name, label, el.Seconds(), summary)
+				if !strings.HasSuffix(summary, "\n") {
+					fmt.Println()
+				}
+				if at.name == "end" {
+					b.ReportMetric(el.Seconds(), "s/at_end_"+strings.TrimLeft(label, "-"))
+				}
+			}
+			if outs[0] != outs[1] {
+				b.Fatalf("fleet at %s: the answer from snapshots differs from the one from the start of the log", at.name)
+			}
+		}
+	}
+}
+
+func benchEnv(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// benchPublisher stores events asynchronously, a window at a time.
+type benchPublisher struct {
+	tb   testing.TB
+	js   jetstream.JetStream
+	acks []jetstream.PubAckFuture
+	n    int
+}
+
+func newBenchPublisher(tb testing.TB, js jetstream.JetStream) *benchPublisher {
+	return &benchPublisher{tb: tb, js: js}
+}
+
+func (p *benchPublisher) publish(subject, typ, id string, data any) {
+	b, err := events.Encode(id, events.SourceBridge, typ, subject, time.Now().UTC(), data)
+	if err != nil {
+		p.tb.Fatal(err)
+	}
+	a, err := p.js.PublishAsync(subject, b)
+	if err != nil {
+		p.tb.Fatal(err)
+	}
+	p.acks = append(p.acks, a)
+	p.n++
+	if len(p.acks) == 2048 { // under nats.go's 4,000 pending async publishes
+		p.flush()
+	}
+}
+
+func (p *benchPublisher) flush() {
+	for _, a := range p.acks {
+		select {
+		case <-a.Ok():
+		case err := <-a.Err():
+			p.tb.Fatal(err)
+		}
+	}
+	p.acks = p.acks[:0]
+}
+
+// fleetHistory emits about n events over a fleet of size devices (see
+// BenchmarkFleetAt).
+func fleetHistory(n, size int, emit func(subject, typ, id string, data any)) {
+	const typ = "gateway"
+	dev := func(i int) string { return fmt.Sprintf("gw-%05d", i) }
+	waveSize := max(size/10, 1)
+	perRollout := 3*size + 2*(size/50) + 3*(size/waveSize) + 3 + size/100
+	rollouts := max(1, int(0.3*float64(n))/perRollout)
+	presence := max(0, n-rollouts*perRollout)
+	waves := (size + waveSize - 1) / waveSize
+	presencePerWave := presence / (rollouts * waves)
+	seq := 0
+	id := func() string { seq++; return "e" + strconv.Itoa(seq) }
+	online := make([]bool, size)
+	for i := range online {
+		online[i] = true
+	}
+	next := 0
+	failed := map[int]string{} // device -> the key of its open alert
+	for r := 1; r <= rollouts; r++ {
+		job := fmt.Sprintf("job-%03d", r)
+		version := fmt.Sprintf("5.%d.0", r)
+		target := events.DesiredFirmware{Version: version, Checksum: "sha256:" + strings.Repeat("ab", 32), URL: "https://fw.example/" + version}
+		plan := make([][]events.DeviceRef, waves)
+		for i := 0; i < size; i++ {
+			plan[i/waveSize] = append(plan[i/waveSize], events.DeviceRef{TypeID: typ, DeviceID: dev(i)})
+		}
+		rollout := func(name, evType string, d events.RolloutData) {
+			d.JobID = job
+			emit(events.RolloutSubject(job, name), evType, id(), &d)
+		}
+		rollout("job_created", events.TypeRolloutJobCreated, events.RolloutData{Target: &target,
+			Spec: &events.RolloutSpec{ID: job, Target: target, WaveSize: waveSize, Gate: 0.9, MaxFailure: 0.1, DeviceTimeout: events.Duration(time.Hour)}})
+		rollout("job_started", events.TypeRolloutJobStarted, events.RolloutData{Plan: &events.RolloutPlan{Waves: plan}})
+		for w, refs := range plan {
+			rollout("wave_started", events.TypeRolloutWaveStarted, events.RolloutData{Wave: w + 1})
+			for k := 0; k < len(refs); k += 100 {
+				rollout("devices_sent", events.TypeRolloutDevicesSent, events.RolloutData{Wave: w + 1, Devices: refs[k:min(k+100, len(refs))]})
+			}
+			for _, ref := range refs {
+				emit(events.ShadowDesiredSubject(typ, ref.DeviceID), events.TypeShadowDesired, id(),
+					&events.ShadowDesiredData{TypeID: typ, DeviceID: ref.DeviceID, JobID: job, Wave: w + 1, Firmware: target})
+			}
+			for _, status := range []string{events.StatusInProgress, "finish"} {
+				for k, ref := range refs {
+					i := w*waveSize + k
+					fw := events.Firmware{Version: version, Status: status, Timestamp: time.Now().UTC(), Checksum: target.Checksum,
+						PreviousVersion: fmt.Sprintf("5.%d.0", r-1), UpdateDuration: float64(60 + i%120)}
+					if status == "finish" {
+						fw.Status = events.StatusCompleted
+						if (i*7+r)%50 == 0 {
+							code := "E_FLASH"
+							fw.Status, fw.ErrorCode = events.StatusFailed, &code
+						}
+					}
+					emit(events.ShadowReportedSubject(typ, ref.DeviceID), events.TypeShadowReported, id(),
+						&events.ShadowReportedData{TypeID: typ, DeviceID: ref.DeviceID, Topic: events.ReportTopic(typ, ref.DeviceID), Firmware: fw})
+					if status != "finish" {
+						continue
+					}
+					if key, open := failed[i]; open && fw.Status == events.StatusCompleted {
+						d := events.AlertData{Key: key, RuleID: "device-failed", Severity: "critical", State: events.AlertResolved,
+							TypeID: typ, DeviceID: ref.DeviceID, StartsAt: time.Now().UTC()}
+						emit(events.AlertSubject(events.AlertResolved, "critical", "device-failed"), events.TypeAlertResolved, id(), &d)
+						delete(failed, i)
+					}
+					if fw.Status == events.StatusFailed {
+						key := "device-failed/" + typ + "/" + ref.DeviceID
+						d := events.AlertData{Key: key, RuleID: "device-failed", Severity: "critical", State: events.AlertRaised,
+							TypeID: typ, DeviceID: ref.DeviceID, JobID: job, Wave: w + 1, Message: ref.DeviceID + " failed", StartsAt: time.Now().UTC()}
+						emit(events.AlertSubject(events.AlertRaised, "critical", "device-failed"), events.TypeAlertRaised, id(), &d)
+						failed[i] = key
+					}
+				}
+			}
+			rollout("wave_gated", events.TypeRolloutWaveGated, events.RolloutData{Wave: w + 1, Reason: "gate passed"})
+			rollout("wave_completed", events.TypeRolloutWaveCompleted, events.RolloutData{Wave: w + 1})
+			// The devices' connections between waves: the broker says
+			// offline, then online.
+			for k := 0; k < presencePerWave; k++ {
+				i := next % size
+				next += 7
+				online[i] = !online[i]
+				state := events.PresenceOffline
+				if online[i] {
+					state = events.PresenceOnline
+				}
+				emit(events.DevicePresenceSubject(typ, dev(i)), events.TypeDevicePresence, id(),
+					&events.DevicePresenceData{TypeID: typ, DeviceID: dev(i), State: state, LastSeen: time.Now().UTC()})
+			}
+		}
+		rollout("job_completed", events.TypeRolloutJobCompleted, events.RolloutData{})
 	}
 }
