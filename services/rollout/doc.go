@@ -100,6 +100,21 @@
 // each needs all of them; events.ConsumerRolloutShadow stays reserved for a
 // durable consumer that resumes from a snapshot.
 //
+// # Replay and what-if
+//
+// Because Decide is pure and takes its time from the tick, a job's log is
+// enough to decide again. Replay (replay.go, "otawatch replay rollout")
+// folds a job's ROLLOUT events and the SHADOW stream as the driver did and
+// checks every recorded decision against Decide at the decision's own
+// time, allowing the driver's fold to have lagged the stream by up to a
+// bound; it names a decision that differs, came late or is missing.
+// WhatIf (whatif.go, "otawatch rollout what-if") runs a recorded job again
+// under other settings in a discrete-event simulation on a virtual clock:
+// the driver's tick (Decide, then the rate-limited sends) at the recorded
+// ticks and on the ticker's grid between them, each device's recorded
+// reports at their offsets from the simulated send. ReadRecording reads
+// what both need from the streams.
+//
 // # Building it
 //
 // New(cfg, deps) applies the defaults, validates, and returns a
