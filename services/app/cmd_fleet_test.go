@@ -125,17 +125,7 @@ func TestFleetAtReproducesLiveRollout(t *testing.T) {
 	}
 	// Devices no simulator answers for: two that reported a day ago and
 	// were then guessed potentially offline, and one that never reports.
-	day := time.Now().Add(-24 * time.Hour).UTC().Truncate(time.Second)
-	for _, id := range offline {
-		fw := events.Firmware{Version: "1.0.0", Status: events.StatusCompleted, Timestamp: day, Checksum: "sha256:" + strings.Repeat("1", 64)}
-		publish(t, js, events.ShadowReportedSubject(simulator.DefaultType, id), events.ReportEventID(simulator.DefaultType, id, fw),
-			events.TypeShadowReported, id, day, events.ShadowReportedData{TypeID: simulator.DefaultType, DeviceID: id,
-				Topic: events.ReportTopic(simulator.DefaultType, id), Firmware: fw})
-		publish(t, js, events.DevicePresenceSubject(simulator.DefaultType, id),
-			events.PresenceEventID(simulator.DefaultType, id, events.PresencePotentiallyOffline, day),
-			events.TypeDevicePresence, id, day.Add(time.Hour), events.DevicePresenceData{TypeID: simulator.DefaultType, DeviceID: id,
-				State: events.PresencePotentiallyOffline, LastSeen: day})
-	}
+	publishGuessedOffline(t, js, offline)
 
 	rcfg := rollout.Config{Broker: broker, Tick: 20 * time.Millisecond, LeaseTTL: time.Second, RetainedWait: time.Second}
 	rcfg.SetDefaults()

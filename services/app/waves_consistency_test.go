@@ -108,17 +108,7 @@ func TestWaveProgressSameEverywhere(t *testing.T) {
 
 	// The devices no simulator answers for: a report a day ago, then
 	// otawatch's guess that they went offline; or nothing at all.
-	day := time.Now().Add(-24 * time.Hour).UTC().Truncate(time.Second)
-	for _, id := range offline {
-		fw := events.Firmware{Version: "1.0.0", Status: events.StatusCompleted, Timestamp: day, Checksum: "sha256:" + strings.Repeat("1", 64)}
-		publish(t, js, events.ShadowReportedSubject(simulator.DefaultType, id), events.ReportEventID(simulator.DefaultType, id, fw),
-			events.TypeShadowReported, id, day, events.ShadowReportedData{TypeID: simulator.DefaultType, DeviceID: id,
-				Topic: events.ReportTopic(simulator.DefaultType, id), Firmware: fw})
-		publish(t, js, events.DevicePresenceSubject(simulator.DefaultType, id),
-			events.PresenceEventID(simulator.DefaultType, id, events.PresencePotentiallyOffline, day),
-			events.TypeDevicePresence, id, day.Add(time.Hour), events.DevicePresenceData{TypeID: simulator.DefaultType, DeviceID: id,
-				State: events.PresencePotentiallyOffline, LastSeen: day})
-	}
+	publishGuessedOffline(t, js, offline)
 
 	rcfg := rollout.Config{Broker: broker, Tick: 20 * time.Millisecond, LeaseTTL: time.Second, RetainedWait: time.Second}
 	rcfg.SetDefaults()
@@ -356,6 +346,24 @@ func jobNumbers(j *events.RolloutJob) []waveNumbers {
 		out = append(out, waveNumbers{Wave: w.Wave, WaveProgress: w.Progress})
 	}
 	return out
+}
+
+// publishGuessedOffline stores, for each of ids (of the simulator's
+// type), a report a day ago and then otawatch's guess that the device went
+// potentially offline: devices of a plan that no simulator answers for.
+func publishGuessedOffline(t *testing.T, js *testutil.JetStream, ids []string) {
+	t.Helper()
+	day := time.Now().Add(-24 * time.Hour).UTC().Truncate(time.Second)
+	for _, id := range ids {
+		fw := events.Firmware{Version: "1.0.0", Status: events.StatusCompleted, Timestamp: day, Checksum: "sha256:" + strings.Repeat("1", 64)}
+		publish(t, js, events.ShadowReportedSubject(simulator.DefaultType, id), events.ReportEventID(simulator.DefaultType, id, fw),
+			events.TypeShadowReported, id, day, events.ShadowReportedData{TypeID: simulator.DefaultType, DeviceID: id,
+				Topic: events.ReportTopic(simulator.DefaultType, id), Firmware: fw})
+		publish(t, js, events.DevicePresenceSubject(simulator.DefaultType, id),
+			events.PresenceEventID(simulator.DefaultType, id, events.PresencePotentiallyOffline, day),
+			events.TypeDevicePresence, id, day.Add(time.Hour), events.DevicePresenceData{TypeID: simulator.DefaultType, DeviceID: id,
+				State: events.PresencePotentiallyOffline, LastSeen: day})
+	}
 }
 
 // publish stores one event on SHADOW as a service would.
