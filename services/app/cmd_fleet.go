@@ -10,8 +10,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/services/api"
 	"github.com/otawatch/otawatch/services/internal/fleet"
@@ -71,15 +69,11 @@ func cmdFleet(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	nc, err := connectCLI(cfg, *natsURL, "otawatch fleet")
+	nc, js, err := connectCLIJetStream(cfg, *natsURL, "otawatch fleet")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
 	o := api.PastOptions{Bucket: cfg.HTTP.Snapshots.Bucket, Progress: func(s string) { fmt.Fprintln(env.Stderr, s) }}
 	if *noSnapshots {
 		o.Bucket = ""
