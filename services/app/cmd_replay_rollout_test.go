@@ -5,18 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/otawatch/otawatch/events"
-	"github.com/otawatch/otawatch/services/bridge"
-	"github.com/otawatch/otawatch/services/internal/svc"
 	"github.com/otawatch/otawatch/services/internal/testutil"
 	"github.com/otawatch/otawatch/services/rollout"
 	"github.com/otawatch/otawatch/services/simulator"
@@ -28,60 +21,15 @@ import (
 func recordSimulatedRollout(t *testing.T) (*testutil.JetStream, string) {
 	t.Helper()
 	const devices = 60
-	js := testutil.StartJetStream(t, testutil.JetStreamOptions{MQTT: true})
-	broker := "tcp://" + js.Server.MQTTAddr()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	connect := func() (*nats.Conn, jetstream.JetStream) {
-		nc, err := nats.Connect(js.Server.ClientURL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		jsx, err := jetstream.New(nc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return nc, jsx
-	}
-	run := func(name string, s svc.Service) {
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- s.Run(ctx) }()
-		t.Cleanup(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("%s: Run returned %v", name, err)
-			}
-		})
-	}
-	nc, jsx := connect()
-	health := svc.NewHealth()
-	b, err := bridge.New(bridge.Config{Broker: broker, ClientID: "bridge-replay"},
-		svc.Deps{Log: log, NC: nc, JS: jsx, Streams: events.StreamOptions{Replicas: 1}, Health: health})
+	l := startLive(t)
+	l.startBridge("bridge-replay")
+	f := l.startFleet(simulator.FleetConfig{Devices: devices, TimeScale: 1000, FailureRate: 0.1, Seed: 11, ClientIDPrefix: "sim-replay"})
+	s, err := rollout.New(rollout.Config{Broker: l.broker, Tick: 20 * time.Millisecond, LeaseTTL: time.Second, Instance: "replay"}, l.deps())
 	if err != nil {
 		t.Fatal(err)
 	}
-	run("bridge", b)
-	testutil.Eventually(t, 30*time.Second, func() bool { return len(health.Status()) > 0 && health.Ready() },
-		"the bridge never subscribed: %v", health.Status())
-	f, err := simulator.NewFleet(simulator.FleetConfig{Broker: broker, Mode: simulator.ModeFleet, Devices: devices, TimeScale: 1000,
-		FailureRate: 0.1, Seed: 11, ClientIDPrefix: "sim-replay"}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	run("simulator", f)
-	select {
-	case <-f.Ready():
-	case <-time.After(60 * time.Second):
-		t.Fatalf("the simulated fleet did not connect: %+v", f.Stats())
-	}
-	nc, jsx = connect()
-	s, err := rollout.New(rollout.Config{Broker: broker, Tick: 20 * time.Millisecond, LeaseTTL: time.Second, Instance: "replay"},
-		svc.Deps{Log: log, NC: nc, JS: jsx, Streams: events.StreamOptions{Replicas: 1}, Health: svc.NewHealth()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	run("rollout", s)
+	l.run("rollout", s)
+	js := l.js
 
 	spec := &events.RolloutSpec{ID: "fw42", Target: events.DesiredFirmware{Version: "4.2.0", Checksum: "sha256:" + strings.Repeat("42", 32),
 		URL: "https://fw.example/4.2.0.bin"}, WaveSize: 15, Gate: 0.8, MaxFailure: 0.3, MinFinished: 5, Rate: 500,
