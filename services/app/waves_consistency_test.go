@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -15,12 +14,9 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/services/api"
-	"github.com/otawatch/otawatch/services/bridge"
-	"github.com/otawatch/otawatch/services/internal/svc"
 	"github.com/otawatch/otawatch/services/internal/testutil"
 	"github.com/otawatch/otawatch/services/rollout"
 	"github.com/otawatch/otawatch/services/simulator"
@@ -54,57 +50,10 @@ func TestWaveProgressSameEverywhere(t *testing.T) {
 	devices := simulated + len(offline) + len(silent)
 	waveCount := (devices + waveSize - 1) / waveSize
 
-	js := testutil.StartJetStream(t, testutil.JetStreamOptions{MQTT: true})
-	broker := "tcp://" + js.Server.MQTTAddr()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	connect := func() (*nats.Conn, jetstream.JetStream) {
-		nc, err := nats.Connect(js.Server.ClientURL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		jsx, err := jetstream.New(nc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return nc, jsx
-	}
-	run := func(name string, s svc.Service) {
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- s.Run(ctx) }()
-		t.Cleanup(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("%s: Run returned %v", name, err)
-			}
-		})
-	}
-
-	// The bridge, and devices only once it subscribed.
-	nc, jsx := connect()
-	health := svc.NewHealth()
-	b, err := bridge.New(bridge.Config{Broker: broker, ClientID: "bridge-waves"},
-		svc.Deps{Log: log, NC: nc, JS: jsx, Streams: events.StreamOptions{Replicas: 1}, Health: health})
-	if err != nil {
-		t.Fatal(err)
-	}
-	run("bridge", b)
-	testutil.Eventually(t, 30*time.Second, func() bool { return len(health.Status()) > 0 && health.Ready() },
-		"the bridge never subscribed: %v", health.Status())
-
-	fleetCfg := simulator.FleetConfig{Broker: broker, Mode: simulator.ModeFleet, Devices: simulated, TimeScale: 1000,
-		FailureRate: 0.1, Seed: 11, ClientIDPrefix: "sim-waves"}
-	f, err := simulator.NewFleet(fleetCfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	run("simulator", f)
-	select {
-	case <-f.Ready():
-	case <-time.After(60 * time.Second):
-		t.Fatalf("the simulated fleet did not connect: %+v", f.Stats())
-	}
+	l := startLive(t)
+	js, broker := l.js, l.broker
+	l.startBridge("bridge-waves") // devices only once it subscribed
+	f := l.startFleet(simulator.FleetConfig{Devices: simulated, TimeScale: 1000, FailureRate: 0.1, Seed: 11, ClientIDPrefix: "sim-waves"})
 
 	// The devices no simulator answers for: a report a day ago, then
 	// otawatch's guess that they went offline; or nothing at all.
@@ -112,20 +61,17 @@ func TestWaveProgressSameEverywhere(t *testing.T) {
 
 	rcfg := rollout.Config{Broker: broker, Tick: 20 * time.Millisecond, LeaseTTL: time.Second, RetainedWait: time.Second}
 	rcfg.SetDefaults()
-	nc, jsx = connect()
-	rs, err := rollout.New(rcfg, svc.Deps{Log: log, NC: nc, JS: jsx, Streams: events.StreamOptions{Replicas: 1}, Health: svc.NewHealth()})
+	rs, err := rollout.New(rcfg, l.deps())
 	if err != nil {
 		t.Fatal(err)
 	}
-	run("rollout", rs)
+	l.run("rollout", rs)
 
-	nc, jsx = connect()
-	as, err := api.New(api.Config{Listen: "127.0.0.1:0", DashboardRefresh: 20 * time.Millisecond},
-		svc.Deps{Log: log, NC: nc, JS: jsx, Streams: events.StreamOptions{Replicas: 1}, Health: svc.NewHealth()})
+	as, err := api.New(api.Config{Listen: "127.0.0.1:0", DashboardRefresh: 20 * time.Millisecond}, l.deps())
 	if err != nil {
 		t.Fatal(err)
 	}
-	run("api", as)
+	l.run("api", as)
 	testutil.Eventually(t, 10*time.Second, func() bool { return as.Addr() != "" }, "the api did not listen")
 	base := "http://" + as.Addr()
 
