@@ -176,39 +176,31 @@ func (s *Service) handleDevice(w http.ResponseWriter, r *http.Request) {
 
 // handleFleet answers the fleet metrics (?at=: at that instant).
 func (s *Service) handleFleet(w http.ResponseWriter, r *http.Request) {
-	m, _, ok := s.modelFor(w, r)
-	if !ok {
-		return
-	}
-	m.mu.RLock()
-	fm := m.fleet.Metrics()
-	m.mu.RUnlock()
-	writeJSON(w, http.StatusOK, fm)
+	s.readModel(w, r, func(m *model, _ time.Time) any { return m.fleet.Metrics() })
 }
 
 // handleFleetState answers the fleet state (FleetState: metrics,
 // versions, running and paused rollouts with their waves, devices not
 // online, active alerts), now or, with ?at=, at that instant.
 func (s *Service) handleFleetState(w http.ResponseWriter, r *http.Request) {
-	m, at, ok := s.modelFor(w, r)
-	if !ok {
-		return
-	}
-	m.mu.RLock()
-	st := m.state(at.UTC(), false)
-	m.mu.RUnlock()
-	writeJSON(w, http.StatusOK, st)
+	s.readModel(w, r, func(m *model, at time.Time) any { return m.state(at.UTC(), false) })
 }
 
 // handleAlerts answers the active alerts, newest first (?at=: those
 // active at that instant).
 func (s *Service) handleAlerts(w http.ResponseWriter, r *http.Request) {
-	m, _, ok := s.modelFor(w, r)
+	s.readModel(w, r, func(m *model, _ time.Time) any { return map[string]any{"alerts": m.activeAlerts()} })
+}
+
+// readModel answers a GET with what read returns of the model the request
+// reads (modelFor: live, or at ?at=), under its read lock.
+func (s *Service) readModel(w http.ResponseWriter, r *http.Request, read func(m *model, at time.Time) any) {
+	m, at, ok := s.modelFor(w, r)
 	if !ok {
 		return
 	}
 	m.mu.RLock()
-	a := m.activeAlerts()
+	v := read(m, at)
 	m.mu.RUnlock()
-	writeJSON(w, http.StatusOK, map[string]any{"alerts": a})
+	writeJSON(w, http.StatusOK, v)
 }
