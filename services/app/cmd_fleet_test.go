@@ -523,18 +523,17 @@ func BenchmarkFleetAt(b *testing.B) {
 				}
 				el := time.Since(start)
 				outs[k] = out.String()
-				summary := errb.String()
-				if i := strings.LastIndex(strings.TrimSpace(summary), "\n"); i >= 0 {
-					summary = strings.TrimSpace(summary)[i+1:] // the progress lines before it
+				summary := strings.TrimSpace(errb.String())
+				progress := strings.Count(summary, "\n") // the progress lines before the summary
+				if i := strings.LastIndex(summary, "\n"); i >= 0 {
+					summary = summary[i+1:]
 				}
+				summary += fmt.Sprintf(" (%d progress lines)", progress)
 				label := "snapshots"
 				if mode != nil {
 					label = "--no-snapshots"
 				}
-				fmt.Printf("fleet at %-3s %-15s %6.2fs  %s", at.name, label, el.Seconds(), summary)
-				if !strings.HasSuffix(summary, "\n") {
-					fmt.Println()
-				}
+				fmt.Printf("fleet at %-3s %-15s %6.2fs  %s\n", at.name, label, el.Seconds(), summary)
 				if at.name == "end" {
 					b.ReportMetric(el.Seconds(), "s/at_end_"+strings.TrimLeft(label, "-"))
 				}
