@@ -9,11 +9,12 @@
 // made by deploy/make-secrets, or a temporary directory for a volume. Then:
 //
 //   - otawatch containers: every OTAWATCH_* variable names a configuration
-//     key (the loader ignores any other); the command is a real subcommand; "run" goes
-//     through app.PlanRun (run's own flags, config loading with every
-//     OTAWATCH_* variable, validation and service selection), other
-//     commands are run for real (the init job that writes Mosquitto's
-//     password file); every *_file key names a mounted file that exists;
+//     key (the loader ignores any other); the command is a real
+//     subcommand; "run" goes through app.PlanRun (run's own flags, config
+//     loading with every OTAWATCH_* variable, validation and service
+//     selection), other commands are run for real (the init job that
+//     writes Mosquitto's password file); every *_file key names a mounted
+//     file that exists;
 //     every address (nats.url, mqtt.broker, rollout.broker,
 //     clickhouse.addr) reaches a server of the deployment on the port it
 //     listens on, as a user that server knows with the same password;
