@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/services/internal/svc"
 	"github.com/otawatch/otawatch/services/internal/testutil"
 )
 
@@ -459,4 +460,67 @@ func TestThin(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSnapshotWriterOneAtATime: two api instances on one log write one
+// index, one of them at a time (the lease): the other stands by, and takes
+// over when the first stops; the index's snapshots stay in log order.
+func TestSnapshotWriterOneAtATime(t *testing.T) {
+	h := startAPI(t, harnessOpts{cfg: Config{Snapshots: SnapshotConfig{Every: 2, Interval: time.Hour, LeaseTTL: time.Second}}})
+	second, err := New(Config{Listen: "127.0.0.1:0", Snapshots: SnapshotConfig{Every: 2, Interval: time.Hour, LeaseTTL: time.Second}},
+		svc.Deps{NC: h.js.NC, JS: h.js.JS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- second.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	writers := func() (n int, first bool) {
+		return btoi(h.svc.snapshots.active.Load()) + btoi(second.snapshots.active.Load()), h.svc.snapshots.active.Load()
+	}
+	testutil.Eventually(t, 30*time.Second, func() bool { n, _ := writers(); return n == 1 }, "no single writer")
+	p := &pastHarness{harness: h, last: map[string]uint64{}}
+	for i := 0; i < 3; i++ {
+		p.report(t, fmt.Sprintf("d%d", i), "1.0", events.StatusCompleted)
+		p.report(t, fmt.Sprintf("d%d", i), "1.1", events.StatusCompleted)
+		if n, _ := writers(); n != 1 {
+			t.Fatalf("%d writers at once", n)
+		}
+	}
+	p.caughtUp(t)
+	waitSnapshots(t, h, 1)
+	before := len(snapshotIndexOf(t, h, DefaultSnapshotBucket).Snapshots)
+
+	// Stop the writer; the other takes over and indexes what comes next.
+	if _, first := writers(); first {
+		h.stop()
+	} else {
+		cancel()
+		<-done
+		done <- nil
+	}
+	testutil.Eventually(t, 30*time.Second, func() bool { n, _ := writers(); return n == 1 }, "nobody took over")
+	for i := 3; i < 5; i++ {
+		p.report(t, fmt.Sprintf("d%d", i), "1.0", events.StatusCompleted)
+	}
+	testutil.Eventually(t, 30*time.Second, func() bool {
+		idx := snapshotIndexOf(t, h, DefaultSnapshotBucket)
+		n := len(idx.Snapshots)
+		return n > before && idx.Snapshots[n-1].Sections[events.StreamShadow].Seq == p.last[events.StreamShadow]
+	}, "the new writer did not index the new events")
+	idx := snapshotIndexOf(t, h, DefaultSnapshotBucket)
+	for i := 1; i < len(idx.Snapshots); i++ {
+		if idx.Snapshots[i].Events <= idx.Snapshots[i-1].Events {
+			t.Errorf("snapshots out of log order: %+v", idx.Snapshots)
+		}
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

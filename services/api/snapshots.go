@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"sort"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -396,6 +397,8 @@ type snapshotWriter struct {
 	// last is when the newest snapshot was saved (or the writer began);
 	// after a failure nothing is tried before retryAt.
 	last, retryAt time.Time
+	// active is set while this instance holds the lease.
+	active atomic.Bool
 }
 
 // snapshotRetryPause is how long the writer waits after a failed save.
@@ -418,13 +421,15 @@ func (w *snapshotWriter) run(ctx context.Context) {
 	_ = l.Serve(ctx, func() {
 		w.log.Info("snapshot writer standing by: another api instance holds the lease")
 	}, func(ctx context.Context, _ func() bool) error {
-		w.active(ctx)
+		w.lead(ctx)
 		return nil
 	})
 }
 
-// active is the writer's life while it holds the lease.
-func (w *snapshotWriter) active(ctx context.Context) {
+// lead is the writer's life while it holds the lease.
+func (w *snapshotWriter) lead(ctx context.Context) {
+	w.active.Store(true)
+	defer w.active.Store(false)
 	err := consume.Retry(ctx, w.log, nil, "open the snapshot bucket", func(ctx context.Context) error {
 		kv, err := w.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket:      w.cfg.Bucket,
