@@ -26,18 +26,11 @@ import (
 func TestFirstStartKeepsTheEarliestReports(t *testing.T) {
 	const reports = 50
 	dataDir := t.TempDir()
-	natsPort, mqttPort, httpPort := testutil.FreePort(t), testutil.FreePort(t), testutil.FreePort(t)
 	if err := identity.Add(filepath.Join(dataDir, "devices.json"), "dev-early", "dev-early-password", 4); err != nil {
 		t.Fatal(err)
 	}
-	env := []string{
-		"OTAWATCH_DATA_DIR=" + dataDir,
-		fmt.Sprintf("OTAWATCH_NATS_LISTEN=127.0.0.1:%d", natsPort),
-		fmt.Sprintf("OTAWATCH_NATS_MQTT_LISTEN=127.0.0.1:%d", mqttPort),
-		fmt.Sprintf("OTAWATCH_MQTT_BROKER=tcp://127.0.0.1:%d", mqttPort),
-		fmt.Sprintf("OTAWATCH_HTTP_LISTEN=127.0.0.1:%d", httpPort),
-		"OTAWATCH_CLICKHOUSE_ADDR=",
-	}
+	o := newOneProcess(t, dataDir)
+	env, natsPort, mqttPort := o.env, o.natsPort, o.mqttPort
 
 	// The device tries to connect every 2 ms from before otawatch starts.
 	acked := make(chan int, 1)

@@ -1,8 +1,6 @@
 package app
 
 import (
-	"fmt"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,36 +19,14 @@ import (
 // second otawatch on the same data dir is refused, naming the reason.
 func TestRestartAfterCrashResumesItsLease(t *testing.T) {
 	dataDir := t.TempDir()
-	natsPort, mqttPort, httpPort := testutil.FreePort(t), testutil.FreePort(t), testutil.FreePort(t)
-	env := []string{
-		"OTAWATCH_DATA_DIR=" + dataDir,
-		fmt.Sprintf("OTAWATCH_NATS_LISTEN=127.0.0.1:%d", natsPort),
-		fmt.Sprintf("OTAWATCH_NATS_MQTT_LISTEN=127.0.0.1:%d", mqttPort),
-		fmt.Sprintf("OTAWATCH_MQTT_BROKER=tcp://127.0.0.1:%d", mqttPort),
-		fmt.Sprintf("OTAWATCH_HTTP_LISTEN=127.0.0.1:%d", httpPort),
-		"OTAWATCH_MQTT_LEASE_TTL=10m",
-		"OTAWATCH_CLICKHOUSE_ADDR=",
-	}
-	ready := func() bool {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", httpPort))
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}
+	o := newOneProcess(t, dataDir, "OTAWATCH_MQTT_LEASE_TTL=10m")
+	env, ready := o.env, readyz(o.httpPort)
 	p := startOtawatch(t, env, "run", "bridge")
 	testutil.Eventually(t, 60*time.Second, ready, "otawatch never became ready\n%s", p.stderr)
 
 	// Another process on the same data dir (other ports) is refused: two
 	// embedded servers would share one store.
-	other := startOtawatch(t, []string{
-		"OTAWATCH_DATA_DIR=" + dataDir,
-		fmt.Sprintf("OTAWATCH_NATS_LISTEN=127.0.0.1:%d", testutil.FreePort(t)),
-		"OTAWATCH_NATS_MQTT_LISTEN=",
-		fmt.Sprintf("OTAWATCH_HTTP_LISTEN=127.0.0.1:%d", testutil.FreePort(t)),
-		"OTAWATCH_CLICKHOUSE_ADDR=",
-	}, "run", "api")
+	other := startOtawatch(t, newOneProcess(t, dataDir).env, "run", "api")
 	select {
 	case err := <-other.done:
 		if err == nil || !strings.Contains(other.stderr.String(), lease.ErrInstanceInUse.Error()) {
