@@ -38,7 +38,7 @@ func cmdReplayAlerting(ctx context.Context, env *Env, args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected argument %q", ErrUsage, fs.Arg(0))
 	}
-	fromT, toT, err := replayRange(*from, *to)
+	fromT, toT, err := parseRange(*from, *to)
 	if err != nil {
 		return err
 	}
@@ -91,26 +91,6 @@ func cmdReplayAlerting(ctx context.Context, env *Env, args []string) error {
 		return fmt.Errorf("replay alerting: %d difference(s) from the recorded alerts", n)
 	}
 	return nil
-}
-
-// replayRange is --from and --to of a replay command: both required, in
-// order.
-func replayRange(from, to string) (time.Time, time.Time, error) {
-	if from == "" || to == "" {
-		return time.Time{}, time.Time{}, fmt.Errorf("%w: --from and --to are required", ErrUsage)
-	}
-	f, err := parseTime(from)
-	if err != nil {
-		return time.Time{}, time.Time{}, fmt.Errorf("%w: --from: %v", ErrUsage, err)
-	}
-	t, err := parseTime(to)
-	if err != nil {
-		return time.Time{}, time.Time{}, fmt.Errorf("%w: --to: %v", ErrUsage, err)
-	}
-	if !t.After(f) {
-		return time.Time{}, time.Time{}, fmt.Errorf("%w: --to must be after --from", ErrUsage)
-	}
-	return f, t, nil
 }
 
 func rfc(t time.Time) string { return t.UTC().Format(time.RFC3339) }

@@ -317,7 +317,7 @@ notify:
 		want string
 	}{
 		{[]string{"alerting", "--from", "yesterday", "--to", "2026-03-01"}, "--from: \"yesterday\" is not RFC 3339"},
-		{[]string{"alerting", "--from", "2026-03-02", "--to", "2026-03-01"}, "--to must be after --from"},
+		{[]string{"alerting", "--from", "2026-03-02", "--to", "2026-03-01"}, "is not after --from"},
 		{[]string{"alerting", "--to", "2026-03-01"}, "--from and --to are required"},
 		{[]string{"alerting", "--from", "2026-03-01", "--to", "2026-03-02", "--rules", filepath.Join(stricter, "nope")}, "is not a directory"},
 		{[]string{"notify", "--from", "2026-03-01", "--to", "2026-03-02", "--time", "wall"}, `--time "wall": want stored or event`},

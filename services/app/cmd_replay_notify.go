@@ -35,7 +35,7 @@ func cmdReplayNotify(ctx context.Context, env *Env, args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected argument %q", ErrUsage, fs.Arg(0))
 	}
-	fromT, toT, err := replayRange(*from, *to)
+	fromT, toT, err := parseRange(*from, *to)
 	if err != nil {
 		return err
 	}
