@@ -2,11 +2,9 @@ package alerting
 
 import (
 	"context"
-	"errors"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/otawatch/otawatch/events"
+	"github.com/otawatch/otawatch/services/internal/consume"
 	"github.com/otawatch/otawatch/services/internal/ruleeval"
 )
 
@@ -48,18 +46,7 @@ func (s *Service) recordRules(r *run, l loaded, reason string) {
 // "" when there is none or it cannot be read (the set is then recorded
 // again, which is harmless).
 func (s *Service) lastRecordedRules(ctx context.Context) string {
-	var msg *jetstream.RawStreamMsg
-	err := events.Retry(ctx, 3, func(ctx context.Context) error {
-		st, err := s.deps.JS.Stream(ctx, events.StreamAlerts)
-		if err != nil {
-			return err
-		}
-		msg, err = st.GetLastMsgForSubject(ctx, events.SubjectRulesLoaded)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			msg, err = nil, nil
-		}
-		return err
-	})
+	msg, err := consume.LastMsg(ctx, s.deps.JS, events.StreamAlerts, events.SubjectRulesLoaded)
 	if err != nil {
 		s.log.Warn("read the last recorded rule set; recording the running one", "err", err)
 		return ""

@@ -3,7 +3,6 @@ package audit
 import (
 	"context"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"time"
 
@@ -22,71 +21,19 @@ type Checkpoint struct {
 }
 
 // readRange hands fn every message of stream from sequence from to to
-// (both included), in order, through the one stream-following loop
-// (consume, raw). fn returning stop ends it early.
+// (both included), in order, undecoded (consume.ReadRange). fn returning
+// stop ends it early.
 func readRange(ctx context.Context, js jetstream.JetStream, stream string, from, to uint64, fn func(m consume.Msg) (stop bool, err error)) error {
-	return readRangeOn(ctx, js, stream, nil, from, to, fn)
+	return consume.ReadRange(ctx, js, stream, nil, from, to, fn)
 }
 
-// readRangeOn is readRange of the messages on subjects only; to must be
-// the sequence of one of them, or the read waits for it.
-func readRangeOn(ctx context.Context, js jetstream.JetStream, stream string, subjects []string, from, to uint64, fn func(m consume.Msg) (stop bool, err error)) error {
-	if from == 0 {
-		from = 1
-	}
-	if from > to {
-		return nil
-	}
-	parent := ctx
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var ferr error
-	f := consume.New(js, consume.Config{
-		Stream: stream, From: from, Raw: true, Subjects: subjects,
-		Source: "audit", EventSource: events.SourceAudit,
-		Handle: func(_ context.Context, m consume.Msg) error {
-			if m.Seq > to {
-				cancel()
-				return nil
-			}
-			stop, err := fn(m)
-			if err != nil {
-				ferr = err
-			}
-			if err != nil || stop || m.Seq >= to {
-				cancel()
-			}
-			return nil
-		},
-	})
-	if err := f.Run(ctx); err != nil {
-		return err
-	}
-	if ferr != nil {
-		return ferr
-	}
-	return parent.Err()
-}
-
-// lastSeq is stream's last sequence, and whether the stream exists.
+// streamState is stream's state (first and last sequence, count).
 func streamState(ctx context.Context, js jetstream.JetStream, stream string) (jetstream.StreamState, error) {
-	var st jetstream.StreamState
-	err := events.Retry(ctx, 3, func(ctx context.Context) error {
-		s, err := js.Stream(ctx, stream)
-		if err != nil {
-			return err
-		}
-		info, err := s.Info(ctx)
-		if err != nil {
-			return err
-		}
-		st = info.State
-		return nil
-	})
+	info, err := consume.StreamInfo(ctx, js, stream)
 	if err != nil {
-		return st, fmt.Errorf("stream %s: %w", stream, err)
+		return jetstream.StreamState{}, fmt.Errorf("stream %s: %w", stream, err)
 	}
-	return st, nil
+	return info.State, nil
 }
 
 // Checkpoints reads every checkpoint of stream from AUDIT, in order.
@@ -94,27 +41,15 @@ func Checkpoints(ctx context.Context, js jetstream.JetStream, stream string) ([]
 	subject := events.AuditCheckpointSubject(stream)
 	// Read up to the last checkpoint of stream, on its subject only: AUDIT
 	// holds every stream's, and years of them.
-	var last uint64
-	err := events.Retry(ctx, 3, func(ctx context.Context) error {
-		s, err := js.Stream(ctx, events.StreamAudit)
-		if err != nil {
-			return err
-		}
-		m, err := s.GetLastMsgForSubject(ctx, subject)
-		if err != nil {
-			return err
-		}
-		last = m.Sequence
-		return nil
-	})
+	last, err := consume.LastMsg(ctx, js, events.StreamAudit, subject)
 	switch {
-	case errors.Is(err, jetstream.ErrStreamNotFound), errors.Is(err, jetstream.ErrMsgNotFound):
-		return nil, nil
 	case err != nil:
 		return nil, fmt.Errorf("last checkpoint of %s: %w", stream, err)
+	case last == nil:
+		return nil, nil
 	}
 	var out []Checkpoint
-	err = readRangeOn(ctx, js, events.StreamAudit, []string{subject}, 1, last, func(m consume.Msg) (bool, error) {
+	err = consume.ReadRange(ctx, js, events.StreamAudit, []string{subject}, 1, last.Sequence, func(m consume.Msg) (bool, error) {
 		cp, err := decodeCheckpoint(m.Data)
 		if err != nil {
 			return false, fmt.Errorf("AUDIT seq %d: %w", m.Seq, err)

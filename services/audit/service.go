@@ -137,16 +137,12 @@ func (s *Service) runActive(ctx context.Context) error {
 // from the start of the stream without one).
 func (s *Service) resume(ctx context.Context, stream string) (*chain, error) {
 	c := &chain{stream: stream}
-	st, err := s.deps.JS.Stream(ctx, events.StreamAudit)
-	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", events.StreamAudit, err)
-	}
-	m, err := st.GetLastMsgForSubject(ctx, events.AuditCheckpointSubject(stream))
+	m, err := consume.LastMsg(ctx, s.deps.JS, events.StreamAudit, events.AuditCheckpointSubject(stream))
 	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
-		return c, nil
 	case err != nil:
 		return nil, fmt.Errorf("last checkpoint of %s: %w", stream, err)
+	case m == nil:
+		return c, nil
 	}
 	ev, err := events.Decode(m.Data)
 	if err != nil {

@@ -3,7 +3,6 @@ package rollout
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -127,25 +126,14 @@ func ReadRecording(ctx context.Context, js jetstream.JetStream, jobID string, o 
 	}
 	rec := &Recording{JobID: jobID, ReadAt: time.Now()}
 	filter := events.SubjectRollout + "." + jobID + ".>"
-	var lastJob uint64
-	err := events.Retry(ctx, 3, func(ctx context.Context) error {
-		st, err := js.Stream(ctx, events.StreamRollout)
-		if err != nil {
-			return err
-		}
-		m, err := st.GetLastMsgForSubject(ctx, filter)
-		if err != nil {
-			return err
-		}
-		lastJob = m.Sequence
-		return nil
-	})
+	last, err := consume.LastMsg(ctx, js, events.StreamRollout, filter)
 	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
-		return nil, fmt.Errorf("no rollout job %q in the %s stream", jobID, events.StreamRollout)
 	case err != nil:
 		return nil, fmt.Errorf("find the events of job %s: %w", jobID, err)
+	case last == nil:
+		return nil, fmt.Errorf("no rollout job %q in the %s stream", jobID, events.StreamRollout)
 	}
+	lastJob := last.Sequence
 	var bad error
 	err = readTo(ctx, js, events.StreamRollout, []string{filter}, lastJob, func(m consume.Msg) {
 		e, err := events.Decode(m.Data)
@@ -177,22 +165,11 @@ func ReadRecording(ctx context.Context, js jetstream.JetStream, jobID string, o 
 		}
 	}
 
-	var lastShadow uint64
-	err = events.Retry(ctx, 3, func(ctx context.Context) error {
-		st, err := js.Stream(ctx, events.StreamShadow)
-		if err != nil {
-			return err
-		}
-		info, err := st.Info(ctx)
-		if err != nil {
-			return err
-		}
-		lastShadow = info.State.LastSeq
-		return nil
-	})
+	info, err := consume.StreamInfo(ctx, js, events.StreamShadow)
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", events.StreamShadow, err)
 	}
+	lastShadow := info.State.LastSeq
 	base := fleet.New()
 	every := o.ProgressEvery
 	if every <= 0 {
@@ -241,29 +218,12 @@ func ReadRecording(ctx context.Context, js jetstream.JetStream, jobID string, o 
 // loop, stopped at last. last must be the sequence of a message it hands
 // over, or the read waits for one.
 func readTo(ctx context.Context, js jetstream.JetStream, stream string, subjects []string, last uint64, fn func(m consume.Msg)) error {
-	if last == 0 {
-		return nil
-	}
-	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	f := consume.New(js, consume.Config{
-		Stream: stream, Raw: true, Subjects: subjects,
-		Source: RejectedSource, EventSource: events.SourceRollout,
-		Handle: func(_ context.Context, m consume.Msg) error {
-			if m.Seq <= last {
-				fn(m)
-			}
-			if m.Seq >= last {
-				cancel()
-			}
-			return nil
-		},
+	err := consume.ReadRange(ctx, js, stream, subjects, 1, last, func(m consume.Msg) (bool, error) {
+		fn(m)
+		return false, nil
 	})
-	if err := f.Run(rctx); err != nil {
+	if err != nil {
 		return fmt.Errorf("read %s: %w", stream, err)
-	}
-	if ctx.Err() != nil {
-		return fmt.Errorf("read %s: %w", stream, ctx.Err())
 	}
 	return nil
 }

@@ -11,8 +11,6 @@ import (
 
 	"github.com/cenkalti/backoff/v5"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/otawatch/otawatch/events"
 )
 
 // Batch mode: for a consumer whose writes are cheap only in bulk (the
@@ -187,7 +185,7 @@ func (b *Batcher[T]) consumer(ctx context.Context) (jetstream.Consumer, bool, er
 // items while this one batches and writes them.
 func (b *Batcher[T]) follow(ctx context.Context) (bool, error) {
 	if !b.caught.Load() {
-		info, err := streamInfo(ctx, b.js, b.cfg.Stream)
+		info, err := StreamInfo(ctx, b.js, b.cfg.Stream)
 		if err != nil {
 			return false, err
 		}
@@ -531,24 +529,6 @@ func (b *Batcher[T]) release(items []Item[T]) {
 			_ = it.msg.Nak()
 		}
 	}
-}
-
-func streamInfo(ctx context.Context, js jetstream.JetStream, name string) (*jetstream.StreamInfo, error) {
-	var info *jetstream.StreamInfo
-	// A JetStream API call right after a leader failover can hang: a
-	// short timeout and a few tries (events.Retry).
-	err := events.Retry(ctx, 3, func(ctx context.Context) error {
-		s, err := js.Stream(ctx, name)
-		if err != nil {
-			return err
-		}
-		info, err = s.Info(ctx)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("stream info: %w", err)
-	}
-	return info, nil
 }
 
 func truncate(s string, n int) string {

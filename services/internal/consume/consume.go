@@ -271,7 +271,7 @@ func Retry(ctx context.Context, log *slog.Logger, newBackOff func() backoff.Back
 // follow is one consumer's life: it reads the target, then hands over
 // events until ctx ends or the consumer fails.
 func (f *Follower) follow(ctx context.Context) error {
-	info, err := streamInfo(ctx, f.js, f.cfg.Stream)
+	info, err := StreamInfo(ctx, f.js, f.cfg.Stream)
 	if err != nil {
 		return err
 	}
