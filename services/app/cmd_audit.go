@@ -9,8 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/services/audit"
 )
@@ -44,8 +42,7 @@ func cmdAudit(ctx context.Context, env *Env, args []string) error {
 func cmdAuditExport(ctx context.Context, env *Env, args []string) error {
 	fs := newFlagSet(env, "audit export")
 	var (
-		file    = fs.String("c", os.Getenv("OTAWATCH_CONFIG"), "config `FILE` (nats.*, audit.signing_key_file)")
-		natsURL = fs.String("nats", "", "NATS `URL` (default: nats.url, or the embedded server's nats.listen)")
+		lf      = addLogFlags(fs, "nats.*, audit.signing_key_file")
 		from    = fs.String("from", "", "first stored `TIME` (RFC 3339, or YYYY-MM-DD in UTC)")
 		to      = fs.String("to", "", "last stored `TIME` (RFC 3339, or YYYY-MM-DD in UTC)")
 		device  = fs.String("device", "", "keep only this device's SHADOW events (`TYPE/ID`)")
@@ -72,7 +69,7 @@ func cmdAuditExport(ctx context.Context, env *Env, args []string) error {
 	if o.Streams, err = auditStreams(*streams, *device); err != nil {
 		return err
 	}
-	cfg, err := LoadConfig(*file, env.Environ)
+	cfg, err := LoadConfig(*lf.file, env.Environ)
 	if err != nil {
 		return err
 	}
@@ -81,15 +78,11 @@ func cmdAuditExport(ctx context.Context, env *Env, args []string) error {
 			return err
 		}
 	}
-	nc, err := connectCLI(cfg, *natsURL, "otawatch audit")
+	nc, js, err := connectCLIJetStream(cfg, *lf.nats, "otawatch audit export")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
 	began := time.Now()
 	m, err := audit.Export(ctx, js, o)
 	if err != nil {
@@ -151,8 +144,7 @@ func auditStreams(s, device string) ([]string, error) {
 func cmdAuditVerify(ctx context.Context, env *Env, args []string) error {
 	fs := newFlagSet(env, "audit verify")
 	var (
-		file    = fs.String("c", os.Getenv("OTAWATCH_CONFIG"), "config `FILE` (nats.*)")
-		natsURL = fs.String("nats", "", "NATS `URL` (default: nats.url, or the embedded server's nats.listen)")
+		lf      = addLogFlags(fs, "nats.*")
 		pubFile = fs.String("public-key", "", "the `FILE` (PEM) the manifest must be signed with")
 		offline = fs.Bool("offline", false, "check the export alone, without the live streams")
 	)
@@ -170,18 +162,16 @@ func cmdAuditVerify(ctx context.Context, env *Env, args []string) error {
 		}
 	}
 	if !*offline {
-		cfg, err := LoadConfig(*file, env.Environ)
+		cfg, err := LoadConfig(*lf.file, env.Environ)
 		if err != nil {
 			return err
 		}
-		nc, err := connectCLI(cfg, *natsURL, "otawatch audit")
+		nc, js, err := connectCLIJetStream(cfg, *lf.nats, "otawatch audit verify")
 		if err != nil {
 			fmt.Fprintf(env.Stderr, "audit verify: live streams not reachable (%v): checking the export alone\n", err)
 		} else {
 			defer nc.Close()
-			if o.JS, err = jetstream.New(nc); err != nil {
-				return fmt.Errorf("jetstream: %w", err)
-			}
+			o.JS = js
 		}
 	}
 	began := time.Now()

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/otawatch/otawatch/services/audit"
 )
 
@@ -21,8 +19,7 @@ import (
 func cmdAuditReport(ctx context.Context, env *Env, args []string) error {
 	fs := newFlagSet(env, "audit report")
 	var (
-		file     = fs.String("c", os.Getenv("OTAWATCH_CONFIG"), "config `FILE` (nats.*)")
-		natsURL  = fs.String("nats", "", "NATS `URL` (default: nats.url, or the embedded server's nats.listen)")
+		lf       = addLogFlags(fs, "nats.*")
 		from     = fs.String("from", "", "first stored `TIME` (RFC 3339, or YYYY-MM-DD in UTC)")
 		to       = fs.String("to", "", "last stored `TIME` (RFC 3339, or YYYY-MM-DD in UTC)")
 		out      = fs.String("out", "", "the report's HTML `FILE`")
@@ -44,19 +41,11 @@ func cmdAuditReport(ctx context.Context, env *Env, args []string) error {
 	if o.From, o.To, err = parseRange(*from, *to); err != nil {
 		return err
 	}
-	cfg, err := LoadConfig(*file, env.Environ)
-	if err != nil {
-		return err
-	}
-	nc, err := connectCLI(cfg, *natsURL, "otawatch audit")
+	_, nc, js, err := lf.connect(env, "otawatch audit report")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
 	o.Generator, o.Source = "otawatch audit report"+buildVersion(), nc.ConnectedUrlRedacted()
 
 	began := time.Now()

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -32,8 +31,7 @@ func cmdFleet(ctx context.Context, env *Env, args []string) error {
 	}
 	fs := newFlagSet(env, "fleet at")
 	var (
-		file        = fs.String("c", os.Getenv("OTAWATCH_CONFIG"), "config `FILE` (nats.*, http.snapshots.bucket)")
-		natsURL     = fs.String("nats", "", "NATS `URL` (default: nats.url, or the embedded server's nats.listen)")
+		lf          = addLogFlags(fs, "nats.*, http.snapshots.bucket")
 		asJSON      = fs.Bool("json", false, "print the state as JSON (GET /api/v1/fleet/state's shape, with every device)")
 		device      = fs.String("device", "", "print only this device (`TYPE/ID`), as GET /api/v1/devices/{typeId}/{deviceId}?at= does")
 		noSnapshots = fs.Bool("no-snapshots", false, "fold the log from its start, ignoring the snapshot index")
@@ -65,11 +63,7 @@ func cmdFleet(ctx context.Context, env *Env, args []string) error {
 		}
 		ref = events.DeviceRef{TypeID: t, DeviceID: d}
 	}
-	cfg, err := LoadConfig(*file, env.Environ)
-	if err != nil {
-		return err
-	}
-	nc, js, err := connectCLIJetStream(cfg, *natsURL, "otawatch fleet")
+	cfg, nc, js, err := lf.connect(env, "otawatch fleet")
 	if err != nil {
 		return err
 	}

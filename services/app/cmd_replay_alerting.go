@@ -23,8 +23,7 @@ import (
 func cmdReplayAlerting(ctx context.Context, env *Env, args []string) error {
 	fs := newFlagSet(env, "replay alerting")
 	var (
-		file     = fs.String("c", os.Getenv("OTAWATCH_CONFIG"), "config `FILE` (nats.*, alerting.tick_interval, alerting.offline_after)")
-		natsURL  = fs.String("nats", "", "NATS `URL` (default: nats.url, or the embedded server's nats.listen)")
+		lf       = addLogFlags(fs, "nats.*, alerting.tick_interval, alerting.offline_after")
 		from     = fs.String("from", "", "compare alert events from `TIME` (RFC 3339, or YYYY-MM-DD in UTC)")
 		to       = fs.String("to", "", "compare alert events up to `TIME` (RFC 3339, or YYYY-MM-DD in UTC)")
 		rulesDir = fs.String("rules", "", "replay these rules (a rules `DIR`) instead of the ones recorded as in force")
@@ -50,11 +49,7 @@ func cmdReplayAlerting(ctx context.Context, env *Env, args []string) error {
 	if *warmup < 0 {
 		return fmt.Errorf("%w: --warmup %s is negative", ErrUsage, *warmup)
 	}
-	cfg, err := LoadConfig(*file, env.Environ)
-	if err != nil {
-		return err
-	}
-	nc, js, err := connectCLIJetStream(cfg, *natsURL, "otawatch replay alerting")
+	cfg, nc, js, err := lf.connect(env, "otawatch replay alerting")
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strings"
 	"time"
@@ -22,8 +21,7 @@ import (
 func cmdReplayNotify(ctx context.Context, env *Env, args []string) error {
 	fs := newFlagSet(env, "replay notify")
 	var (
-		file     = fs.String("c", os.Getenv("OTAWATCH_CONFIG"), "config `FILE` (nats.*, notify.*)")
-		natsURL  = fs.String("nats", "", "NATS `URL` (default: nats.url, or the embedded server's nats.listen)")
+		lf       = addLogFlags(fs, "nats.*, notify.*")
 		from     = fs.String("from", "", "compare decisions from `TIME` (RFC 3339, or YYYY-MM-DD in UTC)")
 		to       = fs.String("to", "", "compare decisions up to `TIME`; timers run up to it (RFC 3339, or YYYY-MM-DD in UTC)")
 		timeBase = fs.String("time", "stored", "`clock` of the replay: stored (when the streams stored each event, what the live service saw) or event (each event's own time)")
@@ -47,11 +45,7 @@ func cmdReplayNotify(ctx context.Context, env *Env, args []string) error {
 	default:
 		return fmt.Errorf("%w: --time %q: want stored or event", ErrUsage, *timeBase)
 	}
-	cfg, err := LoadConfig(*file, env.Environ)
-	if err != nil {
-		return err
-	}
-	nc, js, err := connectCLIJetStream(cfg, *natsURL, "otawatch replay notify")
+	cfg, nc, js, err := lf.connect(env, "otawatch replay notify")
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"text/tabwriter"
 	"time"
 
@@ -19,10 +18,9 @@ import (
 func cmdReplayRollout(ctx context.Context, env *Env, args []string) error {
 	fs := newFlagSet(env, "replay rollout")
 	var (
-		file    = fs.String("c", os.Getenv("OTAWATCH_CONFIG"), "config `FILE` (nats.*, rollout.tick)")
-		natsURL = fs.String("nats", "", "NATS `URL` (default: nats.url, or the embedded server's nats.listen)")
-		asJSON  = fs.Bool("json", false, "print the result as JSON")
-		lag     = fs.Duration("lag", rollout.DefaultReplayLag, "how far the orchestrator's fleet view may lag the stream, and how late a due decision may be recorded")
+		lf     = addLogFlags(fs, "nats.*, rollout.tick")
+		asJSON = fs.Bool("json", false, "print the result as JSON")
+		lag    = fs.Duration("lag", rollout.DefaultReplayLag, "how far the orchestrator's fleet view may lag the stream, and how late a due decision may be recorded")
 	)
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -34,7 +32,7 @@ func cmdReplayRollout(ctx context.Context, env *Env, args []string) error {
 	if *lag <= 0 {
 		return fmt.Errorf("%w: --lag %s must be positive", ErrUsage, *lag)
 	}
-	rec, cfg, err := readRolloutRecording(ctx, env, *file, *natsURL, pos[0], "replay rollout", false)
+	rec, cfg, err := readRolloutRecording(ctx, env, lf, pos[0], "replay rollout", false)
 	if err != nil {
 		return err
 	}
@@ -59,12 +57,8 @@ func cmdReplayRollout(ctx context.Context, env *Env, args []string) error {
 
 // readRolloutRecording loads the config, connects and reads a job's
 // recording, with progress lines on stderr.
-func readRolloutRecording(ctx context.Context, env *Env, file, natsURL, job, what string, allDevices bool) (*rollout.Recording, *Config, error) {
-	cfg, err := LoadConfig(file, env.Environ)
-	if err != nil {
-		return nil, nil, err
-	}
-	nc, js, err := connectCLIJetStream(cfg, natsURL, "otawatch "+what)
+func readRolloutRecording(ctx context.Context, env *Env, lf logFlags, job, what string, allDevices bool) (*rollout.Recording, *Config, error) {
+	cfg, nc, js, err := lf.connect(env, "otawatch "+what)
 	if err != nil {
 		return nil, nil, err
 	}

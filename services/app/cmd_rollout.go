@@ -55,8 +55,7 @@ func cmdRollout(ctx context.Context, env *Env, args []string) error {
 	}
 	fs := newFlagSet(env, "rollout "+sub)
 	fs.Usage = func() { fmt.Fprintln(env.Stderr, rolloutUsage) }
-	file := fs.String("c", os.Getenv("OTAWATCH_CONFIG"), "config `FILE`")
-	natsURL := fs.String("nats", "", "NATS `URL` (default: nats.url, or the embedded server's nats.listen)")
+	lf := addLogFlags(fs, "")
 	timeout := fs.Duration("timeout", 10*time.Second, "wait this long for the reply")
 	asJSON := fs.Bool("json", false, "print the reply as JSON")
 	var req events.RolloutRequest
@@ -127,11 +126,11 @@ func cmdRollout(ctx context.Context, env *Env, args []string) error {
 		req.Spec = &spec
 	}
 
-	cfg, err := LoadConfig(*file, env.Environ)
+	cfg, err := LoadConfig(*lf.file, env.Environ)
 	if err != nil {
 		return err
 	}
-	nc, err := connectCLI(cfg, *natsURL, "otawatch rollout")
+	nc, err := connectCLI(cfg, *lf.nats, "otawatch rollout")
 	if err != nil {
 		return err
 	}

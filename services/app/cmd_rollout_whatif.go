@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -30,10 +29,9 @@ func cmdRolloutWhatIf(ctx context.Context, env *Env, args []string) error {
 	fs := newFlagSet(env, "rollout what-if")
 	fs.Usage = func() { fmt.Fprintln(env.Stderr, whatIfUsage) }
 	var (
-		file    = fs.String("c", os.Getenv("OTAWATCH_CONFIG"), "config `FILE` (nats.*, rollout.tick, rollout.max_batch)")
-		natsURL = fs.String("nats", "", "NATS `URL` (default: nats.url, or the embedded server's nats.listen)")
-		asJSON  = fs.Bool("json", false, "print the result as JSON")
-		o       rollout.WhatIfOptions
+		lf     = addLogFlags(fs, "nats.*, rollout.tick, rollout.max_batch")
+		asJSON = fs.Bool("json", false, "print the result as JSON")
+		o      rollout.WhatIfOptions
 	)
 	float := func(s string) (float64, error) { return strconv.ParseFloat(s, 64) }
 	text := func(s string) (string, error) { return s, nil }
@@ -57,7 +55,7 @@ func cmdRolloutWhatIf(ctx context.Context, env *Env, args []string) error {
 	if o.WaveSize != nil && *o.WaveSize < 1 {
 		return fmt.Errorf("%w: --wave-size %d must be at least 1", ErrUsage, *o.WaveSize)
 	}
-	rec, cfg, err := readRolloutRecording(ctx, env, *file, *natsURL, pos[0], "rollout what-if", o.CELGate != nil && *o.CELGate != "")
+	rec, cfg, err := readRolloutRecording(ctx, env, lf, pos[0], "rollout what-if", o.CELGate != nil && *o.CELGate != "")
 	if err != nil {
 		return err
 	}

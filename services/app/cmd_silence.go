@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -44,8 +43,7 @@ func cmdSilence(ctx context.Context, env *Env, args []string) error {
 	}
 	fs := newFlagSet(env, "silence "+sub)
 	fs.Usage = func() { fmt.Fprintln(env.Stderr, silenceUsage) }
-	file := fs.String("c", os.Getenv("OTAWATCH_CONFIG"), "config `FILE`")
-	natsURL := fs.String("nats", "", "NATS `URL` (default: nats.url, or the embedded server's nats.listen)")
+	lf := addLogFlags(fs, "")
 	asJSON := fs.Bool("json", false, "print JSON")
 	var forDur time.Duration
 	var start, end, comment, id string
@@ -84,11 +82,11 @@ func cmdSilence(ctx context.Context, env *Env, args []string) error {
 		}
 	}
 
-	cfg, err := LoadConfig(*file, env.Environ)
+	cfg, err := LoadConfig(*lf.file, env.Environ)
 	if err != nil {
 		return err
 	}
-	nc, err := connectCLI(cfg, *natsURL, "otawatch silence")
+	nc, err := connectCLI(cfg, *lf.nats, "otawatch silence")
 	if err != nil {
 		return err
 	}

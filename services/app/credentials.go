@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -188,4 +189,35 @@ func connectCLIJetStream(cfg *Config, url, name string) (*nats.Conn, jetstream.J
 		return nil, nil, fmt.Errorf("jetstream: %w", err)
 	}
 	return nc, js, nil
+}
+
+// logFlags are the -c and --nats flags of a command that talks to the
+// running system through NATS.
+type logFlags struct{ file, nats *string }
+
+// addLogFlags defines -c (its help naming the config keys the command
+// reads, keys) and --nats on fs.
+func addLogFlags(fs *flag.FlagSet, keys string) logFlags {
+	help := "config `FILE`"
+	if keys != "" {
+		help += " (" + keys + ")"
+	}
+	return logFlags{
+		file: fs.String("c", os.Getenv("OTAWATCH_CONFIG"), help),
+		nats: fs.String("nats", "", "NATS `URL` (default: nats.url, or the embedded server's nats.listen)"),
+	}
+}
+
+// connect loads the configuration -c names and connects to NATS as the
+// CLI's identity, with JetStream. Close the connection.
+func (l logFlags) connect(env *Env, name string) (*Config, *nats.Conn, jetstream.JetStream, error) {
+	cfg, err := LoadConfig(*l.file, env.Environ)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	nc, js, err := connectCLIJetStream(cfg, *l.nats, name)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return cfg, nc, js, nil
 }
