@@ -135,6 +135,10 @@ func (s *Service) Stats() Stats {
 // the broker's persistent session for the next run. It returns nil on a
 // clean stop.
 func (s *Service) Run(ctx context.Context) error {
+	// Not ready until subscribed (runner.onConnect): a probe that finds
+	// no bridge component at all would say ready, and devices let in then
+	// report into a broker session that does not exist yet.
+	s.deps.Health.Set(HealthComponent, errors.New("starting: waiting for the bridge lease"))
 	password, err := conf.ReadSecret(s.cfg.PasswordFile)
 	if err != nil {
 		return fmt.Errorf("mqtt password: %w", err)
