@@ -5,8 +5,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
+	"path/filepath"
+	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,6 +22,7 @@ import (
 	"github.com/otawatch/otawatch/services/internal/svc"
 	"github.com/otawatch/otawatch/services/internal/testutil"
 	"github.com/otawatch/otawatch/services/projector"
+	"github.com/otawatch/otawatch/services/simulator"
 )
 
 // Two projector and two alerting instances, each with its own connection
@@ -428,4 +433,185 @@ func dropDatabase(t *testing.T, addr, database string) {
 	if err := conn.Exec(ctx, "DROP DATABASE IF EXISTS `"+database+"`"); err != nil {
 		t.Logf("drop %s: %v", database, err)
 	}
+}
+
+// TestBridgePartitions: the bridge scaled by topic partition, as the
+// README's scale-out section sets it up. Two partitions of the device
+// topic space (type sensor, type gateway), each with its own client id
+// and so its own lease and broker session, each run by two "otawatch run
+// bridge" processes on the cluster: one active, one standby. The fleet
+// reports on both; the active process of one partition is SIGKILLed
+// halfway, and its standby takes over the partition's session. Then every
+// report the broker took is in SHADOW once, the gateway partition's
+// bridge handled exactly the gateway reports (none of the sensor
+// partition's), the sensor partition's new active bridge no gateway
+// report, and the gateway standby nothing.
+func TestBridgePartitions(t *testing.T) {
+	const count = 6000
+	cluster := testutil.StartCluster(t)
+	mosq := testutil.StartMosquitto(t)
+	_, js := cluster.Connect(t, testutil.ClusterUserAdmin)
+	ensureStreams(t, js, events.StreamOptions{Replicas: 3})
+	dir := t.TempDir()
+	pwFile := filepath.Join(dir, "nats.password")
+	if err := os.WriteFile(pwFile, []byte(cluster.Passwords[testutil.ClusterUserServices]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tap := newReportTap(t, mosq.URL)
+
+	type bridgeProc struct {
+		partition string
+		port      int
+		proc      *process
+	}
+	start := func(partition string) *bridgeProc {
+		b := &bridgeProc{partition: partition, port: testutil.FreePort(t)}
+		b.proc = startOtawatch(t, []string{
+			"OTAWATCH_DATA_DIR=" + t.TempDir(),
+			"OTAWATCH_LOG_LEVEL=info",
+			"OTAWATCH_NATS_URL=" + cluster.URLs(),
+			"OTAWATCH_NATS_USERNAME=" + testutil.ClusterUserServices,
+			"OTAWATCH_NATS_PASSWORD_FILE=" + pwFile,
+			"OTAWATCH_NATS_REPLICAS=3",
+			"OTAWATCH_NATS_MQTT_LISTEN=",
+			"OTAWATCH_MQTT_BROKER=" + mosq.URL,
+			"OTAWATCH_MQTT_CLIENT_ID=otawatch-bridge-" + partition,
+			"OTAWATCH_MQTT_TOPIC=" + events.ReportTopic(partition, "+"),
+			"OTAWATCH_MQTT_PRESENCE_TOPIC=" + events.PresenceTopic(partition, "+"),
+			"OTAWATCH_MQTT_LEASE_TTL=2s",
+			"OTAWATCH_CLICKHOUSE_ADDR=",
+			fmt.Sprintf("OTAWATCH_OPS_LISTEN=127.0.0.1:%d", b.port),
+		}, "run", "bridge")
+		return b
+	}
+	var procs []*bridgeProc
+	for _, partition := range []string{"sensor", "gateway"} {
+		procs = append(procs, start(partition), start(partition))
+	}
+	// /readyz: the active bridge of a partition is ready, its standby
+	// says it stands by.
+	readyz := func(b *bridgeProc) (int, string) {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", b.port))
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	ready := func(b *bridgeProc) bool { code, _ := readyz(b); return code == http.StatusOK }
+	// roles finds a partition's active bridge and its standby among the
+	// running processes, when there is exactly one of each.
+	roles := func(partition string) (act, standby *bridgeProc) {
+		for _, b := range procs {
+			if b.partition != partition || b.proc.cmd.ProcessState != nil {
+				continue
+			}
+			switch code, body := readyz(b); {
+			case code == http.StatusOK && act == nil:
+				act = b
+			case code == http.StatusServiceUnavailable && strings.Contains(body, "standby") && standby == nil:
+				standby = b
+			default:
+				return nil, nil
+			}
+		}
+		return act, standby
+	}
+	for _, partition := range []string{"sensor", "gateway"} {
+		testutil.Eventually(t, 90*time.Second, func() bool { a, s := roles(partition); return a != nil && s != nil },
+			"partition %s has not one active bridge and one standby", partition)
+	}
+
+	fleet, err := simulator.NewFleet(simulator.FleetConfig{Broker: mosq.URL, Mode: simulator.ModeStandalone, Devices: 100,
+		Types: []string{"sensor", "gateway"}, Rate: 500, Count: count, TimeScale: 1000, Seed: 4, ClientIDPrefix: "sim-part"}, testLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- fleet.Run(context.Background()) }()
+
+	testutil.Eventually(t, 60*time.Second, func() bool { return fleet.Stats().Sent() >= count/3 },
+		"the fleet did not send a third of its reports: %s", later(func() string { return fleet.Stats().String() }))
+	var killed, standby *bridgeProc
+	testutil.Eventually(t, 30*time.Second, func() bool { killed, standby = roles("sensor"); return killed != nil },
+		"partition sensor has not one active bridge and one standby")
+	if err := killed.proc.cmd.Process.Kill(); err != nil { // SIGKILL: the lease is not released
+		t.Fatal(err)
+	}
+	<-killed.proc.done
+	killedAt := time.Now()
+	testutil.Eventually(t, 60*time.Second, func() bool { return ready(standby) },
+		"the sensor standby did not take over\n%s", standby.proc.stderr)
+	t.Logf("sensor bridge SIGKILLed after %d reports; its standby took over %s later", fleet.Stats().Sent(),
+		time.Since(killedAt).Round(time.Millisecond))
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(120 * time.Second):
+		t.Fatalf("the fleet did not send its reports: %s", fleet.Stats())
+	}
+
+	// Every report the broker took is in SHADOW once.
+	byType := map[string]uint64{}
+	var stored map[string]int
+	testutil.Eventually(t, 60*time.Second, func() bool {
+		stored, byType = map[string]int{}, map[string]uint64{}
+		for _, m := range (&testutil.JetStream{JS: js}).Events(t, events.StreamShadow) {
+			e, err := events.Decode(m.Data)
+			if err != nil || e.Type != events.TypeShadowReported {
+				continue
+			}
+			var d events.ShadowReportedData
+			if err := e.DecodeData(&d); err != nil {
+				t.Fatal(err)
+			}
+			stored[d.Topic+" "+d.PayloadSHA256]++
+			byType[d.TypeID]++
+		}
+		return len(stored) >= len(tap.reports())
+	}, "SHADOW holds fewer reports than the broker took: %s", later(func() string {
+		return fmt.Sprintf("%d of %d", len(stored), len(tap.reports()))
+	}))
+	sent := tap.reports()
+	for r := range sent {
+		if stored[r] != 1 {
+			t.Errorf("report %s: in SHADOW %d times, want once", r, stored[r])
+		}
+	}
+	if len(stored) != len(sent) {
+		t.Errorf("SHADOW holds %d distinct reports, the broker took %d", len(stored), len(sent))
+	}
+
+	// What each surviving bridge handled (/metrics).
+	handled := func(b *bridgeProc) uint64 {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", b.port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		var n uint64
+		for _, m := range regexp.MustCompile(`(?m)^otawatch_bridge_reports_total\{outcome="\w+"\} (\d+)$`).FindAllStringSubmatch(string(body), -1) {
+			v, _ := strconv.ParseUint(m[1], 10, 64)
+			n += v
+		}
+		return n
+	}
+	var gwActive, gwStandby *bridgeProc
+	testutil.Eventually(t, 30*time.Second, func() bool { gwActive, gwStandby = roles("gateway"); return gwActive != nil },
+		"partition gateway has not one active bridge and one standby")
+	if got := handled(gwActive); got != byType["gateway"] {
+		t.Errorf("the gateway bridge handled %d reports, SHADOW holds %d gateway reports", got, byType["gateway"])
+	}
+	if got := handled(gwStandby); got != 0 {
+		t.Errorf("the gateway standby handled %d reports", got)
+	}
+	if got := handled(standby); got == 0 || got > byType["sensor"] {
+		t.Errorf("the sensor bridge that took over handled %d reports, SHADOW holds %d sensor reports", got, byType["sensor"])
+	}
+	t.Logf("reports: fleet sent %d, broker took %d distinct, SHADOW %d (sensor %d, gateway %d); handled by the gateway bridge %d, by the sensor bridge after the takeover %d",
+		fleet.Stats().Sent(), len(sent), len(stored), byType["sensor"], byType["gateway"], handled(gwActive), handled(standby))
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -329,6 +330,60 @@ func (c *Cluster) StreamLeader(t testing.TB, stream string) string {
 		return false
 	}, "stream %s has no leader among the running nodes", stream)
 	return leader
+}
+
+// ConnectedNode returns the node that the client connection named
+// clientName (nats.Name) is connected to, waiting up to 30 s for it.
+func (c *Cluster) ConnectedNode(t testing.TB, clientName string) string {
+	t.Helper()
+	var node string
+	Eventually(t, 30*time.Second, func() bool {
+		for _, n := range c.nodes {
+			srv := n.server()
+			if srv == nil {
+				continue
+			}
+			cz, err := srv.Connz(&server.ConnzOptions{Limit: 1 << 16})
+			if err != nil {
+				continue
+			}
+			for _, ci := range cz.Conns {
+				if ci.Name == clientName {
+					node = n.name
+					return true
+				}
+			}
+		}
+		return false
+	}, "no client named %q is connected to the cluster", clientName)
+	return node
+}
+
+// MoveStreamLeader makes node the leader of stream: the current leader
+// steps down in its favour (JetStream's stream leader step-down with a
+// preferred placement). nc is a connection of the stream's account.
+func (c *Cluster) MoveStreamLeader(t testing.TB, nc *nats.Conn, stream, node string) {
+	t.Helper()
+	c.node(t, node)
+	if c.StreamLeader(t, stream) == node {
+		return
+	}
+	req := []byte(fmt.Sprintf(`{"placement":{"preferred":%q}}`, node))
+	msg, err := nc.Request(fmt.Sprintf("$JS.API.STREAM.LEADER.STEPDOWN.%s", stream), req, 10*time.Second)
+	if err != nil {
+		t.Fatalf("step down the leader of %s for %s: %v", stream, node, err)
+	}
+	var resp struct {
+		Success bool `json:"success"`
+		Error   *struct {
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil || !resp.Success {
+		t.Fatalf("step down the leader of %s for %s: %s", stream, node, msg.Data)
+	}
+	Eventually(t, 30*time.Second, func() bool { return c.StreamLeader(t, stream) == node },
+		"%s did not become the leader of %s", node, stream)
 }
 
 // StreamCurrent returns nil once stream has a leader and every replica is
