@@ -72,29 +72,29 @@ func benchPublish(b *testing.B, js jetstream.JetStream, evs []published, raws []
 
 // benchRows are the rows the projector makes of evs (the raw baseline
 // inserts exactly these).
-func benchRows(b *testing.B, evs []published, raws [][]byte) []shadowRow {
-	rows := make([]shadowRow, len(evs))
+func benchRows(b *testing.B, evs []published, raws [][]byte) []*shadowRow {
+	rows := make([]*shadowRow, len(evs))
 	for i, p := range evs {
 		it := item{stream: events.StreamShadow, seq: uint64(i + 1), subject: p.subject, raw: raws[i]}
 		project(&it, nil)
 		if it.kind != kindShadow {
 			b.Fatalf("event %d: %s", i, it.poison)
 		}
-		rows[i] = it.shadow
+		rows[i] = &it.shadow
 	}
 	return rows
 }
 
 // rawAppend is the plain clickhouse-go loop: one PrepareBatch per batch,
 // Append per row, Send.
-func rawAppend(ctx context.Context, conn driver.Conn, rows []shadowRow, batchSize int) error {
+func rawAppend(ctx context.Context, conn driver.Conn, rows []*shadowRow, batchSize int) error {
 	for start := 0; start < len(rows); start += batchSize {
 		b, err := conn.PrepareBatch(ctx, shadowEventsTable.insertSQL())
 		if err != nil {
 			return err
 		}
 		for i := start; i < min(start+batchSize, len(rows)); i++ {
-			r := &rows[i]
+			r := rows[i]
 			if err := b.Append(r.Seq, r.EventID, r.Type, r.TypeID, r.DeviceID, r.EventTime, r.DeviceTime, r.Version,
 				r.Status, r.Checksum, r.PreviousVersion, r.Duration, r.ErrorCode, r.JobID, r.Wave); err != nil {
 				return err
@@ -108,7 +108,7 @@ func rawAppend(ctx context.Context, conn driver.Conn, rows []shadowRow, batchSiz
 }
 
 // rawColumns is the same loop appending whole columns, as the projector does.
-func rawColumns(ctx context.Context, conn driver.Conn, rows []shadowRow, batchSize int) error {
+func rawColumns(ctx context.Context, conn driver.Conn, rows []*shadowRow, batchSize int) error {
 	for start := 0; start < len(rows); start += batchSize {
 		if err := shadowEventsTable.send(ctx, conn, rows[start:min(start+batchSize, len(rows))]); err != nil {
 			return err
@@ -163,7 +163,7 @@ func BenchmarkProjectorThroughput(b *testing.B) {
 		for _, v := range []struct {
 			out  *[]float64
 			name string
-			fn   func(context.Context, driver.Conn, []shadowRow, int) error
+			fn   func(context.Context, driver.Conn, []*shadowRow, int) error
 		}{{&rawA, "append", rawAppend}, {&rawC, "columns", rawColumns}} {
 			conn, err := Open(ctx, cfg, db.Database+"_raw_"+v.name)
 			if err != nil {

@@ -62,19 +62,19 @@ func (p *projection) prepare(m consume.Msg) (*item, error) {
 
 // rows are a batch's rows by table.
 type rows struct {
-	shadow   []shadowRow
-	firmware []shadowRow // the batch's latest report per device
-	device   []deviceEventRow
-	rollout  []rolloutRow
-	alerts   []alertRow
-	notifs   []notificationRow
+	shadow   []*shadowRow
+	firmware []*shadowRow // the batch's latest report per device
+	device   []*deviceEventRow
+	rollout  []*rolloutRow
+	alerts   []*alertRow
+	notifs   []*notificationRow
 }
 
 func (r *rows) count() int {
 	return len(r.shadow) + len(r.firmware) + len(r.device) + len(r.rollout) + len(r.alerts) + len(r.notifs)
 }
 
-// collect sorts a batch's rows by table.
+// collect sorts a batch's rows by table; the rows stay in the items.
 func collect(batch []consume.Item[*item]) *rows {
 	var r rows
 	var latest map[deviceKey]int // index in firmware
@@ -84,26 +84,26 @@ func collect(batch []consume.Item[*item]) *rows {
 		case kindShadow:
 			if latest == nil {
 				latest = make(map[deviceKey]int, len(batch))
-				r.shadow = make([]shadowRow, 0, len(batch))
+				r.shadow = make([]*shadowRow, 0, len(batch))
 			}
-			r.shadow = append(r.shadow, it.shadow)
+			r.shadow = append(r.shadow, &it.shadow)
 			// device_firmware keeps the highest sequence per device anyway;
 			// sending only the batch's latest row per device saves rows.
 			k := deviceKey{it.shadow.TypeID, it.shadow.DeviceID}
 			if i, ok := latest[k]; !ok {
 				latest[k] = len(r.firmware)
-				r.firmware = append(r.firmware, it.shadow)
+				r.firmware = append(r.firmware, &it.shadow)
 			} else if it.shadow.Seq > r.firmware[i].Seq {
-				r.firmware[i] = it.shadow
+				r.firmware[i] = &it.shadow
 			}
 		case kindDevice:
-			r.device = append(r.device, *it.device)
+			r.device = append(r.device, it.device)
 		case kindRollout:
-			r.rollout = append(r.rollout, *it.rollout)
+			r.rollout = append(r.rollout, it.rollout)
 		case kindAlert:
-			r.alerts = append(r.alerts, *it.alert)
+			r.alerts = append(r.alerts, it.alert)
 		case kindNotification:
-			r.notifs = append(r.notifs, *it.notification)
+			r.notifs = append(r.notifs, it.notification)
 		}
 	}
 	return &r

@@ -158,11 +158,11 @@ func TestReplay(t *testing.T) {
 			}
 		}
 		tampered.Status = "tampered"
-		if err := shadowEventsTable.send(ctx, fc, []shadowRow{tampered}); err != nil {
+		if err := shadowEventsTable.send(ctx, fc, []*shadowRow{&tampered}); err != nil {
 			t.Fatal(err)
 		}
 		extra := notificationRow{Seq: 99, EventID: "x", Type: "t", Source: "s", Subject: "notify.x.sent", EventTime: t0, Receiver: "x", Outcome: "sent", Data: "{}"}
-		if err := notificationsTable.send(ctx, fc, []notificationRow{extra}); err != nil {
+		if err := notificationsTable.send(ctx, fc, []*notificationRow{&extra}); err != nil {
 			t.Fatal(err)
 		}
 		res := e.verify(live, fresh)

@@ -94,57 +94,19 @@ type notificationRow struct {
 
 // column is one column of a table: its name and how to build its values
 // from a slice of rows, as one typed slice (the native protocol sends whole
-// columns, so this avoids boxing every value).
+// columns, so this avoids boxing every value). Rows are pointers into the
+// batch's items, so a batch's rows are not copied to be sent.
 type column[R any] struct {
 	name  string
-	build func(rows []R) any
+	build func(rows []*R) any
 }
 
-func strCol[R any](name string, get func(*R) string) column[R] {
-	return column[R]{name, func(rows []R) any {
-		out := make([]string, len(rows))
-		for i := range rows {
-			out[i] = get(&rows[i])
-		}
-		return out
-	}}
-}
-
-func u64Col[R any](name string, get func(*R) uint64) column[R] {
-	return column[R]{name, func(rows []R) any {
-		out := make([]uint64, len(rows))
-		for i := range rows {
-			out[i] = get(&rows[i])
-		}
-		return out
-	}}
-}
-
-func u32Col[R any](name string, get func(*R) uint32) column[R] {
-	return column[R]{name, func(rows []R) any {
-		out := make([]uint32, len(rows))
-		for i := range rows {
-			out[i] = get(&rows[i])
-		}
-		return out
-	}}
-}
-
-func f64Col[R any](name string, get func(*R) float64) column[R] {
-	return column[R]{name, func(rows []R) any {
-		out := make([]float64, len(rows))
-		for i := range rows {
-			out[i] = get(&rows[i])
-		}
-		return out
-	}}
-}
-
-func timeCol[R any](name string, get func(*R) time.Time) column[R] {
-	return column[R]{name, func(rows []R) any {
-		out := make([]time.Time, len(rows))
-		for i := range rows {
-			out[i] = get(&rows[i])
+// col is the column name of the values get returns, of type V.
+func col[R, V any](name string, get func(*R) V) column[R] {
+	return column[R]{name, func(rows []*R) any {
+		out := make([]V, len(rows))
+		for i, r := range rows {
+			out[i] = get(r)
 		}
 		return out
 	}}
@@ -185,7 +147,7 @@ func (e *errBuild) Error() string { return e.err.Error() }
 func (e *errBuild) Unwrap() error { return e.err }
 
 // send inserts rows as one batch (one part on the server).
-func (t *table[R]) send(ctx context.Context, conn driver.Conn, rows []R) error {
+func (t *table[R]) send(ctx context.Context, conn driver.Conn, rows []*R) error {
 	b, err := conn.PrepareBatch(ctx, t.insertSQL())
 	if err != nil {
 		return fmt.Errorf("prepare insert into %s: %w", t.name, err)
@@ -205,25 +167,25 @@ func (t *table[R]) send(ctx context.Context, conn driver.Conn, rows []R) error {
 
 func shadowColumns(withType bool) []column[shadowRow] {
 	cols := []column[shadowRow]{
-		u64Col("stream_seq", func(r *shadowRow) uint64 { return r.Seq }),
-		strCol("event_id", func(r *shadowRow) string { return r.EventID }),
+		col("stream_seq", func(r *shadowRow) uint64 { return r.Seq }),
+		col("event_id", func(r *shadowRow) string { return r.EventID }),
 	}
 	if withType {
-		cols = append(cols, strCol("type", func(r *shadowRow) string { return r.Type }))
+		cols = append(cols, col("type", func(r *shadowRow) string { return r.Type }))
 	}
 	return append(cols,
-		strCol("type_id", func(r *shadowRow) string { return r.TypeID }),
-		strCol("device_id", func(r *shadowRow) string { return r.DeviceID }),
-		timeCol("event_time", func(r *shadowRow) time.Time { return r.EventTime }),
-		timeCol("device_time", func(r *shadowRow) time.Time { return r.DeviceTime }),
-		strCol("version", func(r *shadowRow) string { return r.Version }),
-		strCol("status", func(r *shadowRow) string { return r.Status }),
-		strCol("checksum", func(r *shadowRow) string { return r.Checksum }),
-		strCol("previous_version", func(r *shadowRow) string { return r.PreviousVersion }),
-		f64Col("duration", func(r *shadowRow) float64 { return r.Duration }),
-		strCol("error_code", func(r *shadowRow) string { return r.ErrorCode }),
-		strCol("job_id", func(r *shadowRow) string { return r.JobID }),
-		u32Col("wave", func(r *shadowRow) uint32 { return r.Wave }),
+		col("type_id", func(r *shadowRow) string { return r.TypeID }),
+		col("device_id", func(r *shadowRow) string { return r.DeviceID }),
+		col("event_time", func(r *shadowRow) time.Time { return r.EventTime }),
+		col("device_time", func(r *shadowRow) time.Time { return r.DeviceTime }),
+		col("version", func(r *shadowRow) string { return r.Version }),
+		col("status", func(r *shadowRow) string { return r.Status }),
+		col("checksum", func(r *shadowRow) string { return r.Checksum }),
+		col("previous_version", func(r *shadowRow) string { return r.PreviousVersion }),
+		col("duration", func(r *shadowRow) float64 { return r.Duration }),
+		col("error_code", func(r *shadowRow) string { return r.ErrorCode }),
+		col("job_id", func(r *shadowRow) string { return r.JobID }),
+		col("wave", func(r *shadowRow) uint32 { return r.Wave }),
 	)
 }
 
@@ -243,70 +205,70 @@ var (
 	deviceEventsTable = &table[deviceEventRow]{
 		name: "device_events",
 		cols: []column[deviceEventRow]{
-			u64Col("stream_seq", func(r *deviceEventRow) uint64 { return r.Seq }),
-			strCol("event_id", func(r *deviceEventRow) string { return r.EventID }),
-			strCol("type", func(r *deviceEventRow) string { return r.Type }),
-			strCol("subject", func(r *deviceEventRow) string { return r.Subject }),
-			strCol("type_id", func(r *deviceEventRow) string { return r.TypeID }),
-			strCol("device_id", func(r *deviceEventRow) string { return r.DeviceID }),
-			timeCol("event_time", func(r *deviceEventRow) time.Time { return r.EventTime }),
-			strCol("job_id", func(r *deviceEventRow) string { return r.JobID }),
-			u32Col("wave", func(r *deviceEventRow) uint32 { return r.Wave }),
-			strCol("version", func(r *deviceEventRow) string { return r.Version }),
-			strCol("checksum", func(r *deviceEventRow) string { return r.Checksum }),
-			strCol("status", func(r *deviceEventRow) string { return r.Status }),
-			strCol("data", func(r *deviceEventRow) string { return r.Data }),
+			col("stream_seq", func(r *deviceEventRow) uint64 { return r.Seq }),
+			col("event_id", func(r *deviceEventRow) string { return r.EventID }),
+			col("type", func(r *deviceEventRow) string { return r.Type }),
+			col("subject", func(r *deviceEventRow) string { return r.Subject }),
+			col("type_id", func(r *deviceEventRow) string { return r.TypeID }),
+			col("device_id", func(r *deviceEventRow) string { return r.DeviceID }),
+			col("event_time", func(r *deviceEventRow) time.Time { return r.EventTime }),
+			col("job_id", func(r *deviceEventRow) string { return r.JobID }),
+			col("wave", func(r *deviceEventRow) uint32 { return r.Wave }),
+			col("version", func(r *deviceEventRow) string { return r.Version }),
+			col("checksum", func(r *deviceEventRow) string { return r.Checksum }),
+			col("status", func(r *deviceEventRow) string { return r.Status }),
+			col("data", func(r *deviceEventRow) string { return r.Data }),
 		},
 		seq: func(r *deviceEventRow) uint64 { return r.Seq },
 	}
 	rolloutEventsTable = &table[rolloutRow]{
 		name: "rollout_events",
 		cols: []column[rolloutRow]{
-			u64Col("stream_seq", func(r *rolloutRow) uint64 { return r.Seq }),
-			strCol("event_id", func(r *rolloutRow) string { return r.EventID }),
-			strCol("type", func(r *rolloutRow) string { return r.Type }),
-			strCol("source", func(r *rolloutRow) string { return r.Source }),
-			strCol("subject", func(r *rolloutRow) string { return r.Subject }),
-			timeCol("event_time", func(r *rolloutRow) time.Time { return r.EventTime }),
-			strCol("job_id", func(r *rolloutRow) string { return r.JobID }),
-			strCol("event", func(r *rolloutRow) string { return r.Event }),
-			u32Col("wave", func(r *rolloutRow) uint32 { return r.Wave }),
-			strCol("data", func(r *rolloutRow) string { return r.Data }),
+			col("stream_seq", func(r *rolloutRow) uint64 { return r.Seq }),
+			col("event_id", func(r *rolloutRow) string { return r.EventID }),
+			col("type", func(r *rolloutRow) string { return r.Type }),
+			col("source", func(r *rolloutRow) string { return r.Source }),
+			col("subject", func(r *rolloutRow) string { return r.Subject }),
+			col("event_time", func(r *rolloutRow) time.Time { return r.EventTime }),
+			col("job_id", func(r *rolloutRow) string { return r.JobID }),
+			col("event", func(r *rolloutRow) string { return r.Event }),
+			col("wave", func(r *rolloutRow) uint32 { return r.Wave }),
+			col("data", func(r *rolloutRow) string { return r.Data }),
 		},
 		seq: func(r *rolloutRow) uint64 { return r.Seq },
 	}
 	alertsTable = &table[alertRow]{
 		name: "alerts",
 		cols: []column[alertRow]{
-			u64Col("stream_seq", func(r *alertRow) uint64 { return r.Seq }),
-			strCol("event_id", func(r *alertRow) string { return r.EventID }),
-			strCol("type", func(r *alertRow) string { return r.Type }),
-			strCol("source", func(r *alertRow) string { return r.Source }),
-			strCol("subject", func(r *alertRow) string { return r.Subject }),
-			timeCol("event_time", func(r *alertRow) time.Time { return r.EventTime }),
-			strCol("state", func(r *alertRow) string { return r.State }),
-			strCol("severity", func(r *alertRow) string { return r.Severity }),
-			strCol("rule_id", func(r *alertRow) string { return r.RuleID }),
-			strCol("alert_key", func(r *alertRow) string { return r.AlertKey }),
-			strCol("job_id", func(r *alertRow) string { return r.JobID }),
-			strCol("type_id", func(r *alertRow) string { return r.TypeID }),
-			strCol("device_id", func(r *alertRow) string { return r.DeviceID }),
-			strCol("data", func(r *alertRow) string { return r.Data }),
+			col("stream_seq", func(r *alertRow) uint64 { return r.Seq }),
+			col("event_id", func(r *alertRow) string { return r.EventID }),
+			col("type", func(r *alertRow) string { return r.Type }),
+			col("source", func(r *alertRow) string { return r.Source }),
+			col("subject", func(r *alertRow) string { return r.Subject }),
+			col("event_time", func(r *alertRow) time.Time { return r.EventTime }),
+			col("state", func(r *alertRow) string { return r.State }),
+			col("severity", func(r *alertRow) string { return r.Severity }),
+			col("rule_id", func(r *alertRow) string { return r.RuleID }),
+			col("alert_key", func(r *alertRow) string { return r.AlertKey }),
+			col("job_id", func(r *alertRow) string { return r.JobID }),
+			col("type_id", func(r *alertRow) string { return r.TypeID }),
+			col("device_id", func(r *alertRow) string { return r.DeviceID }),
+			col("data", func(r *alertRow) string { return r.Data }),
 		},
 		seq: func(r *alertRow) uint64 { return r.Seq },
 	}
 	notificationsTable = &table[notificationRow]{
 		name: "notifications",
 		cols: []column[notificationRow]{
-			u64Col("stream_seq", func(r *notificationRow) uint64 { return r.Seq }),
-			strCol("event_id", func(r *notificationRow) string { return r.EventID }),
-			strCol("type", func(r *notificationRow) string { return r.Type }),
-			strCol("source", func(r *notificationRow) string { return r.Source }),
-			strCol("subject", func(r *notificationRow) string { return r.Subject }),
-			timeCol("event_time", func(r *notificationRow) time.Time { return r.EventTime }),
-			strCol("receiver", func(r *notificationRow) string { return r.Receiver }),
-			strCol("outcome", func(r *notificationRow) string { return r.Outcome }),
-			strCol("data", func(r *notificationRow) string { return r.Data }),
+			col("stream_seq", func(r *notificationRow) uint64 { return r.Seq }),
+			col("event_id", func(r *notificationRow) string { return r.EventID }),
+			col("type", func(r *notificationRow) string { return r.Type }),
+			col("source", func(r *notificationRow) string { return r.Source }),
+			col("subject", func(r *notificationRow) string { return r.Subject }),
+			col("event_time", func(r *notificationRow) time.Time { return r.EventTime }),
+			col("receiver", func(r *notificationRow) string { return r.Receiver }),
+			col("outcome", func(r *notificationRow) string { return r.Outcome }),
+			col("data", func(r *notificationRow) string { return r.Data }),
 		},
 		seq: func(r *notificationRow) uint64 { return r.Seq },
 	}

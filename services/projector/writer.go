@@ -106,7 +106,7 @@ type writer struct {
 // insert writes rows into t. It returns the rows ClickHouse refused on their
 // own, and an error when the insert failed for another reason (ClickHouse
 // down or busy: the caller tries the batch again).
-func insert[R any](ctx context.Context, w *writer, t *table[R], rows []R) ([]consume.Rejection, error) {
+func insert[R any](ctx context.Context, w *writer, t *table[R], rows []*R) ([]consume.Rejection, error) {
 	if len(rows) == 0 {
 		return nil, nil
 	}
@@ -115,8 +115,8 @@ func insert[R any](ctx context.Context, w *writer, t *table[R], rows []R) ([]con
 		return nil, err
 	}
 	if len(rows) == 1 {
-		w.log.Warn("clickhouse refused a row", "table", t.name, "stream_seq", t.seq(&rows[0]), "err", err)
-		return []consume.Rejection{{Seq: t.seq(&rows[0]), Reason: fmt.Sprintf("clickhouse refused the row for %s: %v", t.name, err)}}, nil
+		w.log.Warn("clickhouse refused a row", "table", t.name, "stream_seq", t.seq(rows[0]), "err", err)
+		return []consume.Rejection{{Seq: t.seq(rows[0]), Reason: fmt.Sprintf("clickhouse refused the row for %s: %v", t.name, err)}}, nil
 	}
 	// Some row is at fault: split until the refused ones are alone. The
 	// halves that go in are in; only the poison rows come back.
