@@ -122,16 +122,22 @@ func benchRaw(b *testing.B, url string, round int, msgs []msg) float64 {
 
 // benchBridge measures publisher -> Mosquitto -> bridge -> SHADOW: from the
 // first publish until the bridge has every report stored (PubAck), then
-// checks the stream holds them all. It returns msg/s.
+// checks the stream holds them all. It returns msg/s. Without js.Server
+// the bridge uses js.NC.
 func benchBridge(b *testing.B, url string, js *testutil.JetStream, round int, msgs []msg, maxInFlight int) float64 {
 	n := uint64(len(msgs))
 	before := js.Count(b, events.StreamShadow)
-	// In-process, as in one-process mode.
-	nc, err := js.Server.Connect("bench-bridge")
-	if err != nil {
-		b.Fatal(err)
+	// In-process, as in one-process mode; over the network to a server
+	// the benchmark did not embed (a cluster).
+	nc := js.NC
+	if js.Server != nil {
+		c, err := js.Server.Connect("bench-bridge")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		nc = c
 	}
-	defer nc.Close()
 	health := svc.NewHealth()
 	s, err := New(Config{Broker: url, ClientID: "bench-bridge", MaxInFlight: maxInFlight},
 		svc.Deps{Log: slog.New(slog.DiscardHandler), NC: nc, Health: health})
