@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/otawatch/otawatch/events"
@@ -52,6 +53,8 @@ type Msg struct {
 	// Data is the message as stored; Event its envelope.
 	Data  []byte
 	Event events.Event
+	// Header is the message's headers (nil when it has none).
+	Header nats.Header
 }
 
 // Poison marks err as permanent for the event at hand: the event is
@@ -314,7 +317,7 @@ func (f *Follower) follow(ctx context.Context) error {
 		if seq <= f.applied.Load() {
 			continue // handled before the consumer was recreated
 		}
-		if err := f.handle(ctx, Msg{Stream: f.cfg.Stream, Seq: seq, Subject: m.Subject(), Stored: meta.Timestamp, Data: m.Data()}); err != nil {
+		if err := f.handle(ctx, Msg{Stream: f.cfg.Stream, Seq: seq, Subject: m.Subject(), Stored: meta.Timestamp, Data: m.Data(), Header: m.Headers()}); err != nil {
 			return err // only ctx ending stops handle
 		}
 		f.applied.Store(seq)
