@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,7 +21,6 @@ import (
 
 	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/services/internal/testutil"
-	"github.com/otawatch/otawatch/services/notify/webhook"
 	"github.com/otawatch/otawatch/services/projector"
 	"github.com/otawatch/otawatch/services/simulator"
 )
@@ -52,9 +50,7 @@ func TestClusterLeaderKill(t *testing.T) {
 	cluster := testutil.StartCluster(t)
 	mosq := testutil.StartMosquitto(t)
 	db := testutil.ClickHouse(t)
-	hook := newHookCounter()
-	srv := httptest.NewServer(hook)
-	defer srv.Close()
+	hook := newWebhookLog(t)
 
 	dir := t.TempDir()
 	secret := func(user string) string {
@@ -101,7 +97,7 @@ notify:
   lease_ttl: 2s
 ops:
   listen: 127.0.0.1:%d
-`, dir, cluster.URLs(), secret(testutil.ClusterUserServices), mosq.URL, db.Addr, db.Database, srv.URL, opsPort)
+`, dir, cluster.URLs(), secret(testutil.ClusterUserServices), mosq.URL, db.Addr, db.Database, hook.url, opsPort)
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -342,12 +338,12 @@ ops:
 	var recorded map[string]bool
 	testutil.Eventually(t, 60*time.Second, func() bool {
 		recorded = notifySent()
-		return len(recorded) == hook.distinct() && hook.alerts("device-failed") == failed
+		return len(recorded) == len(hookIDs(hook)) && hookGroups(hook, `rule="device-failed"`) == failed
 	}, "%s", later(func() string {
 		return fmt.Sprintf("NOTIFY records %d sent notifications, the webhook got %d; %d device-failed alerts notified of %d",
-			len(recorded), hook.distinct(), hook.alerts("device-failed"), failed)
+			len(recorded), len(hookIDs(hook)), hookGroups(hook, `rule="device-failed"`), failed)
 	}))
-	for id, n := range hook.counts() {
+	for id, n := range hookIDs(hook) {
 		if n != 1 {
 			t.Errorf("notification %s reached the webhook %d times", id, n)
 		}
@@ -364,7 +360,7 @@ ops:
 	t.Logf("counts: reports sent by the fleet %d (broker acks), taken by the broker %d distinct, in SHADOW %d, "+
 		"shadow_events rows %d; devices failed %d; ALERTS events %d; notifications delivered %d (webhook requests %d, NOTIFY sent %d); "+
 		"rollout %s, %d waves, %d completed, %d failed",
-		st.Sent(), len(sent), reports, rows, failed, len(alerts), hook.distinct(), hook.total(), len(recorded),
+		st.Sent(), len(sent), reports, rows, failed, len(alerts), len(hookIDs(hook)), hook.requests(), len(recorded),
 		final.Status, len(final.Waves), final.Total.Completed, final.Total.Failed)
 	if err := p.stop(t); err != nil {
 		t.Errorf("otawatch stop: %v\n%s", err, p.stderr)
@@ -470,69 +466,30 @@ type later func() string
 
 func (l later) String() string { return l() }
 
-// hookCounter is a webhook receiver that counts requests by notification
-// id and the alerts each notification carries, by rule.
-type hookCounter struct {
-	mu       sync.Mutex
-	requests map[string]int
-	rules    map[string]map[string]bool // rule -> alert key (firing)
-}
-
-func newHookCounter() *hookCounter {
-	return &hookCounter{requests: map[string]int{}, rules: map[string]map[string]bool{}}
-}
-
-func (h *hookCounter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var pl webhook.Payload
-	if err := json.NewDecoder(r.Body).Decode(&pl); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.requests[r.Header.Get(webhook.IDHeader)]++
-	if pl.Status == "firing" {
-		for _, a := range pl.Alerts {
-			if h.rules[a.RuleID] == nil {
-				h.rules[a.RuleID] = map[string]bool{}
-			}
-			h.rules[a.RuleID][a.Key] = true
-		}
-	}
-	w.WriteHeader(http.StatusOK)
-}
-
-func (h *hookCounter) distinct() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.requests)
-}
-
-func (h *hookCounter) total() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	n := 0
-	for _, c := range h.requests {
-		n += c
-	}
-	return n
-}
-
-func (h *hookCounter) counts() map[string]int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	out := make(map[string]int, len(h.requests))
-	for k, v := range h.requests {
-		out[k] = v
+// hookIDs are the notification ids the webhook received (faults_test.go's
+// webhookLog), with how many requests each.
+func hookIDs(l *webhookLog) map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[string]int, len(l.byID))
+	for id, n := range l.byID {
+		out[id] = n
 	}
 	return out
 }
 
-// alerts is how many alerts of rule have been notified as firing.
-func (h *hookCounter) alerts(rule string) int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.rules[rule])
+// hookGroups is the number of alert groups notified whose key contains
+// label (with group_by ["..."] a group is one alert, its key its labels).
+func hookGroups(l *webhookLog, label string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for g := range l.byGroup {
+		if strings.Contains(g, label) {
+			n++
+		}
+	}
+	return n
 }
 
 // reportTap records every device report a broker accepts: topic and the
