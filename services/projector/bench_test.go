@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -131,7 +132,9 @@ func median(xs []float64) float64 {
 // issue's yardstick, a plain JetStream pull + ack of the same events (a
 // throwaway durable, explicit acks, nothing else: the log's own ceiling
 // here), with each round's projector rate over its own pull + ack. It also
-// measures decoding alone. It prints the medians of the rounds and their
+// measures decoding alone, and the CPU time per event of the pull + ack and
+// of the projector (this process's, and ClickHouse's query threads'): on a
+// machine where both are CPU-bound, their ratio bounds the rate ratio. It prints the medians of the rounds and their
 // ratios. It runs once whatever b.N is (scripts/bench
 // projector passes -benchtime 1x).
 //
@@ -153,6 +156,10 @@ func BenchmarkProjectorThroughput(b *testing.B) {
 	rows := benchRows(b, evs, raws)
 	ctx := context.Background()
 	var rawA, rawC, live, replay, consume, decode []float64
+	// CPU per event, in microseconds: this process's (the NATS server and
+	// client, the projector) during the pull+ack and the projector, and
+	// ClickHouse's query threads during the projector.
+	var cpuPull, cpuLive, cpuCH []float64
 
 	for round := 0; round < rounds; round++ {
 		db := testutil.ClickHouse(b)
@@ -187,7 +194,9 @@ func BenchmarkProjectorThroughput(b *testing.B) {
 
 		// What the projector's parts cost alone: JetStream delivery with
 		// acks (a throwaway durable) and decoding.
+		cpu0 := processCPU(b)
 		consume = append(consume, benchConsume(b, js.JS, n, batch))
+		cpuPull = append(cpuPull, perEvent(processCPU(b)-cpu0, n))
 		start := time.Now()
 		for i := range evs {
 			it := item{stream: events.StreamShadow, seq: uint64(i + 1), subject: evs[i].subject, raw: raws[i]}
@@ -215,13 +224,20 @@ func BenchmarkProjectorThroughput(b *testing.B) {
 			}
 			return nil
 		}
+		chConn, err := Dial(ctx, cfg, "")
+		if err != nil {
+			b.Fatal(err)
+		}
 		rctx, cancel := context.WithCancel(ctx)
 		stopped := make(chan error, 1)
+		cpu0, ch0 := processCPU(b), clickhouseCPU(b, chConn)
 		start = time.Now()
 		go func() { stopped <- s.Run(rctx) }()
 		select {
 		case end := <-done:
 			live = append(live, float64(n)/end.Sub(start).Seconds())
+			cpuLive = append(cpuLive, perEvent(processCPU(b)-cpu0, n))
+			cpuCH = append(cpuCH, perEvent(clickhouseCPU(b, chConn)-ch0, n))
 		case err := <-stopped:
 			b.Fatalf("projector stopped: %v", err)
 		case <-time.After(5 * time.Minute):
@@ -229,6 +245,7 @@ func BenchmarkProjectorThroughput(b *testing.B) {
 		}
 		cancel()
 		<-stopped
+		chConn.Close()
 
 		// Replay the same stream into a fresh database.
 		fresh := cfg.Database + "_replay"
@@ -261,6 +278,9 @@ func BenchmarkProjectorThroughput(b *testing.B) {
 		lv, 100*lv/pa, 100*median(paired), 100*lv/rc)
 	fmt.Printf("  replay into a fresh database   %9.0f events/s  %.2fx the live projector\n", rp, rp/lv)
 	fmt.Printf("  parts alone: decode+project %.0f events/s (one goroutine)\n", median(decode))
+	cl, cc, cp := median(cpuLive), median(cpuCH), median(cpuPull)
+	fmt.Printf("  CPU per event: pull+ack %.1f us; projector %.1f us in this process (NATS server and client included) + %.1f us in ClickHouse's query threads (merges not counted) = %.1fx the pull+ack's (where both are CPU-bound, a ceiling of ~%.0f%% of it)\n",
+		cp, cl, cc, (cl+cc)/cp, 100*cp/(cl+cc))
 	fmt.Printf("  rounds: raw append %v, raw columns %v, pull+ack %v, projector %v, replay %v\n", round0(rawA), round0(rawC), round0(consume), round0(live), round0(replay))
 	b.ReportMetric(ra, "raw_append_rows/s")
 	b.ReportMetric(rc, "raw_columns_rows/s")
@@ -270,7 +290,33 @@ func BenchmarkProjectorThroughput(b *testing.B) {
 	b.ReportMetric(pa, "pull_ack_msgs/s")
 	b.ReportMetric(median(paired), "projector/pull_ack")
 	b.ReportMetric(rp/lv, "replay/projector")
+	b.ReportMetric(cp, "pull_ack_cpu_us/msg")
+	b.ReportMetric(cl+cc, "projector_cpu_us/event")
 }
+
+// processCPU is the CPU time (user + system) this process has used: the
+// embedded NATS server and everything the benchmark runs, not ClickHouse.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// clickhouseCPU is the CPU time the server's query threads have used since
+// it started (system.events; background merges are not counted). It counts
+// every client's queries: on the server scripts/bench starts, the
+// benchmark's.
+func clickhouseCPU(b *testing.B, conn driver.Conn) time.Duration {
+	var us uint64
+	if err := conn.QueryRow(context.Background(), "SELECT sum(value) FROM system.events WHERE event IN ('UserTimeMicroseconds', 'SystemTimeMicroseconds')").Scan(&us); err != nil {
+		b.Fatalf("clickhouse cpu time: %v", err)
+	}
+	return time.Duration(us) * time.Microsecond
+}
+
+func perEvent(d time.Duration, n int) float64 { return float64(d.Microseconds()) / float64(n) }
 
 func round0(xs []float64) []int {
 	out := make([]int, len(xs))
