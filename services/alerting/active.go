@@ -85,7 +85,7 @@ func (s *Service) begin(ctx context.Context) (*run, error) {
 	s.setStatus(func(st *Status) { st.Rules = set.IDs() })
 	r.rulesHash = s.lastRecordedRules(ctx)
 	s.recordRules(r, l, events.RulesLoadedStart)
-	s.queue(r, r.eng.SetRules(set))
+	s.queue(r, causeRules, r.eng.SetRules(set))
 	if err := r.pub.flush(ctx); err != nil {
 		return nil, err
 	}
@@ -117,7 +117,9 @@ func (s *Service) handle(ctx context.Context, r *run, m consume.Msg) error {
 	if m.Seq > r.seq(m.Stream) {
 		var trs []ruleeval.Transition
 		var err error
+		cause := causeShadow
 		if m.Stream == events.StreamRollout {
+			cause = causeRollout
 			trs, err = r.eng.ApplyRollout(m.Seq, m.Event)
 		} else {
 			trs, err = r.eng.ApplyShadow(m.Seq, m.Event)
@@ -126,7 +128,7 @@ func (s *Service) handle(ctx context.Context, r *run, m consume.Msg) error {
 		if err != nil {
 			return consume.Poison(err)
 		}
-		s.queue(r, trs)
+		s.queue(r, cause, trs)
 	}
 	if err := r.pub.flush(ctx); err != nil {
 		return err
@@ -288,12 +290,14 @@ func (s *Service) end(r *run, lost func() bool) {
 	s.deps.Health.Set(component, errors.New("stopped"))
 }
 
-// queue publishes transitions, less those already on ALERTS.
-func (s *Service) queue(r *run, trs []ruleeval.Transition) {
+// queue publishes transitions a turn of cause computed, less those
+// already on ALERTS, each with the engine's position (position.go).
+func (s *Service) queue(r *run, cause string, trs []ruleeval.Transition) {
 	if len(trs) == 0 {
 		return
 	}
 	r.dirty = true
+	hdr := r.positionNow(cause).header()
 	for _, tr := range trs {
 		ev, err := tr.Event()
 		if err != nil {
@@ -303,7 +307,7 @@ func (s *Service) queue(r *run, trs []ruleeval.Transition) {
 		if r.published[ev.ID] {
 			continue
 		}
-		if err := r.pub.add(tr.Subject(), ev); err != nil {
+		if err := r.pub.add(tr.Subject(), ev, hdr); err != nil {
 			s.log.Error("publish alert", "key", tr.Alert.Key, "err", err)
 			continue
 		}
@@ -330,7 +334,7 @@ func (s *Service) tick(ctx context.Context, r *run, at time.Time) error {
 		s.log.Info("devices potentially offline", "devices", len(stale), "tick", at)
 		r.dirty = true
 	}
-	s.queue(r, trs)
+	s.queue(r, causeTick, trs)
 	s.setStatus(func(st *Status) { st.Ticks++ })
 	return r.pub.flush(ctx)
 }
@@ -350,7 +354,7 @@ func (s *Service) reloaded(r *run, l loaded) {
 		return
 	}
 	s.recordRules(r, l, events.RulesLoadedReload)
-	s.queue(r, r.eng.SetRules(l.set))
+	s.queue(r, causeRules, r.eng.SetRules(l.set))
 	s.log.Info("rules reloaded", "rules", strings.Join(l.set.IDs(), ","), "on_request", l.forced)
 	s.setStatus(func(st *Status) {
 		st.Rules, st.ReloadError = l.set.IDs(), ""

@@ -9,14 +9,19 @@
 // (services/internal/consume: ordered consumers, not durables, one
 // backoff, one rule for caught up): its position is part of its state, saved with it in the
 // JetStream KV bucket snapshot_bucket (default "otawatch_alerting") every
-// snapshot_interval. A start restores the snapshot, folds the ALERTS
+// snapshot_interval. A start restores the snapshot and folds the ALERTS
 // events published after it (so an alert raised or resolved after the
-// snapshot is known), and reads SHADOW and ROLLOUT after the snapshot's
-// sequences. Alert events have deterministic ids (key, severity, start
-// time, state): during that catch-up an alert event already on ALERTS is
-// not published again, whatever the JetStream duplicate window. The
-// durable names events.ConsumerAlertingShadow and ConsumerAlertingRollout
-// are therefore not used. Without a snapshot the whole log is read.
+// snapshot is known). Each of those says, in headers, at which SHADOW and
+// ROLLOUT sequences its turn computed it (position.go): the start replays
+// SHADOW and ROLLOUT up to the last one's, publishing nothing, so the
+// fleet state and the alert state are those of one point of the log; it
+// runs that last turn's event again, publishing what a crash lost of its
+// alerts, and then follows the log from there. Alert events have
+// deterministic ids (key, severity, start time, state): during that
+// catch-up an alert event already on ALERTS is not published again,
+// whatever the JetStream duplicate window. The durable names
+// events.ConsumerAlertingShadow and ConsumerAlertingRollout are therefore
+// not used. Without a snapshot the whole log is read.
 //
 // # Ticks and presence
 //
@@ -82,7 +87,9 @@
 // service.go is the Service and its Status; active.go the active term
 // (the followers' handler and the loop of ticks, reloads and snapshots,
 // which take turns on the state under one lock); snapshot.go the snapshot
-// and the restore; publish.go the publishes awaited before a turn ends;
+// and the restore; position.go where an alert was computed and the
+// restart's catch-up to it; publish.go the publishes awaited before a
+// turn ends;
 // watch.go the rule reloads; rulesrecord.go the record of the rules in
 // force; replay.go the replay against ALERTS; streamfull.go the
 // stream-full alerts.

@@ -55,7 +55,7 @@ func (h *harness) start(cfg Config) *running {
 func (h *harness) startWith(cfg Config, prepare func(*Service)) *running {
 	h.t.Helper()
 	r := h.launchWith(cfg, prepare)
-	testutil.Eventually(h.t, 10*time.Second, func() bool { return r.svc.Status().CaughtUp }, "alerting did not catch up")
+	testutil.Eventually(h.t, 30*time.Second, func() bool { return r.svc.Status().CaughtUp }, "alerting did not catch up")
 	return r
 }
 
@@ -114,11 +114,27 @@ func (r *running) tick(t *testing.T, tm time.Time) {
 	}
 }
 
+// snapshot has the service write a snapshot now and waits for it.
+func (r *running) snapshot(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	select {
+	case r.svc.snapReq <- done:
+	case <-ctx.Done():
+		t.Fatal("snapshot request not taken")
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+}
+
 // waitShadow waits until the service has handled SHADOW up to seq.
 func (r *running) waitShadow(t *testing.T, seq uint64) {
 	t.Helper()
-	testutil.Eventually(t, 10*time.Second, func() bool { return r.svc.Status().ShadowSeq >= seq },
-		"alerting did not handle SHADOW up to %d (at %d)", seq, r.svc.Status().ShadowSeq)
+	testutil.Eventually(t, 30*time.Second, func() bool { return r.svc.Status().ShadowSeq >= seq },
+		"alerting did not handle SHADOW up to %d (at %v)", seq, lazy(func() string { return fmt.Sprint(r.svc.Status().ShadowSeq) }))
 }
 
 func (r *running) waitRollout(t *testing.T, seq uint64) {
@@ -197,6 +213,20 @@ func (h *harness) rollout(job, name string, wave int, target string, when time.T
 	return h.publish(events.RolloutSubject(job, name), ev)
 }
 
+// targetD1 starts wave 1 of job j1 with device t/d1 in it (its desired
+// state at 0s, so stale-shadow holds for it from 10 minutes on) and waits
+// until the service has handled it; it returns the SHADOW and ROLLOUT
+// sequences.
+func (h *harness) targetD1(r *running) (shadowSeq, rolloutSeq uint64) {
+	h.t.Helper()
+	h.rollout("j1", "job_started", 0, "", at(0))
+	rolloutSeq = h.rollout("j1", "wave_started", 1, "", at(0))
+	shadowSeq = h.desired("d1", "j1", 1, "4.2.1", at(0))
+	r.waitShadow(h.t, shadowSeq)
+	r.waitRollout(h.t, rolloutSeq)
+	return shadowSeq, rolloutSeq
+}
+
 // alert is one ALERTS event, decoded.
 type alert struct {
 	ID      string
@@ -236,16 +266,21 @@ func (h *harness) alerts(rule string) []alert {
 	return out
 }
 
-// waitAlerts waits until ALERTS holds n events of rule.
+// waitAlerts waits until ALERTS holds n events of rule ("": of any).
 func (h *harness) waitAlerts(rule string, n int) []alert {
 	h.t.Helper()
 	var got []alert
-	testutil.Eventually(h.t, 10*time.Second, func() bool {
+	testutil.Eventually(h.t, 30*time.Second, func() bool {
 		got = h.alerts(rule)
 		return len(got) >= n
-	}, "ALERTS has %d events of rule %q, want %d", len(got), rule, n)
+	}, "ALERTS has %v of rule %q, want %d", lazy(func() string { return fmt.Sprintf("%d events (%s)", len(got), describe(got)) }), rule, n)
 	return got
 }
+
+// lazy is a message argument formatted when the message is.
+type lazy func() string
+
+func (f lazy) String() string { return f() }
 
 func describe(as []alert) string {
 	parts := make([]string, len(as))

@@ -25,6 +25,9 @@ type publisher struct {
 	// stored, when set, is told the subject of every event stored for
 	// the first time (not a duplicate of one already on the stream).
 	stored func(subject string)
+	// lose, when set, says which events are never sent: the tests' crash
+	// between an event and its alert publish (Service.loseAlert).
+	lose func(ev events.Event) bool
 }
 
 type pending struct {
@@ -36,14 +39,21 @@ func newPublisher(js jetstream.JetStream) *publisher {
 	return &publisher{js: js, published: map[string]uint64{}}
 }
 
-// add queues one event for subject.
-func (p *publisher) add(subject string, ev events.Event) error {
+// add queues one event for subject, with the headers of hdr (nil: none)
+// besides its id as Nats-Msg-Id.
+func (p *publisher) add(subject string, ev events.Event, hdr nats.Header) error {
 	data, err := ev.Marshal()
 	if err != nil {
 		return fmt.Errorf("marshal %s event %s: %w", ev.Type, ev.ID, err)
 	}
+	if p.lose != nil && p.lose(ev) {
+		return nil
+	}
 	msg := nats.NewMsg(subject)
 	msg.Data = data
+	for k, v := range hdr {
+		msg.Header[k] = v
+	}
 	msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
 	fut, err := p.js.PublishMsgAsync(msg)
 	if err != nil {
@@ -114,7 +124,7 @@ func (p *publisher) await(ctx context.Context, pd pending) (*jetstream.PubAck, e
 // publishNow queues events and flushes.
 func (p *publisher) publishNow(ctx context.Context, subjects []string, evs []events.Event) error {
 	for i, ev := range evs {
-		if err := p.add(subjects[i], ev); err != nil {
+		if err := p.add(subjects[i], ev, nil); err != nil {
 			return err
 		}
 	}

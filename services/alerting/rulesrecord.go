@@ -29,7 +29,7 @@ func (s *Service) recordRules(r *run, l loaded, reason string) {
 	ev, err := events.New(events.RulesLoadedEventID(d.SHA256, d.ShadowSeq, d.RolloutSeq, at), events.SourceAlerting,
 		events.TypeRulesLoaded, d.Dir, at, d)
 	if err == nil {
-		err = r.pub.add(events.SubjectRulesLoaded, ev)
+		err = r.pub.add(events.SubjectRulesLoaded, ev, nil)
 	}
 	if err != nil {
 		// The rules run all the same; a replay without the record uses

@@ -67,11 +67,7 @@ func TestNewRefusesBadConfig(t *testing.T) {
 func TestTicksRunOnTheServiceClock(t *testing.T) {
 	h := newHarness(t)
 	r := h.start(Config{TickInterval: 5 * time.Minute})
-	h.rollout("j1", "job_started", 0, "", at(0))
-	rseq := h.rollout("j1", "wave_started", 1, "", at(0))
-	seq := h.desired("d1", "j1", 1, "4.2.1", at(0))
-	r.waitShadow(t, seq)
-	r.waitRollout(t, rseq)
+	h.targetD1(r)
 	for n := 1; n <= 3; n++ {
 		// The loop arms the next tick after each one: wait for it, so
 		// every 5 minutes of the clock is one tick.

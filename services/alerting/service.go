@@ -33,6 +33,9 @@ type Service struct {
 	// crashOnStop skips the final snapshot: tests use it to stop the
 	// service the way a crash would.
 	crashOnStop bool
+	// loseAlert, when set, says which alert events are never sent: tests
+	// use it for a crash between an event and its alert publish.
+	loseAlert func(ev events.Event) bool
 	// snapReq asks the loop for a snapshot now (tests).
 	snapReq chan chan error
 

@@ -1,7 +1,6 @@
 package alerting
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -347,22 +346,8 @@ func TestPoisonGoesToRejected(t *testing.T) {
 func TestRestartResolvesATickAlertAfterTheSnapshot(t *testing.T) {
 	h := newHarness(t)
 	r := h.startWith(Config{SnapshotInterval: time.Hour}, func(s *Service) { s.crashOnStop = true })
-	h.rollout("j1", "job_started", 0, "", at(0))
-	rseq := h.rollout("j1", "wave_started", 1, "", at(0))
-	seq := h.desired("d1", "j1", 1, "4.2.1", at(0))
-	r.waitShadow(t, seq)
-	r.waitRollout(t, rseq)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	select {
-	case r.svc.snapReq <- done:
-	case <-ctx.Done():
-		t.Fatal("snapshot request not taken")
-	}
-	if err := <-done; err != nil {
-		t.Fatalf("snapshot: %v", err)
-	}
+	h.targetD1(r)
+	r.snapshot(t)
 	r.tick(t, at(10*time.Minute+30*time.Second))
 	h.waitAlerts("stale-shadow", 1)
 	r.stop(t)
@@ -371,7 +356,7 @@ func TestRestartResolvesATickAlertAfterTheSnapshot(t *testing.T) {
 	if !r2.svc.Status().Restored || r2.svc.Status().Active != 1 {
 		t.Fatalf("after restart: %+v, want restored with 1 active alert", r2.svc.Status())
 	}
-	seq = h.report("d1", "4.2.1", events.StatusInProgress, 0, at(12*time.Minute))
+	seq := h.report("d1", "4.2.1", events.StatusInProgress, 0, at(12*time.Minute))
 	r2.waitShadow(t, seq)
 	got := h.waitAlerts("stale-shadow", 2)
 	if len(got) != 2 || got[1].State != events.AlertResolved || got[1].Key != "stale-shadow/t/d1" {

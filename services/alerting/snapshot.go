@@ -166,16 +166,18 @@ func saveSnapshot(ctx context.Context, kv jetstream.KeyValue, m manifest, state 
 	return nil
 }
 
-// restore builds the engine from the snapshot (if any) and folds the
-// ALERTS events published after it, so a restart neither raises again an
-// alert that is active nor forgets one it must resolve.
+// restore builds the engine from the snapshot (if any), folds the ALERTS
+// events published after it and brings the fleet state to the point they
+// were computed at (catchUp, position.go), so a restart neither raises
+// again an alert that is active, nor forgets one it must resolve, nor
+// contradicts one with an older fleet state.
 func (s *Service) restore(ctx context.Context, set *rules.Set) (*run, error) {
 	kv, err := openBucket(ctx, s.deps.JS, s.cfg.SnapshotBucket, s.deps.Streams.Replicas)
 	if err != nil {
 		return nil, err
 	}
 	r := &run{kv: kv, pub: newPublisher(s.deps.JS), published: map[string]bool{}}
-	r.pub.stored = s.countAlert
+	r.pub.stored, r.pub.lose = s.countAlert, s.loseAlert
 	r.eng = s.newEngine(set)
 	m, state, err := loadSnapshot(ctx, kv)
 	if err != nil {
@@ -195,16 +197,21 @@ func (s *Service) restore(ctx context.Context, set *rules.Set) (*run, error) {
 				"alerts_seq", m.AlertsSeq, "devices", r.eng.Fleet().Len())
 		}
 	}
-	if err := s.foldAlerts(ctx, r, alertsFrom); err != nil {
+	rc := newRecorded(r.eng.Active())
+	if err := s.foldAlerts(ctx, r, rc, alertsFrom); err != nil {
+		return nil, err
+	}
+	if err := s.catchUp(ctx, r, rc); err != nil {
 		return nil, err
 	}
 	return r, nil
 }
 
 // foldAlerts folds the ALERTS events from sequence from up to the
-// stream's end as it is now, through the consume loop: an event that does
-// not decode goes to REJECTED like any other, and the fold goes on.
-func (s *Service) foldAlerts(ctx context.Context, r *run, from uint64) error {
+// stream's end as it is now into rc, through the consume loop: an event
+// that does not decode goes to REJECTED like any other, and the fold goes
+// on.
+func (s *Service) foldAlerts(ctx context.Context, r *run, rc *recorded, from uint64) error {
 	n := 0
 	f := consume.New(s.deps.JS, consume.Config{
 		Stream: events.StreamAlerts, From: from, Source: component, EventSource: events.SourceAlerting, Log: s.log,
@@ -220,7 +227,11 @@ func (s *Service) foldAlerts(ctx context.Context, r *run, from uint64) error {
 			if a.RuleID == StreamFullRule {
 				return nil // not the engine's: checkStreams reads them back
 			}
-			r.eng.Restore(a)
+			at, err := positionOf(m.Header)
+			if err != nil {
+				s.log.Warn("alert event with a malformed log position: restored at the snapshot's point", "stream_seq", m.Seq, "event_id", m.Event.ID, "err", err)
+			}
+			rc.add(at, a)
 			r.published[m.Event.ID] = true
 			n++
 			return nil
@@ -246,7 +257,8 @@ func (s *Service) foldAlerts(ctx context.Context, r *run, from uint64) error {
 		s.setStatus(func(st *Status) { st.Rejected += int(k) })
 	}
 	if n > 0 {
-		s.log.Info("alerts folded", "events", n, "active_alerts", r.eng.ActiveCount())
+		s.log.Info("alerts folded", "events", n, "last_shadow_seq", rc.last.at.shadow, "last_rollout_seq", rc.last.at.rollout,
+			"last_cause", rc.last.at.cause)
 	}
 	return nil
 }

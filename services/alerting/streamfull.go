@@ -98,7 +98,7 @@ func (s *Service) checkStreams(ctx context.Context, r *run, at time.Time) {
 		ev, err := events.New(events.AlertEventID(a.Key, a.Severity, a.StartsAt, a.State), events.SourceAlerting,
 			events.AlertEventType(a.State), a.Key, at, a)
 		if err == nil {
-			err = r.pub.add(events.AlertSubject(a.State, a.Severity, a.RuleID), ev)
+			err = r.pub.add(events.AlertSubject(a.State, a.Severity, a.RuleID), ev, nil)
 		}
 		if err != nil {
 			s.log.Error("publish stream-full alert", "stream", name, "err", err)

@@ -255,6 +255,38 @@ func TestRestoreFromAlerts(t *testing.T) {
 	}
 }
 
+func TestSetActive(t *testing.T) {
+	const slow = "id: slow\nseverity: warning\nkind: tick\nfor: 5m\ncondition: device.status == \"in_progress\"\n"
+	e := New(ruleSet(t, failedRule, slow), Options{OfflineAfter: -1})
+	e.ApplyShadow(1, report(t, "d1", "failed", "2", 0, mins(0)))
+	e.ApplyShadow(2, report(t, "d2", "failed", "2", 0, mins(1)))
+	e.ApplyShadow(3, report(t, "d3", "in_progress", "2", 0, mins(2))) // slow waits for its 5m
+	recorded := func(dev string, start float64) events.AlertData {
+		return events.AlertData{Key: "failed/t/" + dev, RuleID: "failed", Severity: "critical", State: events.AlertRaised,
+			TypeID: "t", DeviceID: dev, StartsAt: mins(start)}
+	}
+	e.SetActive([]events.AlertData{recorded("d2", 1), recorded("d4", 3)})
+	var keys []string
+	for _, a := range e.Active() {
+		keys = append(keys, fmt.Sprintf("%s@%s", a.Key, a.StartsAt.Sub(t0)))
+	}
+	if got, want := strings.Join(keys, " "), "failed/t/d2@1m0s failed/t/d4@3m0s"; got != want || e.ActiveCount() != 2 {
+		t.Fatalf("active %q (count %d), want %q", got, e.ActiveCount(), want)
+	}
+	var out []Transition
+	out = append(out, e.Tick(mins(7))...) // slow's wait was kept
+	trs, _ := e.ApplyShadow(4, report(t, "d1", "failed", "3", 0, mins(8)))
+	out = append(out, trs...) // d1's alert is no longer active: a new one
+	trs, _ = e.ApplyShadow(5, report(t, "d4", "completed", "2", 60, mins(9)))
+	out = append(out, trs...) // d4's recorded alert resolves
+	if got, want := summary(out), "raised warning slow/t/d3@7m0s; raised critical failed/t/d1@8m0s; resolved critical failed/t/d4@9m0s"; got != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+	if !out[0].Alert.StartsAt.Equal(mins(2)) || !out[2].Alert.StartsAt.Equal(mins(3)) {
+		t.Errorf("starts %s and %s, want 2m and 3m", out[0].Alert.StartsAt.Sub(t0), out[2].Alert.StartsAt.Sub(t0))
+	}
+}
+
 func TestStaleAndEcho(t *testing.T) {
 	e := New(&rules.Set{}, Options{OfflineAfter: 10 * time.Minute})
 	// In progress, each owes its final report; idle finished its update

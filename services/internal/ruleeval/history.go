@@ -94,11 +94,23 @@ func (r *Reader) Next(ctx context.Context) (Record, bool, error) {
 		return Record{}, false, fmt.Errorf("read %s: metadata: %w", r.stream, err)
 	}
 	rec := Record{Stream: r.stream, Seq: meta.Sequence.Stream, Subject: msg.Subject(), Raw: msg.Data(), Stored: meta.Timestamp}
+	if rec.Seq > r.Last {
+		r.done = true // past a bound set by StopAfter
+		return Record{}, false, nil
+	}
 	rec.Event, rec.DecodeErr = events.Decode(rec.Raw)
 	if rec.Seq >= r.Last {
 		r.done = true
 	}
 	return rec, true, nil
+}
+
+// StopAfter makes Next report the end after the message at seq, if that
+// is before the stream's last when the reader opened.
+func (r *Reader) StopAfter(seq uint64) {
+	if seq < r.Last {
+		r.Last = seq
+	}
 }
 
 // Close stops the consumer.

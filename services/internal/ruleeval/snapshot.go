@@ -45,6 +45,37 @@ func (e *Engine) Restore(a events.AlertData) {
 	}
 }
 
+// SetActive makes active exactly the alerts of active (raised alerts, at
+// most one a key): an alert of another key, or of the same key with
+// another severity or start, stops being active, and one the engine does
+// not have becomes active, as Restore makes it. A level waiting for its
+// rule's `for` stays waiting. A restarted service calls it where its alert
+// state fell behind the alerts recorded on ALERTS.
+func (e *Engine) SetActive(active []events.AlertData) {
+	want := make(map[string]events.AlertData, len(active))
+	for _, a := range active {
+		want[a.Key] = a
+	}
+	for key, st := range e.alerts {
+		if st.Active == nil {
+			continue
+		}
+		if a, ok := want[key]; ok && a.Severity == st.Active.Severity && a.StartsAt.Equal(st.Active.StartsAt) {
+			delete(want, key) // already as recorded
+			continue
+		}
+		st.Active = nil
+		e.activeN--
+		if st.PendingSeverity == "" {
+			delete(e.alerts, key)
+		}
+	}
+	for _, a := range want {
+		a.State = events.AlertRaised
+		e.Restore(a)
+	}
+}
+
 // snapshot is the serialised engine.
 type snapshot struct {
 	ShadowSeq  uint64               `json:"shadowSeq"`
