@@ -244,15 +244,7 @@ func replayOne(ctx context.Context, b *consume.Batcher[*item], r *replayStream) 
 }
 
 func streamInfo(ctx context.Context, js jetstream.JetStream, name string) (*jetstream.StreamInfo, error) {
-	var info *jetstream.StreamInfo
-	err := events.Retry(ctx, 5, func(ctx context.Context) error {
-		s, err := js.Stream(ctx, name)
-		if err != nil {
-			return err
-		}
-		info, err = s.Info(ctx)
-		return err
-	})
+	info, err := consume.StreamInfo(ctx, js, name)
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", name, err)
 	}
