@@ -31,8 +31,9 @@ import (
 // some of a turn's alert events and lose the rest), restores that turn's
 // alerts, and follows the log from there: every later event's alerts were
 // never stored, so they are published. Alert events without the headers
-// (stored before they existed) are restored at the snapshot's point, as
-// they were then.
+// (stored before they existed) are folded like the others; when the last
+// turn is theirs there is no point to replay to, and they are restored at
+// the snapshot's point, as they were before.
 
 // Headers of the alert events the rules cause.
 const (
@@ -144,7 +145,7 @@ func (s *Service) catchUp(ctx context.Context, r *run, rc *recorded) error {
 		return nil
 	}
 	if rc.unplaced > 0 {
-		s.log.Warn("alert events without a log position (stored by an older version) are restored at the snapshot's point",
+		s.log.Warn("alert events without a log position (stored by an older version): the last of them are restored at the snapshot's point",
 			"events", rc.unplaced)
 	}
 	cause, err := s.replayTo(ctx, r, last.at)

@@ -229,7 +229,7 @@ func (s *Service) foldAlerts(ctx context.Context, r *run, rc *recorded, from uin
 			}
 			at, err := positionOf(m.Header)
 			if err != nil {
-				s.log.Warn("alert event with a malformed log position: restored at the snapshot's point", "stream_seq", m.Seq, "event_id", m.Event.ID, "err", err)
+				s.log.Warn("alert event with a malformed log position: taken as one without", "stream_seq", m.Seq, "event_id", m.Event.ID, "err", err)
 			}
 			rc.add(at, a)
 			r.published[m.Event.ID] = true
