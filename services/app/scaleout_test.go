@@ -125,7 +125,13 @@ func TestScaleOutProjectorAlerting(t *testing.T) {
 	if _, err := projector.Replay(ctx, chCfg, js, nil, projector.ReplayOptions{Database: refDB}); err != nil {
 		t.Fatalf("replay into %s: %v", refDB, err)
 	}
-	t.Cleanup(func() { dropDatabase(t, db.Addr, refDB) })
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("clickhouse database %s kept for inspection", refDB)
+			return
+		}
+		dropDatabase(t, db.Addr, refDB)
+	})
 	conn, err := projector.Open(ctx, chCfg, db.Database)
 	if err != nil {
 		t.Fatal(err)

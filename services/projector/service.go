@@ -219,8 +219,9 @@ func openSchema(ctx context.Context, cfg Config, database string) (driver.Conn, 
 // (including redeliveries of older ones) find their job and wave whatever
 // order they come in. It returns the number of events read.
 func warmDesired(ctx context.Context, js jetstream.JetStream, index *desiredIndex) (int, error) {
-	// Every desired event up to the stream's last sequence now exists
-	// when the consumer below is made, so it reads them all.
+	// Every desired event up to the stream's last sequence now is stored
+	// before the last desired event readDesired looks up, so it reads
+	// them all.
 	info, err := streamInfo(ctx, js, events.StreamShadow)
 	if err != nil {
 		return 0, fmt.Errorf("read desired events: %w", err)
@@ -235,7 +236,7 @@ func warmDesired(ctx context.Context, js jetstream.JetStream, index *desiredInde
 // catchUp makes index hold every desired event up to sequence upTo, when
 // it does not yet: it reads the desired events after the index's complete
 // part. The event at upTo was stored, so every desired event before it
-// was too and the read finds them.
+// was too, up to the last one readDesired looks up.
 func catchUp(ctx context.Context, js jetstream.JetStream, index *desiredIndex, upTo uint64) error {
 	if index.complete() >= upTo {
 		return nil
@@ -254,43 +255,27 @@ func catchUp(ctx context.Context, js jetstream.JetStream, index *desiredIndex, u
 }
 
 // readDesired reads SHADOW's shadow.desired events from sequence from up
-// to where the stream is when it starts into index, and returns how many
+// to the last one stored when it starts into index, and returns how many
 // it read.
 func readDesired(ctx context.Context, js jetstream.JetStream, index *desiredIndex, from uint64) (int, error) {
-	cc := jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{events.SubjectShadowDesired + ".>"},
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
-	}
-	if from > 1 {
-		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
-	}
-	cons, err := js.OrderedConsumer(ctx, events.StreamShadow, cc)
+	subject := events.SubjectShadowDesired + ".>"
+	last, err := consume.LastMsg(ctx, js, events.StreamShadow, subject)
 	if err != nil {
 		return 0, fmt.Errorf("read desired events: %w", err)
 	}
-	pending := cons.CachedInfo().NumPending
-	if pending == 0 {
+	if last == nil || last.Sequence < from {
 		return 0, nil
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(consume.PullBuffer(int(min(pending, 50_000)))))
-	if err != nil {
-		return 0, fmt.Errorf("read desired events: %w", err)
-	}
-	defer it.Stop()
-	var n uint64
-	for n < pending {
-		m, err := it.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			return int(n), fmt.Errorf("read desired events (%d of %d): %w", n, pending, err)
-		}
-		n++
-		md, err := m.Metadata()
-		if err != nil {
-			continue
-		}
+	n := 0
+	err = consume.ReadRange(ctx, js, events.StreamShadow, []string{subject}, from, last.Sequence, func(m consume.Msg) (bool, error) {
 		// Projecting fills the index; the row itself is written when the
 		// live consumer delivers this event.
-		project(&item{stream: events.StreamShadow, seq: md.Sequence.Stream, subject: m.Subject(), raw: m.Data()}, index)
+		project(&item{stream: events.StreamShadow, seq: m.Seq, subject: m.Subject, raw: m.Data}, index)
+		n++
+		return false, nil
+	})
+	if err != nil {
+		return n, fmt.Errorf("read desired events (%d read): %w", n, err)
 	}
-	return int(n), nil
+	return n, nil
 }

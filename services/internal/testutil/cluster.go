@@ -230,23 +230,27 @@ func (c *Cluster) node(t testing.TB, name string) *clusterNode {
 	return nil
 }
 
-// metaReady says whether one node leads JetStream's meta group and every
-// running node is current with it.
+// metaReady says whether one node leads JetStream's meta group, every
+// running node is current with it, and the leader sees each of them online
+// with its stats (until then it refuses to place replicas: "no suitable
+// peers for placement").
 func (c *Cluster) metaReady() bool {
-	leaders := 0
+	leaders, running, peers := 0, 0, 0
 	for _, n := range c.nodes {
 		srv := n.server()
 		if srv == nil {
 			continue
 		}
+		running++
 		if !srv.JetStreamIsCurrent() {
 			return false
 		}
 		if srv.JetStreamIsLeader() {
 			leaders++
+			peers = len(srv.JetStreamClusterPeers())
 		}
 	}
-	return leaders == 1
+	return leaders == 1 && peers == running
 }
 
 // Names are the nodes' server names.
