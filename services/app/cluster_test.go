@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -108,15 +107,7 @@ ops:
 	tap := newReportTap(t, mosq.URL)
 
 	p := startOtawatch(t, nil, "run", "-c", cfgFile, "bridge", "projector", "alerting", "rollout", "notify")
-	ready := func() bool {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", opsPort))
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}
-	testutil.Eventually(t, 90*time.Second, ready, "otawatch never became ready\n%s", p.stderr)
+	testutil.Eventually(t, 90*time.Second, readyz(opsPort), "otawatch never became ready\n%s", p.stderr)
 	adminNC, js := cluster.Connect(t, testutil.ClusterUserAdmin)
 	// The node to kill leads SHADOW and is the one otawatch is connected
 	// to: its bridge loses the connection while it stores reports, and

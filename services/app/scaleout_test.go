@@ -496,16 +496,8 @@ func TestBridgePartitions(t *testing.T) {
 	}
 	// /readyz: the active bridge of a partition is ready, its standby
 	// says it stands by.
-	readyz := func(b *bridgeProc) (int, string) {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", b.port))
-		if err != nil {
-			return 0, err.Error()
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(body)
-	}
-	ready := func(b *bridgeProc) bool { code, _ := readyz(b); return code == http.StatusOK }
+	probe := func(b *bridgeProc) (int, string) { return httpGet(fmt.Sprintf("http://127.0.0.1:%d/readyz", b.port)) }
+	ready := func(b *bridgeProc) bool { code, _ := probe(b); return code == http.StatusOK }
 	// roles finds a partition's active bridge and its standby among the
 	// running processes, when there is exactly one of each.
 	roles := func(partition string) (act, standby *bridgeProc) {
@@ -513,7 +505,7 @@ func TestBridgePartitions(t *testing.T) {
 			if b.partition != partition || b.proc.cmd.ProcessState != nil {
 				continue
 			}
-			switch code, body := readyz(b); {
+			switch code, body := probe(b); {
 			case code == http.StatusOK && act == nil:
 				act = b
 			case code == http.StatusServiceUnavailable && strings.Contains(body, "standby") && standby == nil:
@@ -593,14 +585,12 @@ func TestBridgePartitions(t *testing.T) {
 
 	// What each surviving bridge handled (/metrics).
 	handled := func(b *bridgeProc) uint64 {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", b.port))
-		if err != nil {
-			t.Fatal(err)
+		code, body := httpGet(fmt.Sprintf("http://127.0.0.1:%d/metrics", b.port))
+		if code != http.StatusOK {
+			t.Fatalf("/metrics of the %s bridge on port %d: %d", b.partition, b.port, code)
 		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
 		var n uint64
-		for _, m := range regexp.MustCompile(`(?m)^otawatch_bridge_reports_total\{outcome="\w+"\} (\d+)$`).FindAllStringSubmatch(string(body), -1) {
+		for _, m := range regexp.MustCompile(`(?m)^otawatch_bridge_reports_total\{outcome="\w+"\} (\d+)$`).FindAllStringSubmatch(body, -1) {
 			v, _ := strconv.ParseUint(m[1], 10, 64)
 			n += v
 		}
