@@ -183,7 +183,7 @@ func fleetRound(b *testing.B, r *rig, n, round int) (bool, float64) {
 	cfg.MaxBatch = 5000
 	r.start("bench", cfg, nil)
 	spec := fleetSpec("size", f, simulator.DefaultType)
-	spec.Waves, spec.WaveSize, spec.Rate, spec.DeviceTimeout = 1, 0, 1e6, events.Duration(10*time.Minute)
+	spec.Waves, spec.WaveSize, spec.Rate, spec.DeviceTimeout = 1, 0, MaxRate, events.Duration(10*time.Minute)
 	spec.MaxFailure = 1
 	t0 := time.Now()
 	r.mustRequest(CmdCreate, events.RolloutRequest{Start: true, Spec: spec})
