@@ -132,6 +132,9 @@ func (b *Batcher[T]) Run(ctx context.Context) error {
 	return restart(ctx, b.log, &b.progress, b.cfg.NewBackOff, b.follow)
 }
 
+// pullExpiry is how long one pull request of a Batcher waits on the server.
+const pullExpiry = 5 * time.Second
+
 // PullBuffer is how many messages a batch follower asks JetStream for at
 // once: a batch's worth, within bounds.
 func PullBuffer(batchSize int) int { return min(max(batchSize, 100), 50_000) }
@@ -198,7 +201,10 @@ func (b *Batcher[T]) follow(ctx context.Context) (bool, error) {
 	if err != nil || done {
 		return done, err
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(PullBuffer(b.cfg.BatchSize)))
+	// A pull request can be lost (sent to a consumer on a fresh cluster
+	// before it has a leader); the client sees it by the missing heartbeat,
+	// half the expiry, and pulls again: 5 s, not nats.go's 30.
+	it, err := cons.Messages(jetstream.PullMaxMessages(PullBuffer(b.cfg.BatchSize)), jetstream.PullExpiry(pullExpiry))
 	if err != nil {
 		return false, fmt.Errorf("read %s: %w", b.cfg.Stream, err)
 	}
