@@ -167,22 +167,32 @@ func TestReadyzFailsWhileAStreamIsMissing(t *testing.T) {
 	if err := js.DeleteStream(ctx, events.StreamAlerts); err != nil {
 		t.Fatal(err)
 	}
+	// The streams check names the missing stream. The alerting service may
+	// also report itself not ready meanwhile (its publishes to ALERTS fail,
+	// and on a loaded machine it has stepped down): the streams entry is
+	// what this test is about.
+	want := ops.ComponentStatus{Name: ops.StreamsComponent, Reason: "stream ALERTS is missing (needed by alerting)"}
 	var body string
-	testutil.Eventually(t, 10*time.Second, func() bool {
-		var code int
-		code, body = httpGet(readyz)
-		return code == http.StatusServiceUnavailable
-	}, "readyz still 200 after ALERTS was deleted")
 	var r struct {
 		Ready    bool
 		NotReady []ops.ComponentStatus
 	}
-	if err := json.Unmarshal([]byte(body), &r); err != nil {
-		t.Fatal(err)
-	}
-	want := ops.ComponentStatus{Name: ops.StreamsComponent, Reason: "stream ALERTS is missing (needed by alerting)"}
-	if r.Ready || len(r.NotReady) != 1 || r.NotReady[0] != want {
-		t.Errorf("readyz %s, want only %+v", body, want)
+	testutil.Eventually(t, 20*time.Second, func() bool {
+		var code int
+		code, body = httpGet(readyz)
+		r.Ready, r.NotReady = false, nil
+		if code != http.StatusServiceUnavailable || json.Unmarshal([]byte(body), &r) != nil {
+			return false
+		}
+		for _, c := range r.NotReady {
+			if c == want {
+				return true
+			}
+		}
+		return false
+	}, "readyz does not name ALERTS as missing after it was deleted: %s", body)
+	if r.Ready {
+		t.Errorf("readyz %s says ready", body)
 	}
 	if _, m := httpGet(fmt.Sprintf("http://127.0.0.1:%d/metrics", httpPort)); !strings.Contains(m, `otawatch_stream_present{stream="ALERTS"} 0`) {
 		t.Errorf("/metrics does not show ALERTS missing:\n%s", m)
