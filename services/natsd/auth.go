@@ -185,9 +185,10 @@ func (a *authenticator) servicesUser(identity string) *server.User {
 		}
 	}
 	if identity == events.IdentityCLI {
-		// Checkpoints vouch for the log: only the audit service (the
-		// services' identity) writes them.
-		deny = append(deny, events.SubjectAuditCheckpoint+".>")
+		// Checkpoints vouch for the log, and alerts and the rule sets in
+		// force (which replay alerting trusts) are the alerting
+		// service's: only the services' identity writes them.
+		deny = append(deny, events.SubjectAuditCheckpoint+".>", events.SubjectAlert+".>")
 	}
 	return &server.User{
 		Username: identity,

@@ -411,7 +411,7 @@ func TestMQTTCredentialsRefused(t *testing.T) {
 
 // TestRolloutCommandsUnderOwnName: an identity can publish rollout
 // commands only under its own name, so the subject names the sender; the
-// CLI cannot write an audit checkpoint.
+// CLI cannot write an audit checkpoint, an alert or a rule-set record.
 func TestRolloutCommandsUnderOwnName(t *testing.T) {
 	s := startLocked(t, nil)
 	got := make(chan string, 4)
@@ -425,6 +425,11 @@ func TestRolloutCommandsUnderOwnName(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer asub.Unsubscribe()
+	alsub, err := s.nc.Subscribe(events.SubjectAlert+".>", func(m *nats.Msg) { got <- m.Subject })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alsub.Unsubscribe()
 	cli, err := nats.Connect(s.srv.ClientURL(), nats.UserInfo(events.IdentityCLI, cliPassword))
 	if err != nil {
 		t.Fatal(err)
@@ -442,6 +447,8 @@ func TestRolloutCommandsUnderOwnName(t *testing.T) {
 		{cli, events.RolloutCommandSubject("pause", events.IdentityCLI), true},
 		{s.nc, events.RolloutCommandSubject("pause", events.IdentityServices), true},
 		{cli, events.AuditCheckpointSubject(events.StreamShadow), false},
+		{cli, events.SubjectRulesLoaded, false},
+		{cli, events.AlertSubject(events.AlertRaised, "critical", "device-failed"), false},
 	} {
 		_ = p.nc.Publish(p.subject, nil)
 		_ = p.nc.Flush()
