@@ -413,20 +413,26 @@ func runFaultScript(t *testing.T, name string, s *faultSystem, fault func(*testi
 		t.Errorf("SHADOW reports by status %v; the devices had %v acknowledged", reports, want)
 	}
 
-	// ClickHouse catches up, and holds what the log says.
-	conn := s.clickhouse()
-	testutil.Eventually(t, 120*time.Second, func() bool {
-		return s.projected(conn, "shadow_events") == s.count(events.StreamShadow, events.SubjectShadowReported+".>") &&
-			s.projected(conn, "rollout_events") == s.count(events.StreamRollout, ">") &&
-			s.projected(conn, "alerts") == s.count(events.StreamAlerts, ">")
-	}, "ClickHouse did not catch up with the log")
-	s.verifyAgainstReplay(conn)
-
 	// Each alert raised reached the webhook as one notification.
 	raised := s.count(events.StreamAlerts, events.SubjectAlert+".raised.>")
 	testutil.Eventually(t, 60*time.Second, func() bool { return uint64(s.hook.groups()) == raised },
 		"the webhook got %d alert groups, ALERTS raised %d", s.hook.groups(), raised)
 	s.hook.checkOncePerGroup(t)
+	// notify records each delivery on NOTIFY after the webhook answered.
+	testutil.Eventually(t, 60*time.Second, func() bool {
+		return s.count(events.StreamNotify, events.NotifySubject("hooks", events.NotifySent)) == raised
+	}, "NOTIFY recorded %d deliveries, ALERTS raised %d", s.count(events.StreamNotify, events.NotifySubject("hooks", events.NotifySent)), raised)
+
+	// ClickHouse catches up with every projected stream (NOTIFY last: its
+	// events follow the webhook's answers), and holds what the log says.
+	conn := s.clickhouse()
+	testutil.Eventually(t, 120*time.Second, func() bool {
+		return s.projected(conn, "shadow_events") == s.count(events.StreamShadow, events.SubjectShadowReported+".>") &&
+			s.projected(conn, "rollout_events") == s.count(events.StreamRollout, ">") &&
+			s.projected(conn, "alerts") == s.count(events.StreamAlerts, ">") &&
+			s.projected(conn, "notifications") == s.count(events.StreamNotify, ">")
+	}, "ClickHouse did not catch up with the log")
+	s.verifyAgainstReplay(conn)
 
 	res := faultResult{
 		answers: map[string][]string{},
