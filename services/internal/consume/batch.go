@@ -24,8 +24,10 @@ import (
 //     in its rejections make it poison: recorded on REJECTED and terminated.
 //   - Write failing is transient: the same batch is written again after the
 //     backoff, its messages kept in progress meanwhile (so JetStream does not
-//     redeliver them) and the failure reported by Status. Write panicking is
-//     searched by halves for the event it panics on, which is poison.
+//     redeliver them) and the failure reported by Status until no batch is
+//     failing. A batch written meanwhile (the server is back) cuts the
+//     backoff of the others short. Write panicking is searched by halves for
+//     the event it panics on, which is poison.
 //   - An error marked by Fatal ends Run with nothing acked.
 
 // Item is one event of a batch: the message and what Prepare made of it.
@@ -98,6 +100,61 @@ type Batcher[T any] struct {
 	cfg BatchConfig[T]
 	log *slog.Logger
 	rej rejecter
+	rt  retries
+}
+
+// retries is what the batches being written again share: how many are
+// failing, and a channel closed when one of the batches goes in, so the
+// others try again at once rather than wait out their backoff.
+type retries struct {
+	mu      sync.Mutex
+	failing int
+	wake    chan struct{}
+}
+
+// waiter is closed when a batch is next written.
+func (r *retries) waiter() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.wake == nil {
+		r.wake = make(chan struct{})
+	}
+	return r.wake
+}
+
+func (r *retries) any() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.failing > 0
+}
+
+// failed counts a batch that failed (once, on its first failure).
+func (r *retries) failed() {
+	r.mu.Lock()
+	r.failing++
+	r.mu.Unlock()
+}
+
+// written wakes the batches waiting to try again; failed says this batch
+// had failed before. It returns how many batches are still failing.
+func (r *retries) written(failed bool) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if failed {
+		r.failing--
+	}
+	if r.wake != nil {
+		close(r.wake)
+		r.wake = nil
+	}
+	return r.failing
+}
+
+// gaveUp uncounts a failed batch that stops trying (ctx ended, Fatal).
+func (r *retries) gaveUp() {
+	r.mu.Lock()
+	r.failing--
+	r.mu.Unlock()
 }
 
 // NewBatcher returns a batch follower of cfg.Stream; Run follows it.
@@ -463,12 +520,30 @@ func (b *Batcher[T]) write(ctx context.Context, items, held []Item[T]) ([]Reject
 	}
 	bo := b.cfg.NewBackOff()
 	keptAlive := time.Now()
+	failed := false
+	defer func() {
+		if failed {
+			b.rt.gaveUp() // written() uncounted it otherwise
+		}
+	}()
 	for attempt := 1; ; attempt++ {
+		// Taken before the attempt, so a batch written while this one
+		// fails still wakes it.
+		var wake <-chan struct{}
+		if failed || b.rt.any() {
+			wake = b.rt.waiter()
+		}
 		refused, err := b.call(ctx, items)
 		if err == nil {
-			if attempt > 1 {
-				b.log.Info("batch written after failures", "attempts", attempt)
-				b.setErr(nil)
+			if failed || wake != nil {
+				stillFailing := b.rt.written(failed)
+				failed = false
+				if attempt > 1 {
+					b.log.Info("batch written after failures", "attempts", attempt)
+				}
+				if stillFailing == 0 {
+					b.setErr(nil)
+				}
 			}
 			return refused, nil
 		}
@@ -478,15 +553,24 @@ func (b *Batcher[T]) write(ctx context.Context, items, held []Item[T]) ([]Reject
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
+		if !failed {
+			failed = true
+			b.rt.failed()
+		}
 		b.setErr(fmt.Errorf("write: %w", err))
 		if attempt == 1 || attempt%10 == 0 {
 			b.log.Warn("batch not written; trying again", "events", len(items), "attempt", attempt, "err", err)
 		}
 		b.keepalive(held, &keptAlive)
+		if wake == nil {
+			wake = b.rt.waiter()
+		}
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-time.After(bo.NextBackOff()):
+		case <-wake:
+			b.log.Debug("another batch went in; trying again now")
 		}
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+
 	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/services/internal/consume"
 	"github.com/otawatch/otawatch/services/internal/testutil"
@@ -284,3 +286,84 @@ func TestBatcherParallelCommitsInOrder(t *testing.T) {
 		t.Errorf("batches done with in order %v, want [1 3 5]", order)
 	}
 }
+
+// TestBatcherRecoveryWakesWaitingBatches: two batches in flight each fail
+// once (the server is down); the first then waits out an hour-long backoff,
+// the second a 50 ms one. When the second goes in, the first tries again at
+// once rather than after its hour, and the failure stays reported while the
+// first is still failing.
+func TestBatcherRecoveryWakesWaitingBatches(t *testing.T) {
+	js := testutil.StartJetStream(t, testutil.JetStreamOptions{})
+	for i := 1; i <= 4; i++ {
+		publishEvent(t, js, fmt.Sprintf("e%d", i))
+	}
+	var (
+		mu        sync.Mutex
+		calls     = map[uint64]int{} // attempts by a batch's first sequence
+		statusErr error              // Status at the first batch's second attempt
+		sleeps    int
+	)
+	firstSleeps := make(chan struct{})
+	var b *consume.Batcher[string]
+	b = consume.NewBatcher(js.JS, consume.BatchConfig[string]{Stream: events.StreamAlerts, Durable: "test-wake", AckWait: 5 * time.Second,
+		MaxAckPending: 100, BatchSize: 2, BatchTimeout: time.Second, Parallel: 2, Source: "t", EventSource: events.SourceProjector,
+		Prepare: prepareID,
+		// The first backoff to be waited out is an hour long, the others
+		// 50 ms.
+		NewBackOff: func() backoff.BackOff {
+			return backoffFunc(func() time.Duration {
+				mu.Lock()
+				defer mu.Unlock()
+				if sleeps++; sleeps == 1 {
+					close(firstSleeps)
+					return time.Hour
+				}
+				return 50 * time.Millisecond
+			})
+		},
+		Write: func(_ context.Context, batch []consume.Item[string]) ([]consume.Rejection, error) {
+			first := batch[0].Seq
+			mu.Lock()
+			calls[first]++
+			n := calls[first]
+			if first == 1 && n == 2 {
+				statusErr = b.Status()
+			}
+			mu.Unlock()
+			if n > 1 {
+				return nil, nil
+			}
+			if first == 3 {
+				// The second batch fails once the first is asleep.
+				select {
+				case <-firstSleeps:
+				case <-time.After(10 * time.Second):
+				}
+			}
+			return nil, errors.New("clickhouse down")
+		},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	testutil.Eventually(t, 10*time.Second, func() bool { return b.Applied() == 4 },
+		"applied %d of 4: the first batch still waits out its hour-long backoff", b.Applied())
+	mu.Lock()
+	defer mu.Unlock()
+	if calls[1] != 2 || calls[3] != 2 {
+		t.Errorf("attempts by batch %v, want two each", calls)
+	}
+	if statusErr == nil {
+		t.Error("Status was nil while the first batch was still failing")
+	}
+	if err := b.Status(); err != nil {
+		t.Errorf("Status after recovery: %v", err)
+	}
+}
+
+// backoffFunc is a backoff.BackOff of a function.
+type backoffFunc func() time.Duration
+
+func (f backoffFunc) NextBackOff() time.Duration { return f() }
+func (f backoffFunc) Reset()                     {}
