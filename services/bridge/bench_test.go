@@ -209,6 +209,14 @@ func median(v []float64) float64 {
 // iterations (scripts/bench ingest runs 3): bridge/raw_% is the ratio of
 // the median rates, paired_bridge/raw_% the median of each round's ratio.
 //
+// A third phase publishes the same events straight to JetStream (the
+// bridge's own publisher, no MQTT), the other raw part of the bridge's
+// path. With the CPU each phase costs per message (this process's, and
+// Mosquitto's, read from /proc), it bounds the ratio where the machine is
+// CPU-bound: a bridge that cost nothing beyond a raw subscriber plus a raw
+// JetStream publish would reach (raw + mosquitto) / (raw + mosquitto +
+// jetstream) of the raw rate (ceiling_%).
+//
 // Knobs: OTAWATCH_BENCH_MSGS (reports per phase, default 50000),
 // OTAWATCH_BENCH_INFLIGHT (the bridge's max_in_flight, default the
 // configuration default).
@@ -217,28 +225,33 @@ func BenchmarkIngest(b *testing.B) {
 	inFlight := benchEnvInt(b, "OTAWATCH_BENCH_INFLIGHT", DefaultMaxInFlight)
 	m := testutil.StartMosquitto(b)
 	js := testutil.StartJetStream(b, testutil.JetStreamOptions{})
-	var raws, bridges, ratios, rawCPUs, brCPUs []float64
+	var raws, bridges, ratios, rawCPUs, brCPUs, jsRates, jsCPUs, rawMosqs, brMosqs, ceilings []float64
 	b.ResetTimer()
 	for round := 0; round < b.N; round++ {
 		b.StopTimer()
 		rawMsgs := benchMsgs(b, "rawbench", round, n)
 		bridgeMsgs := benchMsgs(b, "iot-2", round, n)
 		b.StartTimer()
-		cpu0 := cpuTime(b)
+		cpu0, mq0 := cpuTime(b), processCPUOf(b, m.PID())
 		raw := math.NaN()
 		if os.Getenv("OTAWATCH_BENCH_SKIP_RAW") == "" { // for profiling the bridge alone
 			raw = benchRaw(b, m.URL, round, rawMsgs)
 		}
-		cpu1 := cpuTime(b)
+		cpu1, mq1 := cpuTime(b), processCPUOf(b, m.PID())
 		br := benchBridge(b, m.URL, js, round, bridgeMsgs, inFlight)
-		cpu2 := cpuTime(b)
-		rawCPU := float64((cpu1 - cpu0).Microseconds()) / float64(n)
-		brCPU := float64((cpu2 - cpu1).Microseconds()) / float64(n)
+		cpu2, mq2 := cpuTime(b), processCPUOf(b, m.PID())
+		jsRate, jsUsed := benchJetStream(b, js, round, n, inFlight)
+		per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
+		rawCPU, brCPU, jsCPU := per(cpu1-cpu0), per(cpu2-cpu1), per(jsUsed)
+		rawMosq, brMosq := per(mq1-mq0), per(mq2-mq1)
+		ceiling := 100 * (rawCPU + rawMosq) / (rawCPU + rawMosq + jsCPU)
 		raws, bridges, ratios = append(raws, raw), append(bridges, br), append(ratios, 100*br/raw)
-		rawCPUs, brCPUs = append(rawCPUs, rawCPU), append(brCPUs, brCPU)
-		b.Logf("round %d: raw mosquitto %.0f msg/s, bridge %.0f msg/s, bridge/raw %.1f%%; "+
-			"CPU of this process per msg (Mosquitto not counted): raw %.1f us, bridge %.1f us (%d msgs of %d B, max_in_flight %d)",
-			round+1, raw, br, 100*br/raw, rawCPU, brCPU, n, benchPayloadSize, inFlight)
+		rawCPUs, brCPUs, jsRates, jsCPUs = append(rawCPUs, rawCPU), append(brCPUs, brCPU), append(jsRates, jsRate), append(jsCPUs, jsCPU)
+		rawMosqs, brMosqs, ceilings = append(rawMosqs, rawMosq), append(brMosqs, brMosq), append(ceilings, ceiling)
+		b.Logf("round %d: raw mosquitto %.0f msg/s, bridge %.0f msg/s, bridge/raw %.1f%%; raw JetStream publish %.0f msg/s; "+
+			"CPU per msg: raw %.1f us here + %.1f us in Mosquitto, bridge %.1f us here + %.1f us in Mosquitto, JetStream publish %.1f us; "+
+			"ceiling where CPU-bound %.0f%% (%d msgs of %d B, max_in_flight %d)",
+			round+1, raw, br, 100*br/raw, jsRate, rawCPU, rawMosq, brCPU, brMosq, jsCPU, ceiling, n, benchPayloadSize, inFlight)
 	}
 	raw, br := median(raws), median(bridges)
 	b.ReportMetric(raw, "raw_msg/s")
@@ -250,4 +263,77 @@ func BenchmarkIngest(b *testing.B) {
 	b.ReportMetric(median(ratios), "paired_bridge/raw_%")
 	b.ReportMetric(median(rawCPUs), "raw_cpu_us/msg")
 	b.ReportMetric(median(brCPUs), "bridge_cpu_us/msg")
+	b.ReportMetric(median(rawMosqs), "raw_mosquitto_cpu_us/msg")
+	b.ReportMetric(median(brMosqs), "bridge_mosquitto_cpu_us/msg")
+	b.ReportMetric(median(jsRates), "raw_jetstream_msg/s")
+	b.ReportMetric(median(jsCPUs), "raw_jetstream_cpu_us/msg")
+	b.ReportMetric(median(ceilings), "ceiling_%")
+}
+
+// benchJetStream publishes n report events straight to SHADOW with the
+// bridge's publisher (Nats-Msg-Id, the expected stream, at most inFlight
+// waiting for their PubAck), no MQTT: the JetStream part of the bridge's
+// path alone. It returns msg/s and the CPU time this process used meanwhile
+// (making the events not counted).
+func benchJetStream(b *testing.B, js *testutil.JetStream, round, n, inFlight int) (float64, time.Duration) {
+	bodies := make([]*pending, n)
+	now := time.Now()
+	for i := range n {
+		d, _ := report(i)
+		d.DeviceID = fmt.Sprintf("j%d-dev-%06d", round, i)
+		p := &pending{subject: events.ShadowReportedSubject(d.TypeID, d.DeviceID), msgID: events.ReportEventID(d.TypeID, d.DeviceID, d.Firmware),
+			stream: events.StreamShadow}
+		var err error
+		if p.body, err = reportEvent(p.msgID, p.subject, now, &d); err != nil {
+			b.Fatal(err)
+		}
+		bodies[i] = p
+	}
+	slots := make(chan struct{}, inFlight)
+	var stored atomic.Int64
+	done := make(chan struct{})
+	pb, err := newPublisher(js.NC, 10*time.Second, func(_ *pending, _ pubAck, err error) {
+		if err != nil {
+			b.Errorf("raw JetStream publish: %v", err)
+		}
+		<-slots
+		if stored.Add(1) == int64(n) {
+			close(done)
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = pb.close() }()
+	cpu0, start := cpuTime(b), time.Now()
+	for _, p := range bodies {
+		slots <- struct{}{}
+		if err := pb.publish(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		b.Fatalf("raw JetStream: %d of %d stored after 2 minutes", stored.Load(), n)
+	}
+	return float64(n) / time.Since(start).Seconds(), cpuTime(b) - cpu0
+}
+
+// processCPUOf is the CPU time (user + system) process pid has used, from
+// /proc (clock ticks: 10 ms).
+func processCPUOf(b *testing.B, pid int) time.Duration {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatalf("cpu time of %d: %v", pid, err)
+	}
+	// The fields after the command's closing parenthesis; utime and
+	// stime are the 14th and 15th of the whole line.
+	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		b.Fatalf("cpu time of %d: %q", pid, stat)
+	}
+	return time.Duration(utime+stime) * time.Second / 100
 }
