@@ -170,117 +170,145 @@ func (s RuleSwitch) due(stream string, seq uint64, tick time.Time) bool {
 // Rule sets of o.Switches are swapped in before the first step they
 // ran. Transitions go to emit in order.
 func Replay(ctx context.Context, eng *Engine, shadow, rollout Source, o ReplayOptions, emit func(Transition)) error {
-	switches := o.Switches
-	switchBefore := func(stream string, seq uint64, tick time.Time) {
-		for len(switches) > 0 && switches[0].due(stream, seq, tick) {
-			for _, tr := range eng.SetRules(switches[0].Set) {
-				emit(tr)
-			}
-			switches = switches[1:]
-		}
-	}
-	type head struct {
-		src  Source
-		rec  Record
-		ok   bool
-		roll bool
-	}
-	heads := []*head{{src: rollout, roll: true}, {src: shadow}}
+	r := &replayer{eng: eng, o: o, switches: o.Switches, emit: emit}
+	heads := []*replayHead{{src: rollout, stream: events.StreamRollout}, {src: shadow, stream: events.StreamShadow}}
 	for _, h := range heads {
-		if h.src == nil {
-			continue
-		}
-		var err error
-		if h.rec, h.ok, err = h.src(ctx); err != nil {
+		if err := h.next(ctx); err != nil {
 			return err
 		}
 	}
-	var nextTick time.Time
-	tickUpTo := func(t time.Time) {
-		if o.TickInterval <= 0 {
-			return
-		}
-		if nextTick.IsZero() {
-			start := t
-			if start.Before(o.TicksFrom) {
-				start = o.TicksFrom
-			}
-			nextTick = start.Truncate(o.TickInterval)
-			if nextTick.Before(start) {
-				nextTick = nextTick.Add(o.TickInterval)
-			}
-		}
-		for !nextTick.After(t) {
-			if !nextTick.Before(o.TicksFrom) {
-				switchBefore("", 0, nextTick)
-				_, trs, _ := eng.RunTick(nextTick, nil)
-				for _, tr := range trs {
-					emit(tr)
-				}
-			}
-			nextTick = nextTick.Add(o.TickInterval)
-		}
-	}
-	timeOf := func(r Record) time.Time {
-		if r.DecodeErr != nil {
-			return r.Stored
-		}
-		return r.Event.Time
-	}
 	for {
-		var pick *head
-		for _, h := range heads {
-			if !h.ok {
-				continue
-			}
-			if pick == nil || timeOf(h.rec).Before(timeOf(pick.rec)) {
-				pick = h
-			}
-		}
-		if pick == nil {
+		h := earliest(heads)
+		if h == nil {
 			break
 		}
-		rec := pick.rec
-		t := timeOf(rec)
+		t := replayTime(h.rec)
 		if !o.To.IsZero() && t.After(o.To) {
-			pick.ok = false // the rest of this stream is later still
+			h.ok = false // the rest of this stream is later still
 			continue
 		}
-		if !nextTick.IsZero() || !t.Before(o.TicksFrom) {
-			tickUpTo(t)
+		if !r.nextTick.IsZero() || !t.Before(o.TicksFrom) {
+			r.tickUpTo(t)
 		}
-		if pick.roll {
-			switchBefore(events.StreamRollout, rec.Seq, time.Time{})
-		} else {
-			switchBefore(events.StreamShadow, rec.Seq, time.Time{})
-		}
-		var trs []Transition
-		var err error
-		switch {
-		case rec.DecodeErr != nil:
-			eng.Skip(rec.Stream, rec.Seq)
-			err = &PoisonError{Err: rec.DecodeErr}
-		case pick.roll:
-			trs, err = eng.ApplyRollout(rec.Seq, rec.Event)
-		default:
-			trs, err = eng.ApplyShadow(rec.Seq, rec.Event)
-		}
-		if err != nil {
-			if o.OnPoison != nil {
-				o.OnPoison(rec, err)
-			}
-		}
-		for _, tr := range trs {
-			emit(tr)
-		}
-		if pick.rec, pick.ok, err = pick.src(ctx); err != nil {
+		r.apply(h.stream, h.rec)
+		if err := h.next(ctx); err != nil {
 			return err
 		}
 	}
 	if !o.To.IsZero() {
-		tickUpTo(o.To)
+		r.tickUpTo(o.To)
 	}
 	return nil
+}
+
+// replayHead is the next record of one stream of a replay.
+type replayHead struct {
+	src    Source // nil: the stream is not replayed
+	stream string
+	rec    Record
+	ok     bool // rec is a record; false once src is done
+}
+
+func (h *replayHead) next(ctx context.Context) error {
+	if h.src == nil {
+		return nil
+	}
+	var err error
+	h.rec, h.ok, err = h.src(ctx)
+	return err
+}
+
+// earliest is the head whose record comes first (the first of heads on a
+// tie), nil when every stream is done.
+func earliest(heads []*replayHead) *replayHead {
+	var pick *replayHead
+	for _, h := range heads {
+		if h.ok && (pick == nil || replayTime(h.rec).Before(replayTime(pick.rec))) {
+			pick = h
+		}
+	}
+	return pick
+}
+
+// replayTime is when a record took effect live: its event time, or when
+// it was stored for one that does not decode.
+func replayTime(r Record) time.Time {
+	if r.DecodeErr != nil {
+		return r.Stored
+	}
+	return r.Event.Time
+}
+
+// replayer is the engine's side of a replay: the rule switches still to
+// come and the next tick.
+type replayer struct {
+	eng      *Engine
+	o        ReplayOptions
+	switches []RuleSwitch
+	nextTick time.Time // zero until the first tick is placed
+	emit     func(Transition)
+}
+
+// switchBefore swaps in every rule set that took over before the event at
+// seq of stream, or (stream "") the tick at tick.
+func (r *replayer) switchBefore(stream string, seq uint64, tick time.Time) {
+	for len(r.switches) > 0 && r.switches[0].due(stream, seq, tick) {
+		r.emitAll(r.eng.SetRules(r.switches[0].Set))
+		r.switches = r.switches[1:]
+	}
+}
+
+// tickUpTo runs every tick due at or before t (none before TicksFrom).
+func (r *replayer) tickUpTo(t time.Time) {
+	interval := r.o.TickInterval
+	if interval <= 0 {
+		return
+	}
+	if r.nextTick.IsZero() {
+		start := t
+		if start.Before(r.o.TicksFrom) {
+			start = r.o.TicksFrom
+		}
+		r.nextTick = start.Truncate(interval)
+		if r.nextTick.Before(start) {
+			r.nextTick = r.nextTick.Add(interval)
+		}
+	}
+	for ; !r.nextTick.After(t); r.nextTick = r.nextTick.Add(interval) {
+		if r.nextTick.Before(r.o.TicksFrom) {
+			continue
+		}
+		r.switchBefore("", 0, r.nextTick)
+		_, trs, _ := r.eng.RunTick(r.nextTick, nil)
+		r.emitAll(trs)
+	}
+}
+
+// apply runs one record of stream through the engine; one it cannot apply
+// goes to OnPoison.
+func (r *replayer) apply(stream string, rec Record) {
+	r.switchBefore(stream, rec.Seq, time.Time{})
+	var trs []Transition
+	var err error
+	switch {
+	case rec.DecodeErr != nil:
+		r.eng.Skip(rec.Stream, rec.Seq)
+		err = &PoisonError{Err: rec.DecodeErr}
+	case stream == events.StreamRollout:
+		trs, err = r.eng.ApplyRollout(rec.Seq, rec.Event)
+	default:
+		trs, err = r.eng.ApplyShadow(rec.Seq, rec.Event)
+	}
+	if err != nil && r.o.OnPoison != nil {
+		r.o.OnPoison(rec, err)
+	}
+	r.emitAll(trs)
+}
+
+func (r *replayer) emitAll(trs []Transition) {
+	for _, tr := range trs {
+		r.emit(tr)
+	}
 }
 
 // BacktestOptions tune Backtest.
