@@ -268,27 +268,46 @@ func ParseRule(file string, data []byte) (*Rule, []Problem) {
 		}
 		return nil, yamlProblems(file, err)
 	}
-	var root yaml.Node
-	_ = yaml.Unmarshal(data, &root)
-	lines := strings.Split(string(data), "\n")
-
-	var ps []Problem
-	add := func(node *yaml.Node, key, format string, args ...any) {
-		pos := Position{}
-		if n := keyNode(&root, key); n != nil {
-			pos = Position{n.Line, n.Column}
-		} else if node != nil {
-			pos = Position{node.Line, node.Column}
-		}
-		ps = append(ps, Problem{File: file, Rule: raw.ID, Pos: pos, Reason: fmt.Sprintf(format, args...)})
-	}
-
+	p := &ruleParser{file: file, raw: &raw, lines: strings.Split(string(data), "\n")}
+	_ = yaml.Unmarshal(data, &p.root)
 	r := &Rule{ID: raw.ID, Description: raw.Description, Labels: raw.Labels, File: file, Kind: raw.Kind, Scope: raw.Scope}
-	if n := keyNode(&root, "id"); n != nil {
+	p.header(r)
+	p.levels(r)
+	p.output(r)
+	if len(p.ps) > 0 {
+		return nil, p.ps
+	}
+	return r, nil
+}
+
+// ruleParser collects the problems of one rule file while its parts are
+// checked and compiled.
+type ruleParser struct {
+	file  string
+	raw   *rawRule
+	root  yaml.Node // the file's node tree, for positions
+	lines []string  // the file's lines, for expression problems
+	ps    []Problem
+}
+
+// add records a problem at key's position in the file (else node's).
+func (p *ruleParser) add(node *yaml.Node, key, format string, args ...any) {
+	pos := Position{}
+	if n := keyNode(&p.root, key); n != nil {
+		pos = Position{n.Line, n.Column}
+	} else if node != nil {
+		pos = Position{node.Line, node.Column}
+	}
+	p.ps = append(p.ps, Problem{File: p.file, Rule: p.raw.ID, Pos: pos, Reason: fmt.Sprintf(format, args...)})
+}
+
+// header checks the id, kind, scope and for, and applies their defaults.
+func (p *ruleParser) header(r *Rule) {
+	if n := keyNode(&p.root, "id"); n != nil {
 		r.Line = n.Line
 	}
-	if err := events.ValidateID("rule id", raw.ID); err != nil {
-		add(nil, "id", "%v", err)
+	if err := events.ValidateID("rule id", p.raw.ID); err != nil {
+		p.add(nil, "id", "%v", err)
 	}
 	switch r.Kind {
 	case "":
@@ -300,69 +319,80 @@ func ParseRule(file string, data []byte) (*Rule, []Problem) {
 		}
 	case RuleKindEvent, RuleKindTick:
 	default:
-		add(nil, "kind", "kind %q is not event or tick", r.Kind)
+		p.add(nil, "kind", "kind %q is not event or tick", r.Kind)
 	}
 	switch r.Scope {
 	case "":
 		r.Scope = ScopeDevice
 	case ScopeDevice, ScopeFleet:
 	default:
-		add(nil, "scope", "scope %q is not device or fleet", r.Scope)
+		p.add(nil, "scope", "scope %q is not device or fleet", r.Scope)
 	}
-	if raw.For != "" {
-		d, err := time.ParseDuration(raw.For)
+	if p.raw.For != "" {
+		d, err := time.ParseDuration(p.raw.For)
 		if err != nil || d < 0 {
-			add(nil, "for", "for %q is not a duration like 5m", raw.For)
+			p.add(nil, "for", "for %q is not a duration like 5m", p.raw.For)
 		}
 		r.For = d
 	}
+}
 
-	compileCond := func(node *yaml.Node, name string) *Condition {
-		c, err := CompileCondition(name, node.Value)
-		if err != nil {
-			ps = append(ps, exprProblems(file, raw.ID, node, lines, err)...)
-			return nil
-		}
-		return c
-	}
+// levels compiles the rule's condition with its severity, or its levels.
+func (p *ruleParser) levels(r *Rule) {
+	raw := p.raw
 	hasCond := !isEmpty(&raw.Condition)
 	switch {
 	case hasCond && len(raw.Levels) > 0:
-		add(nil, "levels", "a rule has either severity and condition, or levels")
+		p.add(nil, "levels", "a rule has either severity and condition, or levels")
 	case hasCond:
 		if !validSeverity(raw.Severity) {
-			add(nil, "severity", "severity %q is not critical, warning or info", raw.Severity)
+			p.add(nil, "severity", "severity %q is not critical, warning or info", raw.Severity)
 		}
-		if c := compileCond(&raw.Condition, raw.ID); c != nil {
+		if c := p.condition(&raw.Condition, raw.ID); c != nil {
 			r.Levels = []Level{{Severity: raw.Severity, Condition: c}}
 		}
 	case len(raw.Levels) > 0:
 		if raw.Severity != "" {
-			add(nil, "severity", "a rule with levels gives each level its severity")
+			p.add(nil, "severity", "a rule with levels gives each level its severity")
 		}
 		seen := map[string]bool{}
 		for i := range raw.Levels {
 			l := &raw.Levels[i]
 			if !validSeverity(l.Severity) || seen[l.Severity] {
-				ps = append(ps, Problem{File: file, Rule: raw.ID, Pos: Position{l.Condition.Line, 1},
+				p.ps = append(p.ps, Problem{File: p.file, Rule: raw.ID, Pos: Position{l.Condition.Line, 1},
 					Reason: fmt.Sprintf("level %d: severity %q is not critical, warning or info, or is repeated", i+1, l.Severity)})
 			}
 			seen[l.Severity] = true
 			if isEmpty(&l.Condition) {
-				ps = append(ps, Problem{File: file, Rule: raw.ID, Reason: fmt.Sprintf("level %d has no condition", i+1)})
+				p.ps = append(p.ps, Problem{File: p.file, Rule: raw.ID, Reason: fmt.Sprintf("level %d has no condition", i+1)})
 				continue
 			}
-			if c := compileCond(&l.Condition, fmt.Sprintf("%s[%s]", raw.ID, l.Severity)); c != nil {
+			if c := p.condition(&l.Condition, fmt.Sprintf("%s[%s]", raw.ID, l.Severity)); c != nil {
 				r.Levels = append(r.Levels, Level{Severity: l.Severity, Condition: c})
 			}
 		}
 	default:
-		add(nil, "condition", "the rule has no condition (and no levels)")
+		p.add(nil, "condition", "the rule has no condition (and no levels)")
 	}
+}
+
+// condition compiles one condition; nil after recording its problems.
+func (p *ruleParser) condition(node *yaml.Node, name string) *Condition {
+	c, err := CompileCondition(name, node.Value)
+	if err != nil {
+		p.ps = append(p.ps, exprProblems(p.file, p.raw.ID, node, p.lines, err)...)
+		return nil
+	}
+	return c
+}
+
+// output compiles the value expression and the message template.
+func (p *ruleParser) output(r *Rule) {
+	raw := p.raw
 	if !isEmpty(&raw.Value) {
 		x, err := CompileValue(raw.ID+".value", raw.Value.Value, CompileOptions{})
 		if err != nil {
-			ps = append(ps, exprProblems(file, raw.ID, &raw.Value, lines, err)...)
+			p.ps = append(p.ps, exprProblems(p.file, raw.ID, &raw.Value, p.lines, err)...)
 		}
 		r.Value = x
 	}
@@ -373,13 +403,9 @@ func ParseRule(file string, data []byte) (*Rule, []Problem) {
 	tmpl, err := template.New(raw.ID).Option("missingkey=zero").Funcs(templateFuncs).Parse(r.MessageText)
 	if err != nil {
 		pos := Position{raw.Message.Line, raw.Message.Column}
-		ps = append(ps, Problem{File: file, Rule: raw.ID, Pos: pos, Reason: fmt.Sprintf("message template: %v", err)})
+		p.ps = append(p.ps, Problem{File: p.file, Rule: raw.ID, Pos: pos, Reason: fmt.Sprintf("message template: %v", err)})
 	}
 	r.Message = tmpl
-	if len(ps) > 0 {
-		return nil, ps
-	}
-	return r, nil
 }
 
 // templateFuncs are the functions a message template may call besides
