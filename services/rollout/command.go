@@ -249,83 +249,114 @@ func checkURL(raw string, allowInsecure bool) string {
 // NormalizeSpec checks a spec and fills in the defaults: the effective spec
 // is what job_created records. Every problem is reported at once.
 func NormalizeSpec(s events.RolloutSpec, def Config, checkCEL func(string) error) (events.RolloutSpec, error) {
-	var probs []string
-	bad := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(format, args...)) }
+	var p specProblems
 	if err := events.ValidateID("job id", s.ID); err != nil {
-		bad("%v", err)
+		p.add("%v", err)
 	}
-	if strings.TrimSpace(s.Target.Version) == "" {
-		bad("target version is empty")
+	p.target(s.Target, def.AllowInsecureURLs)
+	p.devices(&s)
+	p.policy(&s, def)
+	if s.CELGate != "" {
+		if checkCEL == nil {
+			p.add("cel gate: this build has no CEL support")
+		} else if err := checkCEL(s.CELGate); err != nil {
+			p.add("cel gate: %v", err)
+		}
+	}
+	if len(p) > 0 {
+		return s, invalid("invalid job spec: %s", strings.Join(p, "; "))
+	}
+	return s, nil
+}
+
+// specProblems are the problems of a job spec, in the order found.
+type specProblems []string
+
+func (p *specProblems) add(format string, args ...any) { *p = append(*p, fmt.Sprintf(format, args...)) }
+
+// target checks the firmware a job sends.
+func (p *specProblems) target(t events.DesiredFirmware, allowInsecure bool) {
+	if strings.TrimSpace(t.Version) == "" {
+		p.add("target version is empty")
 	}
 	switch {
-	case strings.TrimSpace(s.Target.Checksum) == "":
-		bad("target checksum is empty")
-	case !checksumRE.MatchString(s.Target.Checksum):
-		bad("target checksum %q is not sha256: and 64 hex digits", shorten(s.Target.Checksum))
+	case strings.TrimSpace(t.Checksum) == "":
+		p.add("target checksum is empty")
+	case !checksumRE.MatchString(t.Checksum):
+		p.add("target checksum %q is not sha256: and 64 hex digits", shorten(t.Checksum))
 	}
-	if strings.TrimSpace(s.Target.URL) == "" {
-		bad("target url is empty")
-	} else if why := checkURL(s.Target.URL, def.AllowInsecureURLs); why != "" {
-		bad("%s", why)
+	if strings.TrimSpace(t.URL) == "" {
+		p.add("target url is empty")
+	} else if why := checkURL(t.URL, allowInsecure); why != "" {
+		p.add("%s", why)
 	}
+}
+
+// devices checks whom a job is for: a device type, a list, or both.
+func (p *specProblems) devices(s *events.RolloutSpec) {
 	if s.DeviceType == "" && len(s.Devices) == 0 {
-		bad("no devices: give a device type, a device list, or both")
+		p.add("no devices: give a device type, a device list, or both")
 	}
 	if len(s.Devices) > MaxJobDevices {
-		bad("%d devices listed, the limit is %d (MaxJobDevices): split the job", len(s.Devices), MaxJobDevices)
+		p.add("%d devices listed, the limit is %d (MaxJobDevices): split the job", len(s.Devices), MaxJobDevices)
 		s.Devices = nil // not checked one by one
 	}
 	if s.DeviceType != "" {
 		if err := events.ValidateID("device type", s.DeviceType); err != nil {
-			bad("%v", err)
+			p.add("%v", err)
 		}
 	}
 	for _, d := range s.Devices {
 		if _, err := events.ParseDeviceRef(d); err != nil {
-			bad("%v", err)
+			p.add("%v", err)
 		}
 	}
+}
+
+// policy fills in the waves, gates, timeouts and rate a spec leaves to the
+// service's defaults, and checks their ranges.
+func (p *specProblems) policy(s *events.RolloutSpec, def Config) {
 	switch {
 	case s.Waves < 0 || s.WaveSize < 0:
-		bad("waves and wave size must not be negative")
+		p.add("waves and wave size must not be negative")
 	case s.Waves == 0 && s.WaveSize == 0:
 		s.Waves, s.WaveSize = def.Waves, def.WaveSize
 	}
 	if s.Waves > MaxWaves {
-		bad("waves %d is more than %d", s.Waves, MaxWaves)
+		p.add("waves %d is more than %d", s.Waves, MaxWaves)
 	}
 	if s.WaveSize > MaxWaveSize {
-		bad("wave size %d is more than %d", s.WaveSize, MaxWaveSize)
+		p.add("wave size %d is more than %d", s.WaveSize, MaxWaveSize)
 	}
 	if s.Gate == 0 {
 		s.Gate = def.Gate
 	}
 	if s.Gate <= 0 || s.Gate > 1 {
-		bad("gate %v is out of range (0, 1]", s.Gate)
+		p.add("gate %v is out of range (0, 1]", s.Gate)
 	}
 	if s.MaxFailure == 0 {
 		s.MaxFailure = def.MaxFailure
 	}
 	if s.MaxFailure < 0 || s.MaxFailure > 1 {
-		bad("max failure %v is out of range [0, 1]", s.MaxFailure)
+		p.add("max failure %v is out of range [0, 1]", s.MaxFailure)
 	}
 	if s.MinFinished == 0 {
 		s.MinFinished = def.MinFinished
 	}
 	if s.MinFinished < 1 {
-		bad("min finished %d must be at least 1", s.MinFinished)
+		p.add("min finished %d must be at least 1", s.MinFinished)
 	}
 	if s.OnFailure == "" {
 		s.OnFailure = def.OnFailure
 	}
 	if s.OnFailure != events.OnFailurePause && s.OnFailure != events.OnFailureAbort {
-		bad("on failure %q is not pause or abort", s.OnFailure)
+		p.add("on failure %q is not pause or abort", s.OnFailure)
 	}
 	if s.DeviceTimeout == 0 {
 		s.DeviceTimeout = events.Duration(def.DeviceTimeout)
 	}
 	if s.DeviceTimeout < 0 {
-		bad("device timeout must not be negative")
+		p.add("device timeout must not be negative")
 	}
 	if s.Rate == 0 {
 		s.Rate = def.Rate
@@ -333,22 +364,11 @@ func NormalizeSpec(s events.RolloutSpec, def Config, checkCEL func(string) error
 	if !(s.Rate > 0 && s.Rate <= MaxRate) {
 		// !(in range) also refuses NaN, which a JSON body cannot carry but
 		// an in-process caller can.
-		bad("rate %v is out of range (0, %d] messages per second", s.Rate, MaxRate)
+		p.add("rate %v is out of range (0, %d] messages per second", s.Rate, MaxRate)
 	}
 	if s.Soak < 0 {
-		bad("soak must not be negative")
+		p.add("soak must not be negative")
 	}
-	if s.CELGate != "" {
-		if checkCEL == nil {
-			bad("cel gate: this build has no CEL support")
-		} else if err := checkCEL(s.CELGate); err != nil {
-			bad("cel gate: %v", err)
-		}
-	}
-	if len(probs) > 0 {
-		return s, invalid("invalid job spec: %s", strings.Join(probs, "; "))
-	}
-	return s, nil
 }
 
 // shorten cuts a value quoted in a reason to a readable length.
