@@ -3,6 +3,8 @@ package app
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,9 +18,19 @@ import (
 func TestSimulateCommand(t *testing.T) {
 	js := testutil.StartJetStream(t, testutil.JetStreamOptions{MQTT: true, NoStreams: true})
 	broker := "tcp://" + js.Server.MQTTAddr()
+	dir := t.TempDir()
+	emptySecret := filepath.Join(dir, "empty-secret")
+	badCredentials := filepath.Join(dir, "credentials")
+	for path, content := range map[string]string{emptySecret: "\n", badCredentials: "d-00001\n"} {
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	missing := filepath.Join(dir, "missing")
 	tests := []struct {
 		name     string
 		args     []string
+		environ  []string
 		wantCode int
 		wantOut  string
 		wantErr  string
@@ -47,13 +59,62 @@ func TestSimulateCommand(t *testing.T) {
 			wantCode: 2,
 			wantErr:  `unexpected argument "now"`,
 		},
+		{
+			name:    "the broker of the configuration",
+			args:    []string{"simulate", "--devices", "5", "--rate", "0", "--count", "20", "--time-scale", "10000", "--progress", "0", "--client-prefix", "cfg"},
+			environ: []string{"OTAWATCH_MQTT_BROKER=" + broker},
+			wantOut: "sent=20 ",
+		},
+		{
+			name:     "an unknown flag",
+			args:     []string{"simulate", "--device", "5"},
+			wantCode: 2,
+			wantErr:  "flag provided but not defined: -device",
+		},
+		{
+			name:     "a missing mqtt.password_file",
+			args:     []string{"simulate", "--broker", broker},
+			environ:  []string{"OTAWATCH_MQTT_PASSWORD_FILE=" + missing},
+			wantCode: 1,
+			wantErr:  "otawatch simulate: mqtt.password_file: read secret: open " + missing,
+		},
+		{
+			name:     "a missing --api-token-file",
+			args:     []string{"simulate", "--broker", broker, "--api-token-file", missing},
+			wantCode: 1,
+			wantErr:  "otawatch simulate: --api-token-file: read secret: open " + missing,
+		},
+		{
+			name:     "a missing --credentials file",
+			args:     []string{"simulate", "--broker", broker, "--credentials", missing},
+			wantCode: 1,
+			wantErr:  "otawatch simulate: --credentials: open " + missing,
+		},
+		{
+			name:     "a --credentials line without a password",
+			args:     []string{"simulate", "--broker", broker, "--credentials", badCredentials},
+			wantCode: 1,
+			wantErr:  "otawatch simulate: --credentials " + badCredentials + ": ",
+		},
+		{
+			name:     "a missing --password-secret-file",
+			args:     []string{"simulate", "--broker", broker, "--password-secret-file", missing},
+			wantCode: 1,
+			wantErr:  "otawatch simulate: --password-secret-file: read secret: open " + missing,
+		},
+		{
+			name:     "an empty --password-secret-file",
+			args:     []string{"simulate", "--broker", broker, "--password-secret-file", emptySecret},
+			wantCode: 1,
+			wantErr:  "otawatch simulate: --password-secret-file " + emptySecret + " is empty",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var out, errb bytes.Buffer
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
-			code := Main(ctx, tt.args, &Env{Stdout: &out, Stderr: &errb})
+			code := Main(ctx, tt.args, &Env{Stdout: &out, Stderr: &errb, Environ: tt.environ})
 			if code != tt.wantCode {
 				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, tt.wantCode, out.String(), errb.String())
 			}
