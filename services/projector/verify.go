@@ -107,28 +107,12 @@ func missing(ctx context.Context, conn driver.Conn, db, table string) (bool, err
 // differences narrows a difference down: bucket checksums first, then the
 // rows of the first differing buckets.
 func differences(ctx context.Context, conn driver.Conn, t verifyTable, hash, a, b string) ([]string, error) {
-	buckets := func(db string) (map[uint64][2]uint64, error) {
-		q := fmt.Sprintf("SELECT toUInt64(%s) AS bucket, count(), sum(%s) FROM %s.%s FINAL GROUP BY bucket", t.bucket, hash, quoteIdent(db), t.name)
-		rows, err := conn.Query(ctx, q)
-		if err != nil {
-			return nil, fmt.Errorf("bucket checksums of %s.%s: %w", db, t.name, err)
-		}
-		defer rows.Close()
-		m := map[uint64][2]uint64{}
-		for rows.Next() {
-			var k, n, s uint64
-			if err := rows.Scan(&k, &n, &s); err != nil {
-				return nil, err
-			}
-			m[k] = [2]uint64{n, s}
-		}
-		return m, rows.Err()
-	}
-	ba, err := buckets(a)
+	q := tableQueries{conn: conn, t: t, hash: hash}
+	ba, err := q.buckets(ctx, a)
 	if err != nil {
 		return nil, err
 	}
-	bb, err := buckets(b)
+	bb, err := q.buckets(ctx, b)
 	if err != nil {
 		return nil, err
 	}
@@ -144,54 +128,21 @@ func differences(ctx context.Context, conn driver.Conn, t verifyTable, hash, a, 
 		}
 	}
 	sort.Slice(diff, func(i, j int) bool { return diff[i] < diff[j] })
-	rowsOf := func(db string, bucket uint64) (map[string]uint64, error) {
-		q := fmt.Sprintf("SELECT %s AS k, %s FROM %s.%s FINAL WHERE toUInt64(%s) = ?", t.key, hash, quoteIdent(db), t.name, t.bucket)
-		rows, err := conn.Query(ctx, q, bucket)
-		if err != nil {
-			return nil, fmt.Errorf("rows of %s.%s: %w", db, t.name, err)
-		}
-		defer rows.Close()
-		m := map[string]uint64{}
-		for rows.Next() {
-			var k string
-			var h uint64
-			if err := rows.Scan(&k, &h); err != nil {
-				return nil, err
-			}
-			m[k] = h
-		}
-		return m, rows.Err()
-	}
-	var out []string
 	keyName := strings.TrimSuffix(strings.TrimPrefix(t.key, "toString("), ")")
 	if strings.HasPrefix(t.key, "concat(") {
 		keyName = "device"
 	}
+	var out []string
 	for _, bucket := range diff {
-		ra, err := rowsOf(a, bucket)
+		ra, err := q.rows(ctx, a, bucket)
 		if err != nil {
 			return nil, err
 		}
-		rb, err := rowsOf(b, bucket)
+		rb, err := q.rows(ctx, b, bucket)
 		if err != nil {
 			return nil, err
 		}
-		var keys []string
-		for k := range ra {
-			keys = append(keys, k)
-		}
-		for k := range rb {
-			if _, ok := ra[k]; !ok {
-				keys = append(keys, k)
-			}
-		}
-		sort.Slice(keys, func(i, j int) bool {
-			if len(keys[i]) != len(keys[j]) { // numeric keys in number order
-				return len(keys[i]) < len(keys[j])
-			}
-			return keys[i] < keys[j]
-		})
-		for _, k := range keys {
+		for _, k := range unionKeys(ra, rb) {
 			ha, inA := ra[k]
 			hb, inB := rb[k]
 			switch {
@@ -208,4 +159,69 @@ func differences(ctx context.Context, conn driver.Conn, t verifyTable, hash, a, 
 		}
 	}
 	return out, nil
+}
+
+// tableQueries reads one table's checksums from a database: per bucket
+// (rows, sum of row hashes), and per row of a bucket.
+type tableQueries struct {
+	conn driver.Conn
+	t    verifyTable
+	hash string // the row hash expression
+}
+
+func (q tableQueries) buckets(ctx context.Context, db string) (map[uint64][2]uint64, error) {
+	sql := fmt.Sprintf("SELECT toUInt64(%s) AS bucket, count(), sum(%s) FROM %s.%s FINAL GROUP BY bucket", q.t.bucket, q.hash, quoteIdent(db), q.t.name)
+	rows, err := q.conn.Query(ctx, sql)
+	if err != nil {
+		return nil, fmt.Errorf("bucket checksums of %s.%s: %w", db, q.t.name, err)
+	}
+	defer rows.Close()
+	m := map[uint64][2]uint64{}
+	for rows.Next() {
+		var k, n, s uint64
+		if err := rows.Scan(&k, &n, &s); err != nil {
+			return nil, err
+		}
+		m[k] = [2]uint64{n, s}
+	}
+	return m, rows.Err()
+}
+
+func (q tableQueries) rows(ctx context.Context, db string, bucket uint64) (map[string]uint64, error) {
+	sql := fmt.Sprintf("SELECT %s AS k, %s FROM %s.%s FINAL WHERE toUInt64(%s) = ?", q.t.key, q.hash, quoteIdent(db), q.t.name, q.t.bucket)
+	rows, err := q.conn.Query(ctx, sql, bucket)
+	if err != nil {
+		return nil, fmt.Errorf("rows of %s.%s: %w", db, q.t.name, err)
+	}
+	defer rows.Close()
+	m := map[string]uint64{}
+	for rows.Next() {
+		var k string
+		var h uint64
+		if err := rows.Scan(&k, &h); err != nil {
+			return nil, err
+		}
+		m[k] = h
+	}
+	return m, rows.Err()
+}
+
+// unionKeys is the keys of a and b, numeric keys in number order.
+func unionKeys(a, b map[string]uint64) []string {
+	var keys []string
+	for k := range a {
+		keys = append(keys, k)
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if len(keys[i]) != len(keys[j]) { // numeric keys in number order
+			return len(keys[i]) < len(keys[j])
+		}
+		return keys[i] < keys[j]
+	})
+	return keys
 }
