@@ -3,7 +3,9 @@ package app
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
+	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -37,125 +39,147 @@ func cmdSilence(ctx context.Context, env *Env, args []string) error {
 		return fmt.Errorf("%w: which silence command?", ErrUsage)
 	}
 	sub, args := args[0], args[1:]
-	if sub == "-h" || sub == "--help" || sub == "help" {
+	switch sub {
+	case "-h", "--help", "help":
 		fmt.Fprintln(env.Stdout, silenceUsage)
 		return nil
-	}
-	fs := newFlagSet(env, "silence "+sub)
-	fs.Usage = func() { fmt.Fprintln(env.Stderr, silenceUsage) }
-	lf := addLogFlags(fs, "")
-	asJSON := fs.Bool("json", false, "print JSON")
-	var forDur time.Duration
-	var start, end, comment, id string
-	var all bool
-	switch sub {
 	case "add":
-		fs.DurationVar(&forDur, "for", 0, "how long from the start (default 1h unless --end)")
-		fs.StringVar(&start, "start", "", "start `TIME` (default now)")
-		fs.StringVar(&end, "end", "", "end `TIME`")
-		fs.StringVar(&comment, "comment", "", "why")
-		fs.StringVar(&id, "id", "", "silence `ID` (generated when empty)")
+		return cmdSilenceAdd(ctx, env, args)
 	case "list":
-		fs.BoolVar(&all, "all", false, "list expired silences too")
+		return cmdSilenceList(ctx, env, args)
 	case "expire":
-	default:
-		fmt.Fprintln(env.Stderr, silenceUsage)
-		return fmt.Errorf("%w: unknown silence command %q", ErrUsage, sub)
+		return cmdSilenceExpire(ctx, env, args)
 	}
-	pos, err := parseInterspersed(fs, args)
+	fmt.Fprintln(env.Stderr, silenceUsage)
+	return fmt.Errorf("%w: unknown silence command %q", ErrUsage, sub)
+}
+
+// silenceFlags is the flag set of "silence sub" with the flags every
+// silence command takes: -c, --nats and --json.
+func silenceFlags(env *Env, sub string) (fs *flag.FlagSet, lf logFlags, asJSON *bool) {
+	fs = newFlagSet(env, "silence "+sub)
+	fs.Usage = func() { fmt.Fprintln(env.Stderr, silenceUsage) }
+	return fs, addLogFlags(fs, ""), fs.Bool("json", false, "print JSON")
+}
+
+// cmdSilenceAdd is "otawatch silence add MATCHER...": it records the
+// silence on NOTIFY (notify.silence.created), by this connection's
+// identity and $USER.
+func cmdSilenceAdd(ctx context.Context, env *Env, args []string) error {
+	fs, lf, asJSON := silenceFlags(env, "add")
+	forDur := fs.Duration("for", 0, "how long from the start (default 1h unless --end)")
+	start := fs.String("start", "", "start `TIME` (default now)")
+	end := fs.String("end", "", "end `TIME`")
+	comment := fs.String("comment", "", "why")
+	id := fs.String("id", "", "silence `ID` (generated when empty)")
+	matchers, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
 	}
-	switch {
-	case sub == "add" && len(pos) == 0:
+	if len(matchers) == 0 {
 		return fmt.Errorf("%w: silence add needs at least one MATCHER", ErrUsage)
-	case sub == "expire" && len(pos) != 1:
-		return fmt.Errorf("%w: silence expire needs one ID", ErrUsage)
-	case sub == "list" && len(pos) > 0:
-		return fmt.Errorf("%w: unexpected argument %q", ErrUsage, pos[0])
 	}
 	now := time.Now().UTC()
-	var sil events.SilenceData
-	if sub == "add" {
-		if sil, err = silenceFromFlags(now, pos, start, end, forDur, comment, id); err != nil {
-			return err
-		}
-	}
-
-	cfg, err := LoadConfig(*lf.file, env.Environ)
+	sil, err := silenceFromFlags(now, matchers, *start, *end, *forDur, *comment, *id)
 	if err != nil {
 		return err
 	}
-	nc, err := connectCLI(cfg, *lf.nats, "otawatch silence")
+	_, nc, js, err := lf.connect(env, "otawatch silence")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
+	if sil.CreatedBy, err = events.CommandActor(events.ConnIdentity(nc), envUser(env)); err != nil {
+		return err
 	}
-	var user string
-	for _, kv := range env.Environ {
-		if u, ok := strings.CutPrefix(kv, "USER="); ok && u != "" {
-			user = u
-		}
-	}
-	author, err := events.CommandActor(events.ConnIdentity(nc), user)
+	ev, err := silence.CreatedEvent(sil, now)
 	if err != nil {
 		return err
 	}
-
-	switch sub {
-	case "add":
-		sil.CreatedBy = author
-		ev, err := silence.CreatedEvent(sil, now)
-		if err != nil {
-			return err
-		}
-		if err := publishEvent(ctx, js, events.SilenceSubject(events.SilenceCreated), ev); err != nil {
-			return err
-		}
-		if *asJSON {
-			return printJSON(env, sil)
-		}
-		fmt.Fprintf(env.Stdout, "silence %s: %s from %s until %s, by %s\n", sil.ID, silence.FormatMatchers(sil.Matchers),
-			sil.StartsAt.Format(time.RFC3339), sil.EndsAt.Format(time.RFC3339), sil.CreatedBy)
-		return nil
-	case "expire":
-		list, err := silence.Read(ctx, js)
-		if err != nil {
-			return err
-		}
-		var found *silence.Silence
-		for i := range list {
-			if list[i].ID == pos[0] {
-				found = &list[i]
-			}
-		}
-		if found == nil {
-			return fmt.Errorf("no silence %q", pos[0])
-		}
-		if st := found.State(now); st == "expired" {
-			return fmt.Errorf("silence %s has already expired", found.ID)
-		}
-		ev, err := silence.ExpiredEvent(events.SilenceExpiredData{ID: found.ID, At: now, By: author})
-		if err != nil {
-			return err
-		}
-		if err := publishEvent(ctx, js, events.SilenceSubject(events.SilenceExpired), ev); err != nil {
-			return err
-		}
-		fmt.Fprintf(env.Stdout, "silence %s expired\n", found.ID)
-		return nil
+	if err := publishEvent(ctx, js, events.SilenceSubject(events.SilenceCreated), ev); err != nil {
+		return err
 	}
+	if *asJSON {
+		return printJSON(env, sil)
+	}
+	fmt.Fprintf(env.Stdout, "silence %s: %s from %s until %s, by %s\n", sil.ID, silence.FormatMatchers(sil.Matchers),
+		sil.StartsAt.Format(time.RFC3339), sil.EndsAt.Format(time.RFC3339), sil.CreatedBy)
+	return nil
+}
+
+// cmdSilenceExpire is "otawatch silence expire ID": it ends a silence
+// that has not expired (notify.silence.expired).
+func cmdSilenceExpire(ctx context.Context, env *Env, args []string) error {
+	fs, lf, _ := silenceFlags(env, "expire")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("%w: silence expire needs one ID", ErrUsage)
+	}
+	now := time.Now().UTC()
+	_, nc, js, err := lf.connect(env, "otawatch silence")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	author, err := events.CommandActor(events.ConnIdentity(nc), envUser(env))
+	if err != nil {
+		return err
+	}
+	list, err := silence.Read(ctx, js)
+	if err != nil {
+		return err
+	}
+	var found *silence.Silence
+	for i := range list {
+		if list[i].ID == pos[0] {
+			found = &list[i]
+		}
+	}
+	if found == nil {
+		return fmt.Errorf("no silence %q", pos[0])
+	}
+	if found.State(now) == "expired" {
+		return fmt.Errorf("silence %s has already expired", found.ID)
+	}
+	ev, err := silence.ExpiredEvent(events.SilenceExpiredData{ID: found.ID, At: now, By: author})
+	if err != nil {
+		return err
+	}
+	if err := publishEvent(ctx, js, events.SilenceSubject(events.SilenceExpired), ev); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "silence %s expired\n", found.ID)
+	return nil
+}
+
+// cmdSilenceList is "otawatch silence list": the active and pending
+// silences, with --all the expired ones too.
+func cmdSilenceList(ctx context.Context, env *Env, args []string) error {
+	fs, lf, asJSON := silenceFlags(env, "list")
+	all := fs.Bool("all", false, "list expired silences too")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", ErrUsage, pos[0])
+	}
+	now := time.Now().UTC()
+	_, nc, js, err := lf.connect(env, "otawatch silence")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
 	list, err := silence.Read(ctx, js)
 	if err != nil {
 		return err
 	}
 	shown := list[:0]
 	for _, s := range list {
-		if all || s.State(now) != "expired" {
+		if *all || s.State(now) != "expired" {
 			shown = append(shown, s)
 		}
 	}
@@ -165,13 +189,19 @@ func cmdSilence(ctx context.Context, env *Env, args []string) error {
 		}
 		return printJSON(env, shown)
 	}
-	if len(shown) == 0 {
-		fmt.Fprintln(env.Stdout, "no silences")
+	return printSilences(env.Stdout, shown, now)
+}
+
+// printSilences prints list as a table, an expired silence ending when it
+// was expired.
+func printSilences(w io.Writer, list []silence.Silence, now time.Time) error {
+	if len(list) == 0 {
+		fmt.Fprintln(w, "no silences")
 		return nil
 	}
-	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tSTATE\tMATCHERS\tSTARTS\tENDS\tCREATED BY\tCOMMENT")
-	for _, s := range shown {
+	for _, s := range list {
 		ends := s.EndsAt
 		if s.ExpiredAt != nil && s.ExpiredAt.Before(ends) {
 			ends = *s.ExpiredAt
@@ -180,6 +210,18 @@ func cmdSilence(ctx context.Context, env *Env, args []string) error {
 			s.StartsAt.Format(time.RFC3339), ends.Format(time.RFC3339), s.CreatedBy, s.Comment)
 	}
 	return tw.Flush()
+}
+
+// envUser is $USER in env.Environ ("" without one): the person a command
+// names beside its connection's identity (events.CommandActor).
+func envUser(env *Env) string {
+	var user string
+	for _, kv := range env.Environ {
+		if u, ok := strings.CutPrefix(kv, "USER="); ok && u != "" {
+			user = u
+		}
+	}
+	return user
 }
 
 // silenceFromFlags builds the silence "silence add" creates (without its
