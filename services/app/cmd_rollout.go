@@ -3,8 +3,8 @@ package app
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -38,121 +38,127 @@ every command: [-c FILE] [--nats URL] [--timeout 10s] [--json]
 Devices are typeId/deviceId, or a bare deviceId whose type is known or is --type.
 Unset job settings take the rollout section's defaults (15 waves of 100, gate 0.9, ...).`
 
-// cmdRollout is "otawatch rollout ...": it sends a request on the rollout
-// command subjects of the running system and prints the reply.
+// cmdRollout is "otawatch rollout ...": every command but what-if sends a
+// request on the rollout command subjects of the running system and
+// prints the reply.
 func cmdRollout(ctx context.Context, env *Env, args []string) error {
 	if len(args) == 0 {
 		fmt.Fprintln(env.Stderr, rolloutUsage)
 		return fmt.Errorf("%w: which rollout command?", ErrUsage)
 	}
 	sub, args := args[0], args[1:]
-	if sub == "-h" || sub == "--help" || sub == "help" {
+	switch sub {
+	case "-h", "--help", "help":
 		fmt.Fprintln(env.Stdout, rolloutUsage)
 		return nil
-	}
-	if sub == "what-if" {
+	case "what-if":
 		return cmdRolloutWhatIf(ctx, env, args)
+	case "create":
+		return cmdRolloutCreate(ctx, env, args)
+	case "list":
+		return cmdRolloutList(ctx, env, args)
+	case "start", "show", "pause", "resume", "abort", "retry-failed":
+		return cmdRolloutJob(ctx, env, sub, args)
 	}
+	fmt.Fprintln(env.Stderr, rolloutUsage)
+	return fmt.Errorf("%w: unknown rollout command %q", ErrUsage, sub)
+}
+
+// rolloutFlags are the flags of every rollout command that sends a
+// request: -c, --nats, --timeout and --json.
+type rolloutFlags struct {
+	lf      logFlags
+	timeout *time.Duration
+	asJSON  *bool
+}
+
+// newRolloutFlags is the flag set of "rollout sub" with its rolloutFlags.
+func newRolloutFlags(env *Env, sub string) (*flag.FlagSet, rolloutFlags) {
 	fs := newFlagSet(env, "rollout "+sub)
 	fs.Usage = func() { fmt.Fprintln(env.Stderr, rolloutUsage) }
-	lf := addLogFlags(fs, "")
-	timeout := fs.Duration("timeout", 10*time.Second, "wait this long for the reply")
-	asJSON := fs.Bool("json", false, "print the reply as JSON")
+	return fs, rolloutFlags{
+		lf:      addLogFlags(fs, ""),
+		timeout: fs.Duration("timeout", 10*time.Second, "wait this long for the reply"),
+		asJSON:  fs.Bool("json", false, "print the reply as JSON"),
+	}
+}
+
+// cmdRolloutCreate is "otawatch rollout create": a job from the flags'
+// settings, started at once with --start.
+func cmdRolloutCreate(ctx context.Context, env *Env, args []string) error {
+	fs, rf := newRolloutFlags(env, "create")
+	sf := addRolloutSpecFlags(fs)
 	var req events.RolloutRequest
-	var spec events.RolloutSpec
-	var devicesFile string
-	var deviceTimeout, soak time.Duration
-	needJob := true
-	switch sub {
-	case "create":
-		needJob = false
-		fs.StringVar(&spec.ID, "id", "", "job `ID` (generated when empty)")
-		fs.StringVar(&spec.Target.Version, "target-version", "", "target firmware `VERSION`")
-		fs.StringVar(&spec.Target.Checksum, "checksum", "", "target firmware checksum (sha256:...)")
-		fs.StringVar(&spec.Target.URL, "url", "", "target firmware download `URL`")
-		fs.StringVar(&spec.DeviceType, "type", "", "every known device of this `TYPE`")
-		fs.Func("devices", "devices, comma-separated (typeId/deviceId or deviceId)", func(s string) error {
-			spec.Devices = append(spec.Devices, rolloutSplit(s)...)
-			return nil
-		})
-		fs.StringVar(&devicesFile, "devices-file", "", "`FILE` with one device per line (# comments)")
-		fs.IntVar(&spec.Waves, "waves", 0, "number of waves")
-		fs.IntVar(&spec.WaveSize, "wave-size", 0, "devices per wave")
-		fs.Float64Var(&spec.Gate, "gate", 0, "share of a wave's online devices that must complete (default 0.9)")
-		fs.Float64Var(&spec.MaxFailure, "max-failure", 0, "share of a wave's online devices that may fail or time out (default 0.1)")
-		fs.IntVar(&spec.MinFinished, "min-finished", 0, "finished devices before the failure policy applies (default 10)")
-		fs.StringVar(&spec.OnFailure, "on-failure", "", "pause or abort when the failure policy trips (default pause)")
-		fs.DurationVar(&deviceTimeout, "device-timeout", 0, "a device that neither completes nor fails this long after its desired state was sent times out (default 30m)")
-		fs.Float64Var(&spec.Rate, "rate", 0, "desired-state messages per second (default 100)")
-		fs.DurationVar(&soak, "soak", 0, "watch a gated wave this long before the next starts")
-		fs.StringVar(&spec.CELGate, "cel-gate", "", "extra gate: a CEL `EXPR` over fleet and rollout that must hold")
-		fs.BoolVar(&req.Start, "start", false, "start the job at once")
-	case "list":
-		needJob = false
-	case "start", "show", "resume", "retry-failed":
-	case "pause", "abort":
+	fs.BoolVar(&req.Start, "start", false, "start the job at once")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", ErrUsage, pos[0])
+	}
+	if req.Spec, err = sf.build(); err != nil {
+		return err
+	}
+	return rf.send(ctx, env, "create", req)
+}
+
+// cmdRolloutList is "otawatch rollout list": every job, newest first.
+func cmdRolloutList(ctx context.Context, env *Env, args []string) error {
+	fs, rf := newRolloutFlags(env, "list")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", ErrUsage, pos[0])
+	}
+	return rf.send(ctx, env, "list", events.RolloutRequest{})
+}
+
+// cmdRolloutJob is "otawatch rollout start|show|pause|resume|abort|retry-failed JOB";
+// pause and abort take a --reason.
+func cmdRolloutJob(ctx context.Context, env *Env, sub string, args []string) error {
+	fs, rf := newRolloutFlags(env, sub)
+	var req events.RolloutRequest
+	if sub == "pause" || sub == "abort" {
 		fs.StringVar(&req.Reason, "reason", "", "why, recorded on the event")
-	default:
-		fmt.Fprintln(env.Stderr, rolloutUsage)
-		return fmt.Errorf("%w: unknown rollout command %q", ErrUsage, sub)
 	}
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
 	}
-	switch {
-	case needJob && len(pos) != 1:
+	if len(pos) != 1 {
 		return fmt.Errorf("%w: rollout %s needs one JOB argument", ErrUsage, sub)
-	case !needJob && len(pos) > 0:
-		return fmt.Errorf("%w: unexpected argument %q", ErrUsage, pos[0])
-	case needJob:
-		req.JobID = pos[0]
 	}
-	if sub == "create" {
-		if spec.Waves > 0 && spec.WaveSize > 0 {
-			return fmt.Errorf("%w: give --waves or --wave-size, not both", ErrUsage)
-		}
-		if devicesFile != "" {
-			devs, err := rolloutDevicesFile(devicesFile)
-			if err != nil {
-				return err
-			}
-			spec.Devices = append(spec.Devices, devs...)
-		}
-		if spec.DeviceType == "" && len(spec.Devices) == 0 {
-			return fmt.Errorf("%w: name the devices: --type, --devices or --devices-file", ErrUsage)
-		}
-		spec.DeviceTimeout, spec.Soak = events.Duration(deviceTimeout), events.Duration(soak)
-		req.Spec = &spec
-	}
+	req.JobID = pos[0]
+	return rf.send(ctx, env, sub, req)
+}
 
-	cfg, err := LoadConfig(*lf.file, env.Environ)
+// send sends req as the rollout command sub to the running system, as
+// the CLI's identity and $USER, and prints the reply.
+func (f rolloutFlags) send(ctx context.Context, env *Env, sub string, req events.RolloutRequest) error {
+	cfg, err := LoadConfig(*f.lf.file, env.Environ)
 	if err != nil {
 		return err
 	}
-	nc, err := connectCLI(cfg, *lf.nats, "otawatch rollout")
+	nc, err := connectCLI(cfg, *f.lf.nats, "otawatch rollout")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	for _, kv := range env.Environ {
-		if u, ok := strings.CutPrefix(kv, "USER="); ok && u != "" {
-			req.Actor = u // sent as the actor header; recorded as cli:USER
-		}
-	}
-	rctx, cancel := context.WithTimeout(ctx, *timeout)
+	req.Actor = envUser(env) // sent as the actor header; recorded as cli:USER
+	rctx, cancel := context.WithTimeout(ctx, *f.timeout)
 	defer cancel()
 	rep, err := events.RolloutRequestDo(rctx, nc, sub, req)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("rollout %s: no reply within %s", sub, *timeout)
+			return fmt.Errorf("rollout %s: no reply within %s", sub, *f.timeout)
 		}
 		return err
 	}
-	if *asJSON {
-		enc := json.NewEncoder(env.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
+	if *f.asJSON {
+		return printJSON(env, rep)
 	}
 	switch {
 	case sub == "list":
@@ -166,16 +172,63 @@ func cmdRollout(ctx context.Context, env *Env, args []string) error {
 	return nil
 }
 
-func rolloutSplit(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
+// rolloutSpecFlags are the job settings of "rollout create".
+type rolloutSpecFlags struct {
+	spec                events.RolloutSpec
+	devicesFile         string
+	deviceTimeout, soak time.Duration
 }
 
+// addRolloutSpecFlags defines the job settings of "rollout create" on fs.
+func addRolloutSpecFlags(fs *flag.FlagSet) *rolloutSpecFlags {
+	f := &rolloutSpecFlags{}
+	spec := &f.spec
+	fs.StringVar(&spec.ID, "id", "", "job `ID` (generated when empty)")
+	fs.StringVar(&spec.Target.Version, "target-version", "", "target firmware `VERSION`")
+	fs.StringVar(&spec.Target.Checksum, "checksum", "", "target firmware checksum (sha256:...)")
+	fs.StringVar(&spec.Target.URL, "url", "", "target firmware download `URL`")
+	fs.StringVar(&spec.DeviceType, "type", "", "every known device of this `TYPE`")
+	fs.Func("devices", "devices, comma-separated (typeId/deviceId or deviceId)", func(s string) error {
+		spec.Devices = append(spec.Devices, splitList(s)...)
+		return nil
+	})
+	fs.StringVar(&f.devicesFile, "devices-file", "", "`FILE` with one device per line (# comments)")
+	fs.IntVar(&spec.Waves, "waves", 0, "number of waves")
+	fs.IntVar(&spec.WaveSize, "wave-size", 0, "devices per wave")
+	fs.Float64Var(&spec.Gate, "gate", 0, "share of a wave's online devices that must complete (default 0.9)")
+	fs.Float64Var(&spec.MaxFailure, "max-failure", 0, "share of a wave's online devices that may fail or time out (default 0.1)")
+	fs.IntVar(&spec.MinFinished, "min-finished", 0, "finished devices before the failure policy applies (default 10)")
+	fs.StringVar(&spec.OnFailure, "on-failure", "", "pause or abort when the failure policy trips (default pause)")
+	fs.DurationVar(&f.deviceTimeout, "device-timeout", 0, "a device that neither completes nor fails this long after its desired state was sent times out (default 30m)")
+	fs.Float64Var(&spec.Rate, "rate", 0, "desired-state messages per second (default 100)")
+	fs.DurationVar(&f.soak, "soak", 0, "watch a gated wave this long before the next starts")
+	fs.StringVar(&spec.CELGate, "cel-gate", "", "extra gate: a CEL `EXPR` over fleet and rollout that must hold")
+	return f
+}
+
+// build is the job the flags describe, with the devices of --devices-file
+// after those of --devices. The rollout service checks the rest.
+func (f *rolloutSpecFlags) build() (*events.RolloutSpec, error) {
+	spec := f.spec
+	if spec.Waves > 0 && spec.WaveSize > 0 {
+		return nil, fmt.Errorf("%w: give --waves or --wave-size, not both", ErrUsage)
+	}
+	if f.devicesFile != "" {
+		devs, err := rolloutDevicesFile(f.devicesFile)
+		if err != nil {
+			return nil, err
+		}
+		spec.Devices = append(spec.Devices, devs...)
+	}
+	if spec.DeviceType == "" && len(spec.Devices) == 0 {
+		return nil, fmt.Errorf("%w: name the devices: --type, --devices or --devices-file", ErrUsage)
+	}
+	spec.DeviceTimeout, spec.Soak = events.Duration(f.deviceTimeout), events.Duration(f.soak)
+	return &spec, nil
+}
+
+// rolloutDevicesFile reads --devices-file: devices separated by commas or
+// lines, "#" starting a comment; a file that names none is an error.
 func rolloutDevicesFile(path string) ([]string, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -186,7 +239,7 @@ func rolloutDevicesFile(path string) ([]string, error) {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		line, _, _ := strings.Cut(sc.Text(), "#")
-		out = append(out, rolloutSplit(line)...)
+		out = append(out, splitList(line)...)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("devices file %s: %w", path, err)
