@@ -31,6 +31,22 @@ func (h *harness) publishEvent(subject, id, source, typ string, at time.Time, da
 	h.publish(subject, ev)
 }
 
+// replayed replays h's log through h's configuration with receiver pd
+// refusing any call, failing the test on an error.
+func (h *harness) replayed(ctx context.Context, o ReplayOptions, route *Route) *ReplayResult {
+	h.t.Helper()
+	cfg := h.cfg
+	cfg.Receivers = []*testReceiver{{Name: "pd", n: refusingNotifier{h.t}}}
+	if route != nil {
+		cfg.Route = route
+	}
+	res, err := Replay(ctx, h.js.JS, cfg, testLog(h.t), o)
+	if err != nil {
+		h.t.Fatalf("Replay: %v", err)
+	}
+	return res
+}
+
 // TestReplayTakesRecordedOutcomesAndCountsUnreadable records one
 // notification refused for good (400) and one delivered after a
 // retryable failure, then stores what Replay cannot use: a NOTIFY
@@ -70,12 +86,7 @@ func TestReplayTakesRecordedOutcomesAndCountsUnreadable(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cfg := h.cfg
-	cfg.Receivers = []*testReceiver{{Name: "pd", n: refusingNotifier{t}}}
-	res, err := Replay(ctx, h.js.JS, cfg, testLog(t), ReplayOptions{From: t0, To: end, EventTime: true})
-	if err != nil {
-		t.Fatalf("Replay: %v", err)
-	}
+	res := h.replayed(ctx, ReplayOptions{From: t0, To: end, EventTime: true}, nil)
 	if res.Unreadable != 5 || res.Alerts != 3 {
 		t.Errorf("replay: %d unreadable and %d alert events, want 5 and 3 (the refused alert is replayed)", res.Unreadable, res.Alerts)
 	}
@@ -129,16 +140,10 @@ func TestReplayClock(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cfg := h.cfg
-	cfg.Receivers = []*testReceiver{{Name: "pd", n: refusingNotifier{t}}}
 
-	now := *cfg.Route
+	now := *h.cfg.Route
 	now.GroupWait = dur(0)
-	cfg.Route = &now
-	res, err := Replay(ctx, h.js.JS, cfg, testLog(t), ReplayOptions{})
-	if err != nil {
-		t.Fatalf("Replay: %v", err)
-	}
+	res := h.replayed(ctx, ReplayOptions{}, &now)
 	var decided []time.Time
 	for _, n := range res.Notifications {
 		decided = append(decided, n.Data.DecidedAt)
@@ -150,11 +155,7 @@ func TestReplayClock(t *testing.T) {
 		t.Errorf("stored times, no bounds: %d extra, want both (NOTIFY records none)", len(res.Diff.Extra))
 	}
 
-	cfg.Route = h.cfg.Route
-	res, err = Replay(ctx, h.js.JS, cfg, testLog(t), ReplayOptions{From: t0.Add(5 * time.Second), To: t0.Add(time.Minute), EventTime: true})
-	if err != nil {
-		t.Fatalf("Replay: %v", err)
-	}
+	res = h.replayed(ctx, ReplayOptions{From: t0.Add(5 * time.Second), To: t0.Add(time.Minute), EventTime: true}, nil)
 	decided = decided[:0]
 	for _, n := range res.Notifications {
 		decided = append(decided, n.Data.DecidedAt)
