@@ -11,7 +11,6 @@ import (
 
 	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/services/internal/consume"
-	"github.com/otawatch/otawatch/services/internal/ruleeval"
 	"github.com/otawatch/otawatch/services/internal/svc"
 )
 
@@ -246,84 +245,49 @@ type input struct {
 // top of this file). cfg is the notify section; its receivers are built
 // (their secret files read) to render, never called.
 func Replay[R ReceiverConfig](ctx context.Context, js jetstream.JetStream, cfg Config[R], log *slog.Logger, o ReplayOptions) (*ReplayResult, error) {
-	res := &ReplayResult{}
-	dry := &dryRun{recorded: map[string]*RecordedNotification{}, seen: map[string]bool{}, recordedSup: map[string]bool{},
-		keys: map[string]string{}}
-	var silences, alerts []input
-	var recorded []*RecordedNotification
-	err := readStream(ctx, js, events.StreamNotify, &res.NotifySeq, o.Progress, func(rec ruleeval.Record) {
-		if rec.DecodeErr != nil {
-			res.Unreadable++
-			return
-		}
-		ev := rec.Event
-		switch ev.Type {
-		case events.TypeNotifyAttempt, events.TypeNotifySent, events.TypeNotifyFailed:
-			var nd events.NotificationData
-			if ev.DecodeData(&nd) != nil || nd.ID == "" {
-				res.Unreadable++
-				return
-			}
-			r := dry.recorded[nd.ID]
-			if r == nil {
-				r = &RecordedNotification{Data: nd, Seq: rec.Seq, Outcome: OutcomeAttempted}
-				dry.recorded[nd.ID] = r
-				recorded = append(recorded, r)
-			}
-			switch ev.Type {
-			case events.TypeNotifyAttempt:
-				r.Attempts = max(r.Attempts, nd.Attempt)
-			case events.TypeNotifySent:
-				r.Outcome = OutcomeSent
-			case events.TypeNotifyFailed:
-				if nd.Final && r.Outcome != OutcomeSent {
-					cp := nd
-					r.Outcome, r.lastFailed = OutcomeFailed, &cp
-				}
-			}
-		case events.TypeNotifySuppressed:
-			var sd events.SuppressedData
-			if ev.DecodeData(&sd) != nil {
-				res.Unreadable++
-				return
-			}
-			sup := Suppression{Seq: rec.Seq, ID: ev.ID, At: ev.Time, Data: sd}
-			dry.recordedSup[sup.ID] = true
-			if inRange(sup.At, o.From, o.To) {
-				res.RecordedSuppressed = append(res.RecordedSuppressed, sup)
-			}
-		case events.TypeSilenceCreated, events.TypeSilenceExpired:
-			res.Silences++
-			silences = append(silences, input{msg: msgOf(rec)})
-		}
-	})
-	if err != nil {
+	r := newRecording(o)
+	if err := r.readNotify(ctx, js); err != nil {
 		return nil, err
 	}
-	err = readStream(ctx, js, events.StreamAlerts, &res.AlertsSeq, o.Progress, func(rec ruleeval.Record) {
-		if rec.DecodeErr != nil {
-			res.Unreadable++
-			return
-		}
-		if rec.Event.Type == events.TypeAlertRaised || rec.Event.Type == events.TypeAlertResolved {
-			alerts = append(alerts, input{msg: msgOf(rec), alert: true})
-			var a events.AlertData
-			if rec.Event.DecodeData(&a) == nil {
-				dry.keys[events.NotifyAlertID(a)] = a.Key
-			}
-		}
-	})
-	if err != nil {
+	if err := r.readAlerts(ctx, js); err != nil {
 		return nil, err
-	}
-	timeOf := func(in input) time.Time {
-		if o.EventTime {
-			return in.msg.Event.Time
-		}
-		return in.msg.Stored
 	}
 	// Each stream in its order, the two merged by time: the live service
 	// followed both.
+	inputs := mergeByTime(r.alerts, r.silences, o.timeOf)
+	clock := svc.NewManualClock(o.start(inputs))
+	s, err := New(cfg, svc.Deps{JS: js, Log: log, Clock: clock})
+	if err != nil {
+		return nil, err
+	}
+	if err := r.dryDispatch(ctx, s, clock, inputs); err != nil {
+		return nil, err
+	}
+	return r.collect(), nil
+}
+
+// timeOf is when the live service handled in: when its stream stored it,
+// or its own time (EventTime).
+func (o ReplayOptions) timeOf(in input) time.Time {
+	if o.EventTime {
+		return in.msg.Event.Time
+	}
+	return in.msg.Stored
+}
+
+// start is where the replay's clock starts: at From, or at the first
+// input when that is earlier or there is no From.
+func (o ReplayOptions) start(inputs []input) time.Time {
+	start := o.From
+	if len(inputs) > 0 && (start.IsZero() || o.timeOf(inputs[0]).Before(start)) {
+		start = o.timeOf(inputs[0])
+	}
+	return start
+}
+
+// mergeByTime merges alerts and silences, each in its order, by timeOf;
+// an alert goes first only when it is strictly earlier.
+func mergeByTime(alerts, silences []input, timeOf func(input) time.Time) []input {
 	inputs := make([]input, 0, len(alerts)+len(silences))
 	for len(alerts)+len(silences) > 0 {
 		if len(silences) == 0 || len(alerts) > 0 && timeOf(alerts[0]).Before(timeOf(silences[0])) {
@@ -332,16 +296,14 @@ func Replay[R ReceiverConfig](ctx context.Context, js jetstream.JetStream, cfg C
 			inputs, silences = append(inputs, silences[0]), silences[1:]
 		}
 	}
-	start := o.From
-	if len(inputs) > 0 && (start.IsZero() || timeOf(inputs[0]).Before(start)) {
-		start = timeOf(inputs[0])
-	}
-	clock := svc.NewManualClock(start)
-	s, err := New(cfg, svc.Deps{JS: js, Log: log, Clock: clock})
-	if err != nil {
-		return nil, err
-	}
-	s.dry = dry
+	return inputs
+}
+
+// dryDispatch runs s's dispatcher on clock over inputs, each handled at
+// its time, its decisions going to r.dry, and lets the timers run up to
+// To (or what is due at the last input).
+func (r *recording) dryDispatch(ctx context.Context, s *Service, clock *svc.ManualClock, inputs []input) error {
+	s.dry = r.dry
 	d := newDispatcher(s.root, s.inhibit)
 	d.live = true
 	s.mu.Lock()
@@ -353,77 +315,49 @@ func Replay[R ReceiverConfig](ctx context.Context, js jetstream.JetStream, cfg C
 	}
 	for _, in := range inputs {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return err
 		}
-		if !o.To.IsZero() && timeOf(in).After(o.To) {
+		if !r.o.To.IsZero() && r.o.timeOf(in).After(r.o.To) {
 			break
 		}
-		advanceTo(timeOf(in))
+		advanceTo(r.o.timeOf(in))
 		h := handleNotify
 		if in.alert {
-			h, res.Alerts = handleAlert, res.Alerts+1
+			h, r.res.Alerts = handleAlert, r.res.Alerts+1
 		}
 		if err := h(ctx, in.msg); err != nil {
-			res.Unreadable++
+			r.res.Unreadable++
 		}
 	}
-	if !o.To.IsZero() {
-		advanceTo(o.To)
+	if !r.o.To.IsZero() {
+		advanceTo(r.o.To)
 	} else {
 		advanceTo(clock.Now()) // what is due now (a delivery's end)
 	}
+	return nil
+}
 
-	for _, r := range dry.decided {
-		if inRange(r.Data.DecidedAt, o.From, o.To) {
-			res.Notifications = append(res.Notifications, r)
+// collect takes the decisions and records in the range into the result,
+// and compares them.
+func (r *recording) collect() *ReplayResult {
+	res, o := r.res, r.o
+	for _, n := range r.dry.decided {
+		if inRange(n.Data.DecidedAt, o.From, o.To) {
+			res.Notifications = append(res.Notifications, n)
 		}
 	}
-	for _, sp := range dry.suppressed {
+	for _, sp := range r.dry.suppressed {
 		if inRange(sp.At, o.From, o.To) {
 			res.Suppressed = append(res.Suppressed, sp)
 		}
 	}
-	for _, r := range recorded {
-		if inRange(r.Data.DecidedAt, o.From, o.To) {
-			res.Recorded = append(res.Recorded, *r)
+	for _, rn := range r.recorded {
+		if inRange(rn.Data.DecidedAt, o.From, o.To) {
+			res.Recorded = append(res.Recorded, *rn)
 		}
 	}
-	res.Diff = diffNotifications(res, dry)
-	return res, nil
-}
-
-// readStream hands every message of stream, from its start to its last
-// now, to fn, and sets *last to the last sequence read; progress, if set,
-// hears about it every second.
-func readStream(ctx context.Context, js jetstream.JetStream, stream string, last *uint64, progress func(string), fn func(ruleeval.Record)) error {
-	r, err := ruleeval.OpenReader(ctx, js, stream, 1)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	began, said := time.Now(), time.Now()
-	for {
-		if progress != nil && time.Since(said) >= time.Second {
-			said = time.Now()
-			progress(fmt.Sprintf("replay notify: %s reading %s %d/%d", time.Since(began).Round(100*time.Millisecond), stream, *last, r.Last))
-		}
-		rec, ok, err := r.Next(ctx)
-		if err != nil {
-			return fmt.Errorf("read %s: %w", stream, err)
-		}
-		if !ok {
-			if err := ctx.Err(); err != nil {
-				return fmt.Errorf("read %s: %w", stream, err)
-			}
-			return nil
-		}
-		*last = rec.Seq
-		fn(rec)
-	}
-}
-
-func msgOf(rec ruleeval.Record) consume.Msg {
-	return consume.Msg{Stream: rec.Stream, Seq: rec.Seq, Subject: rec.Subject, Stored: rec.Stored, Data: rec.Raw, Event: rec.Event}
+	res.Diff = diffNotifications(res, r.dry)
+	return res
 }
 
 func inRange(t, from, to time.Time) bool {
