@@ -462,6 +462,16 @@ func checkFleetNumbers(t *testing.T, p *page, h *harness) {
 			match = match && got[k] == v
 		}
 		if match {
+			// Every figure fits its card, the duration pair at its widest
+			// too (it once ran past the card's edge at this window width;
+			// the next refresh puts the real one back).
+			if over := eval[[]string](p, `(() => {
+				document.querySelector('[data-kpi="duration"] .value').textContent = "120.0 min / 120.0 min";
+				return [...document.querySelectorAll("[data-kpi]")].filter(k => k.scrollWidth > k.clientWidth).map(k => k.dataset.kpi + ": " + k.querySelector(".value").textContent);
+			})()`); len(over) > 0 {
+				p.screenshot("kpi-overflow")
+				t.Errorf("figures run past their cards: %v", over)
+			}
 			return
 		}
 		if time.Now().After(deadline) {
