@@ -102,11 +102,37 @@ type ExportOptions struct {
 
 // Export writes the export directory and returns its manifest.
 func Export(ctx context.Context, js jetstream.JetStream, o ExportOptions) (*Manifest, error) {
+	devSuffix, err := o.check()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	m := &Manifest{Format: ManifestFormat, Created: o.Now().UTC(), From: o.From.UTC(), To: o.To.UTC(), Device: o.Device, Files: map[string]string{}}
+	p := &exportProgress{o: &o, began: time.Now(), last: time.Now()}
+	for _, stream := range o.Streams {
+		sm, sum, err := exportStream(ctx, js, &o, stream, devSuffix, p)
+		if err != nil {
+			return nil, err
+		}
+		m.Files[sm.File] = sum
+		m.Streams = append(m.Streams, sm)
+	}
+	if err := writeManifest(o.Dir, m, o.Key); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// check fills in o's defaults and checks it; it returns the subject
+// suffix of the device whose SHADOW events are kept ("" for all).
+func (o *ExportOptions) check() (devSuffix string, err error) {
 	if o.Format == "" {
 		o.Format = "jsonl"
 	}
 	if o.Format != "jsonl" && o.Format != "csv" {
-		return nil, fmt.Errorf("format %q: want jsonl or csv", o.Format)
+		return "", fmt.Errorf("format %q: want jsonl or csv", o.Format)
 	}
 	if len(o.Streams) == 0 {
 		o.Streams = events.ChainedStreams()
@@ -114,108 +140,119 @@ func Export(ctx context.Context, js jetstream.JetStream, o ExportOptions) (*Mani
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	var devSuffix string
-	if o.Device != "" {
-		typ, id, ok := strings.Cut(o.Device, "/")
-		if !ok || events.ValidateID("type", typ) != nil || events.ValidateID("device", id) != nil {
-			return nil, fmt.Errorf("device %q: want TYPE/ID", o.Device)
-		}
-		devSuffix = "." + typ + "." + id
+	if o.Device == "" {
+		return "", nil
 	}
-	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
-		return nil, err
+	typ, id, ok := strings.Cut(o.Device, "/")
+	if !ok || events.ValidateID("type", typ) != nil || events.ValidateID("device", id) != nil {
+		return "", fmt.Errorf("device %q: want TYPE/ID", o.Device)
 	}
-	m := &Manifest{Format: ManifestFormat, Created: o.Now().UTC(), From: o.From.UTC(), To: o.To.UTC(), Device: o.Device, Files: map[string]string{}}
-	began, lastProgress := time.Now(), time.Now()
-	var total uint64
-	for _, stream := range o.Streams {
-		sm := StreamManifest{Stream: stream, File: "events-" + stream + "." + o.Format}
-		if devSuffix != "" && stream == events.StreamShadow {
-			sm.Device = o.Device
-		}
-		st, err := streamState(ctx, js, stream)
-		if err != nil {
-			return nil, err
-		}
-		first, err := firstAtOrAfter(ctx, js, stream, o.From, st.LastSeq)
-		if err != nil {
-			return nil, err
-		}
-		cps, err := Checkpoints(ctx, js, stream)
-		if err != nil {
-			return nil, err
-		}
-		head, err := headAt(ctx, js, stream, first-1, cps)
-		if err != nil {
-			return nil, err
-		}
-		sm.FirstSeq, sm.LastSeq, sm.HeadBefore = first, first-1, hexHead(head)
-		f, err := os.Create(filepath.Join(o.Dir, sm.File))
-		if err != nil {
-			return nil, err
-		}
-		sum := sha256.New()
-		w := newRecordWriter(io.MultiWriter(f, sum), o.Format)
-		err = readRange(ctx, js, stream, first, st.LastSeq, func(msg consume.Msg) (bool, error) {
-			if msg.Stored.After(o.To) {
-				return true, nil
-			}
-			prev := head
-			head = events.ChainNext(head, stream, msg.Seq, msg.Subject, msg.Data)
-			sm.LastSeq = msg.Seq
-			total++
-			if o.Progress != nil && time.Since(lastProgress) >= o.ProgressEvery {
-				lastProgress = time.Now()
-				o.Progress(fmt.Sprintf("export: %s seq %d, %d events, %.0f events/s", stream, msg.Seq, total, float64(total)/time.Since(began).Seconds()))
-			}
-			if sm.Device != "" && !strings.HasSuffix(msg.Subject, devSuffix) {
-				return false, nil
-			}
-			if !utf8.ValidString(msg.Subject) {
-				// Subjects are ASCII by construction (events.ValidateID); a
-				// JSON or CSV line could not carry this one's bytes.
-				return true, fmt.Errorf("seq %d: subject %q is not UTF-8", msg.Seq, msg.Subject)
-			}
-			sm.Count++
-			return false, w.write(newRecord(stream, msg, prev, head))
-		})
-		if err == nil {
-			err = w.flush()
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return nil, fmt.Errorf("export %s: %w", stream, err)
-		}
-		sm.HeadAfter = hexHead(head)
-		sm.Checkpoints = []Checkpoint{}
-		for _, cp := range cps {
-			if cp.Seq >= sm.FirstSeq && cp.Seq <= sm.LastSeq {
-				sm.Checkpoints = append(sm.Checkpoints, cp)
-			}
-		}
-		m.Files[sm.File] = hex.EncodeToString(sum.Sum(nil))
-		m.Streams = append(m.Streams, sm)
+	return "." + typ + "." + id, nil
+}
+
+// exportProgress prints a progress line about every o.ProgressEvery.
+type exportProgress struct {
+	o           *ExportOptions
+	began, last time.Time
+	total       uint64 // events read, over every stream
+}
+
+func (p *exportProgress) read(stream string, seq uint64) {
+	p.total++
+	if p.o.Progress != nil && time.Since(p.last) >= p.o.ProgressEvery {
+		p.last = time.Now()
+		p.o.Progress(fmt.Sprintf("export: %s seq %d, %d events, %.0f events/s", stream, seq, p.total, float64(p.total)/time.Since(p.began).Seconds()))
 	}
-	if o.Key != nil {
-		m.PublicKey = base64.StdEncoding.EncodeToString(o.Key.Public().(ed25519.PublicKey))
+}
+
+// exportStream writes one stream's events of the range to its file,
+// chaining every event from the range's start, and returns its part of
+// the manifest and the file's SHA-256.
+func exportStream(ctx context.Context, js jetstream.JetStream, o *ExportOptions, stream, devSuffix string, p *exportProgress) (StreamManifest, string, error) {
+	sm := StreamManifest{Stream: stream, File: "events-" + stream + "." + o.Format}
+	if devSuffix != "" && stream == events.StreamShadow {
+		sm.Device = o.Device
+	}
+	st, err := streamState(ctx, js, stream)
+	if err != nil {
+		return sm, "", err
+	}
+	first, err := firstAtOrAfter(ctx, js, stream, o.From, st.LastSeq)
+	if err != nil {
+		return sm, "", err
+	}
+	cps, err := Checkpoints(ctx, js, stream)
+	if err != nil {
+		return sm, "", err
+	}
+	head, err := headAt(ctx, js, stream, first-1, cps)
+	if err != nil {
+		return sm, "", err
+	}
+	sm.FirstSeq, sm.LastSeq, sm.HeadBefore = first, first-1, hexHead(head)
+	f, err := os.Create(filepath.Join(o.Dir, sm.File))
+	if err != nil {
+		return sm, "", err
+	}
+	sum := sha256.New()
+	w := newRecordWriter(io.MultiWriter(f, sum), o.Format)
+	err = readRange(ctx, js, stream, first, st.LastSeq, func(msg consume.Msg) (bool, error) {
+		if msg.Stored.After(o.To) {
+			return true, nil
+		}
+		prev := head
+		head = events.ChainNext(head, stream, msg.Seq, msg.Subject, msg.Data)
+		sm.LastSeq = msg.Seq
+		p.read(stream, msg.Seq)
+		if sm.Device != "" && !strings.HasSuffix(msg.Subject, devSuffix) {
+			return false, nil
+		}
+		if !utf8.ValidString(msg.Subject) {
+			// Subjects are ASCII by construction (events.ValidateID); a
+			// JSON or CSV line could not carry this one's bytes.
+			return true, fmt.Errorf("seq %d: subject %q is not UTF-8", msg.Seq, msg.Subject)
+		}
+		sm.Count++
+		return false, w.write(newRecord(stream, msg, prev, head))
+	})
+	if err == nil {
+		err = w.flush()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return sm, "", fmt.Errorf("export %s: %w", stream, err)
+	}
+	sm.HeadAfter = hexHead(head)
+	sm.Checkpoints = []Checkpoint{}
+	for _, cp := range cps {
+		if cp.Seq >= sm.FirstSeq && cp.Seq <= sm.LastSeq {
+			sm.Checkpoints = append(sm.Checkpoints, cp)
+		}
+	}
+	return sm, hex.EncodeToString(sum.Sum(nil)), nil
+}
+
+// writeManifest writes manifest.json, and with key its Ed25519 signature
+// manifest.json.sig.
+func writeManifest(dir string, m *Manifest, key ed25519.PrivateKey) error {
+	if key != nil {
+		m.PublicKey = base64.StdEncoding.EncodeToString(key.Public().(ed25519.PublicKey))
 	}
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	b = append(b, '\n')
-	if err := os.WriteFile(filepath.Join(o.Dir, "manifest.json"), b, 0o644); err != nil {
-		return nil, err
+	if err := os.WriteFile(filepath.Join(dir, "manifest.json"), b, 0o644); err != nil {
+		return err
 	}
-	if o.Key != nil {
-		sig := base64.StdEncoding.EncodeToString(ed25519.Sign(o.Key, b)) + "\n"
-		if err := os.WriteFile(filepath.Join(o.Dir, "manifest.json.sig"), []byte(sig), 0o644); err != nil {
-			return nil, err
-		}
+	if key == nil {
+		return nil
 	}
-	return m, nil
+	sig := base64.StdEncoding.EncodeToString(ed25519.Sign(key, b)) + "\n"
+	return os.WriteFile(filepath.Join(dir, "manifest.json.sig"), []byte(sig), 0o644)
 }
 
 // firstAtOrAfter is the sequence of stream's first message stored at or
