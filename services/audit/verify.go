@@ -162,88 +162,121 @@ func (r *Report) verifyStream(dir string, m *Manifest, sm StreamManifest) {
 		r.add(Problem{File: sm.File, Reason: err.Error()})
 		return
 	}
-	bad := func(rec *Record, line int, format string, args ...any) {
-		var seq uint64
-		if rec != nil {
-			seq = rec.Seq
-		}
-		r.add(Problem{Stream: sm.Stream, Seq: seq, File: sm.File, Line: line, Reason: fmt.Sprintf(format, args...)})
-	}
-	cps := map[uint64]string{}
-	for _, cp := range sm.Checkpoints {
-		cps[cp.Seq] = cp.Head
-	}
-	head, err := parseHead(sm.HeadBefore)
+	c, err := newStreamCheck(r, sm)
 	if err != nil {
 		r.add(Problem{File: "manifest.json", Reason: fmt.Sprintf("stream %s: head_before: %v", sm.Stream, err)})
 		return
 	}
-	filtered := sm.Device != ""
-	lastSeq := sm.FirstSeq - 1
-	var count uint64
-	failed := false
-	for !failed {
+	for {
 		rec, err := rr.next()
 		if err == io.EOF {
 			break
 		}
-		line := rr.line
 		if err != nil {
-			bad(nil, line, "%v", err)
+			// A line that does not parse is named; the file's sum and
+			// count are still checked below.
+			c.bad(nil, rr.line, "%v", err)
 			break
 		}
-		count++
-		r.Events++
-		failed = true // until the record passes every check
-		data, derr := rec.Bytes()
-		d := sha256.Sum256(data)
-		prev, perr := parseHead(rec.Prev)
-		switch {
-		case rec.Stream != sm.Stream:
-			bad(rec, line, "stream %q in the %s file", rec.Stream, sm.Stream)
-		case derr != nil:
-			bad(rec, line, "data: %v", derr)
-		case hex.EncodeToString(d[:]) != rec.SHA256:
-			bad(rec, line, "its bytes do not match its SHA-256: the event was changed")
-		case rec.Seq <= lastSeq:
-			bad(rec, line, "sequence %d after %d: events out of order (reordered or inserted)", rec.Seq, lastSeq)
-		case !filtered && rec.Seq != lastSeq+1:
-			bad(rec, line, "sequence %d follows %d: %d event(s) missing (removed)", rec.Seq, lastSeq, rec.Seq-lastSeq-1)
-		case rec.Seq > sm.LastSeq:
-			bad(rec, line, "sequence %d is after the range's last, %d (inserted)", rec.Seq, sm.LastSeq)
-		case perr != nil:
-			bad(rec, line, "prev: %v", perr)
-		case !filtered && prev != head:
-			bad(rec, line, "its prev chain value %s is not the chain value after the event before it (%s)", rec.Prev, hexHead(head))
-		default:
-			next := events.ChainNext(prev, sm.Stream, rec.Seq, rec.Subject, data)
-			if got := hexHead(next); got != rec.Chain {
-				bad(rec, line, "chain value does not match: recorded %s, computed %s", rec.Chain, got)
-				break
-			}
-			if want, ok := cps[rec.Seq]; ok && want != rec.Chain {
-				bad(rec, line, "chain value %s differs from AUDIT's checkpoint at this sequence (%s)", rec.Chain, want)
-				break
-			}
-			head, lastSeq, failed = next, rec.Seq, false
+		if !c.record(rec, rr.line) {
+			return // the first bad event is named; what follows it cannot be judged
 		}
-	}
-	if failed {
-		return // the first bad event is named; what follows it cannot be judged
 	}
 	_, _ = io.Copy(io.Discard, io.TeeReader(fb, sum)) // a csv reader may stop short of the end
 	if got := hex.EncodeToString(sum.Sum(nil)); got != m.Files[sm.File] {
 		r.add(Problem{File: sm.File, Reason: fmt.Sprintf("SHA-256 %s differs from the manifest's %s", got, m.Files[sm.File])})
 	}
-	if count != sm.Count {
-		r.add(Problem{File: "manifest.json", Reason: fmt.Sprintf("stream %s: %d events in %s, the manifest says %d", sm.Stream, count, sm.File, sm.Count)})
+	c.end()
+}
+
+// streamCheck follows one stream's file record by record: the chain from
+// the manifest's head before the range, the last sequence seen, and the
+// checkpoints the manifest lists.
+type streamCheck struct {
+	r        *Report
+	sm       StreamManifest
+	cps      map[uint64]string // checkpoint heads by sequence
+	filtered bool              // one device's events: sequences have gaps
+	head     events.ChainHead
+	lastSeq  uint64
+	count    uint64
+}
+
+func newStreamCheck(r *Report, sm StreamManifest) (*streamCheck, error) {
+	head, err := parseHead(sm.HeadBefore)
+	if err != nil {
+		return nil, err
 	}
-	if !filtered {
-		if lastSeq != sm.LastSeq {
-			r.add(Problem{File: "manifest.json", Reason: fmt.Sprintf("stream %s: the file ends at sequence %d, the manifest at %d", sm.Stream, lastSeq, sm.LastSeq)})
-		} else if got := hexHead(head); got != sm.HeadAfter {
-			r.add(Problem{File: "manifest.json", Reason: fmt.Sprintf("stream %s: chain head after the last event is %s, the manifest says %s", sm.Stream, got, sm.HeadAfter)})
+	c := &streamCheck{r: r, sm: sm, cps: map[uint64]string{}, filtered: sm.Device != "", head: head, lastSeq: sm.FirstSeq - 1}
+	for _, cp := range sm.Checkpoints {
+		c.cps[cp.Seq] = cp.Head
+	}
+	return c, nil
+}
+
+func (c *streamCheck) bad(rec *Record, line int, format string, args ...any) {
+	var seq uint64
+	if rec != nil {
+		seq = rec.Seq
+	}
+	c.r.add(Problem{Stream: c.sm.Stream, Seq: seq, File: c.sm.File, Line: line, Reason: fmt.Sprintf(format, args...)})
+}
+
+// record checks one record against its bytes, its place and the chain; it
+// reports whether the record passed.
+func (c *streamCheck) record(rec *Record, line int) bool {
+	c.count++
+	c.r.Events++
+	data, derr := rec.Bytes()
+	d := sha256.Sum256(data)
+	prev, perr := parseHead(rec.Prev)
+	switch {
+	case rec.Stream != c.sm.Stream:
+		c.bad(rec, line, "stream %q in the %s file", rec.Stream, c.sm.Stream)
+	case derr != nil:
+		c.bad(rec, line, "data: %v", derr)
+	case hex.EncodeToString(d[:]) != rec.SHA256:
+		c.bad(rec, line, "its bytes do not match its SHA-256: the event was changed")
+	case rec.Seq <= c.lastSeq:
+		c.bad(rec, line, "sequence %d after %d: events out of order (reordered or inserted)", rec.Seq, c.lastSeq)
+	case !c.filtered && rec.Seq != c.lastSeq+1:
+		c.bad(rec, line, "sequence %d follows %d: %d event(s) missing (removed)", rec.Seq, c.lastSeq, rec.Seq-c.lastSeq-1)
+	case rec.Seq > c.sm.LastSeq:
+		c.bad(rec, line, "sequence %d is after the range's last, %d (inserted)", rec.Seq, c.sm.LastSeq)
+	case perr != nil:
+		c.bad(rec, line, "prev: %v", perr)
+	case !c.filtered && prev != c.head:
+		c.bad(rec, line, "its prev chain value %s is not the chain value after the event before it (%s)", rec.Prev, hexHead(c.head))
+	default:
+		next := events.ChainNext(prev, c.sm.Stream, rec.Seq, rec.Subject, data)
+		if got := hexHead(next); got != rec.Chain {
+			c.bad(rec, line, "chain value does not match: recorded %s, computed %s", rec.Chain, got)
+			return false
 		}
+		if want, ok := c.cps[rec.Seq]; ok && want != rec.Chain {
+			c.bad(rec, line, "chain value %s differs from AUDIT's checkpoint at this sequence (%s)", rec.Chain, want)
+			return false
+		}
+		c.head, c.lastSeq = next, rec.Seq
+		return true
+	}
+	return false
+}
+
+// end checks the file's end against the manifest: the count, and for a
+// whole stream the last sequence and the chain head.
+func (c *streamCheck) end() {
+	sm := c.sm
+	if c.count != sm.Count {
+		c.r.add(Problem{File: "manifest.json", Reason: fmt.Sprintf("stream %s: %d events in %s, the manifest says %d", sm.Stream, c.count, sm.File, sm.Count)})
+	}
+	if c.filtered {
+		return
+	}
+	if c.lastSeq != sm.LastSeq {
+		c.r.add(Problem{File: "manifest.json", Reason: fmt.Sprintf("stream %s: the file ends at sequence %d, the manifest at %d", sm.Stream, c.lastSeq, sm.LastSeq)})
+	} else if got := hexHead(c.head); got != sm.HeadAfter {
+		c.r.add(Problem{File: "manifest.json", Reason: fmt.Sprintf("stream %s: chain head after the last event is %s, the manifest says %s", sm.Stream, got, sm.HeadAfter)})
 	}
 }
 
