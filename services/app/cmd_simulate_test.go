@@ -127,3 +127,23 @@ func TestSimulateCommand(t *testing.T) {
 		})
 	}
 }
+
+// TestSimulateDevicesAsThemselves: with --password-secret-file the devices
+// connect as themselves even when the configuration names the bridge's
+// MQTT user (mqtt.username), which the simulator would refuse beside
+// per-device credentials.
+func TestSimulateDevicesAsThemselves(t *testing.T) {
+	m := testutil.StartMosquitto(t) // anonymous: takes any username
+	secret := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	code := Main(ctx, []string{"simulate", "--devices", "3", "--broker", m.URL, "--rate", "0", "--count", "6", "--time-scale", "10000",
+		"--progress", "0", "--password-secret-file", secret}, &Env{Stdout: &out, Stderr: &errb, Environ: []string{"OTAWATCH_MQTT_USERNAME=bridge"}})
+	if code != 0 || !strings.Contains(out.String(), "sent=6 ") {
+		t.Fatalf("exit %d, want 0 and sent=6\nstdout: %s\nstderr: %s", code, out.String(), errb.String())
+	}
+}
