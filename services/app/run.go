@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/otawatch/otawatch/events"
 	"github.com/otawatch/otawatch/services/alerting"
@@ -347,45 +348,11 @@ func Run(ctx context.Context, cfg *Config, names []string, log *slog.Logger, rel
 		}
 		defer opsSrv.Close()
 	}
-	builders := serviceBuilders()
 	var g run.Group
-	{
-		// Stop: the end of ctx (SIGINT or SIGTERM in the command) stops the
-		// group cleanly.
-		stopped := make(chan struct{})
-		g.Add(func() error {
-			select {
-			case <-ctx.Done():
-				return errStopped
-			case <-stopped:
-				return nil
-			}
-		}, func(error) { close(stopped) })
-	}
-	var reloaders []reloader
-	for _, name := range names {
-		s, err := builders[name](cfg, deps)
-		if err != nil {
-			return fmt.Errorf("build service %s: %w", name, err)
-		}
-		if r, ok := s.(reloader); ok {
-			reloaders = append(reloaders, r)
-		}
-		if err := registerServiceMetrics(reg, s); err != nil {
-			return fmt.Errorf("metrics of service %s: %w", name, err)
-		}
-		// One actor per service: it runs until its context ends.
-		sctx, cancel := context.WithCancel(ctx)
-		name := name
-		g.Add(func() error {
-			log.Info("service started", "service", name)
-			err := s.Run(sctx)
-			if err != nil && !errors.Is(err, context.Canceled) {
-				return fmt.Errorf("service %s: %w", name, err)
-			}
-			log.Info("service stopped", "service", name)
-			return nil
-		}, func(error) { cancel() })
+	addStopActor(&g, ctx)
+	reloaders, err := addServices(&g, ctx, cfg, names, deps, reg, log)
+	if err != nil {
+		return err
 	}
 	{
 		// Streams: the check behind /readyz's "streams" and the durable
@@ -401,22 +368,7 @@ func Run(ctx context.Context, cfg *Config, names []string, log *slog.Logger, rel
 		g.Add(func() error { return opsSrv.Serve(octx) }, func(error) { cancel() })
 	}
 	if len(reloaders) > 0 && reload != nil {
-		// Reload: services that reload their configuration (alert rules)
-		// do it on each request.
-		done := make(chan struct{})
-		g.Add(func() error {
-			for {
-				select {
-				case <-reload:
-					log.Info("reloading on request")
-					for _, r := range reloaders {
-						r.Reload()
-					}
-				case <-done:
-					return nil
-				}
-			}
-		}, func(error) { close(done) })
+		addReloadActor(&g, reload, reloaders, log)
 	}
 	err = g.Run()
 	if errors.Is(err, errStopped) {
@@ -428,4 +380,67 @@ func Run(ctx context.Context, cfg *Config, names []string, log *slog.Logger, rel
 		return nil
 	}
 	return err
+}
+
+// addStopActor makes the end of ctx (SIGINT or SIGTERM in the command) stop
+// the group cleanly: it returns errStopped.
+func addStopActor(g *run.Group, ctx context.Context) {
+	stopped := make(chan struct{})
+	g.Add(func() error {
+		select {
+		case <-ctx.Done():
+			return errStopped
+		case <-stopped:
+			return nil
+		}
+	}, func(error) { close(stopped) })
+}
+
+// addServices builds the named services and adds one actor per service,
+// which runs until its context ends; it returns those that reload.
+func addServices(g *run.Group, ctx context.Context, cfg *Config, names []string, deps svc.Deps, reg prometheus.Registerer, log *slog.Logger) ([]reloader, error) {
+	builders := serviceBuilders()
+	var reloaders []reloader
+	for _, name := range names {
+		s, err := builders[name](cfg, deps)
+		if err != nil {
+			return nil, fmt.Errorf("build service %s: %w", name, err)
+		}
+		if r, ok := s.(reloader); ok {
+			reloaders = append(reloaders, r)
+		}
+		if err := registerServiceMetrics(reg, s); err != nil {
+			return nil, fmt.Errorf("metrics of service %s: %w", name, err)
+		}
+		sctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error {
+			log.Info("service started", "service", name)
+			err := s.Run(sctx)
+			if err != nil && !errors.Is(err, context.Canceled) {
+				return fmt.Errorf("service %s: %w", name, err)
+			}
+			log.Info("service stopped", "service", name)
+			return nil
+		}, func(error) { cancel() })
+	}
+	return reloaders, nil
+}
+
+// addReloadActor makes the services that reload their configuration
+// (alert rules) do it on each value of reload.
+func addReloadActor(g *run.Group, reload <-chan os.Signal, reloaders []reloader, log *slog.Logger) {
+	done := make(chan struct{})
+	g.Add(func() error {
+		for {
+			select {
+			case <-reload:
+				log.Info("reloading on request")
+				for _, r := range reloaders {
+					r.Reload()
+				}
+			case <-done:
+				return nil
+			}
+		}
+	}, func(error) { close(done) })
 }
