@@ -56,6 +56,17 @@ func fakeRolloutService(t *testing.T, nc *nats.Conn) <-chan rolloutCall {
 				{ID: "j1", Status: "completed", Wave: 2, WaveCount: 2, CreatedAt: created.Add(-time.Hour),
 					Spec: events.RolloutSpec{Target: events.DesiredFirmware{Version: "2.0.0"}}, Total: events.WaveProgress{Targeted: 4, Completed: 3, TimedOut: 1}},
 			}
+		case req.JobID == "waves":
+			job.Status, job.Wave, job.WaveCount = "running", 2, 2
+			job.StartedAt = created.Add(time.Minute)
+			job.Waves = []events.RolloutWave{
+				{Wave: 1, Status: "done", Progress: events.WaveProgress{Targeted: 2, Completed: 2},
+					Gate: &events.GateDecision{Passed: true, Reason: "2 of 2 completed"}},
+				{Wave: 2, Status: "open", Progress: events.WaveProgress{Targeted: 3, Pending: 1, InProgress: 1, Failed: 1},
+					Gate: &events.GateDecision{Reason: "0 of 3 completed"}},
+			}
+			job.Total = events.WaveProgress{Targeted: 5, Pending: 1, InProgress: 1, Completed: 2, Failed: 1}
+			rep.Job = &job
 		case cmd == "retry-failed":
 			job.Attempts = 2
 			rep = events.RolloutReply{Job: &job, Retried: 3}
@@ -143,6 +154,13 @@ func TestRolloutCommandLine(t *testing.T) {
 		{name: "start", args: []string{"start", "j1"}, environ: []string{"USER=alice"}, stdout: []string{"job j1: running\n"},
 			cmd: "start", actor: "alice", req: events.RolloutRequest{JobID: "j1"}},
 		{name: "show", args: []string{"show", "j1"}, stdout: []string{"job j1: running\n"}, cmd: "show", req: events.RolloutRequest{JobID: "j1"}},
+		{name: "show a job's waves", args: []string{"show", "waves"},
+			stdout: []string{"job waves: running, wave 2 of 2\n", "  created:  2026-11-30T18:00:00Z; started 2026-11-30T18:01:00Z\n\n" +
+				"WAVE  STATUS  TARGETED  QUEUED  PENDING  IN PROGRESS  COMPLETED  FAILED  TIMED OUT  OFFLINE  GATE\n" +
+				"1     done    2         0       0        0            2          0       0          0        passed: 2 of 2 completed\n" +
+				"2     open    3         0       1        1            0          1       0          0        waiting: 0 of 3 completed\n" +
+				"all           5         0       1        1            2          1       0          0        \n"},
+			cmd: "show", req: events.RolloutRequest{JobID: "waves"}},
 		{name: "resume", args: []string{"resume", "j1"}, stdout: []string{"job j1: running\n"}, cmd: "resume", req: events.RolloutRequest{JobID: "j1"}},
 		{name: "pause with a reason", args: []string{"pause", "--reason", "lunch", "j1"}, stdout: []string{"job j1: running\n"},
 			cmd: "pause", req: events.RolloutRequest{JobID: "j1", Reason: "lunch"}},
