@@ -280,11 +280,12 @@ func printRolloutList(w io.Writer, jobs []events.RolloutJob) {
 	tw.Flush()
 }
 
+// printRolloutJob prints a job: its status, settings and times, then its
+// waves.
 func printRolloutJob(w io.Writer, j *events.RolloutJob) {
 	if j == nil {
 		return
 	}
-	s := j.Spec
 	fmt.Fprintf(w, "job %s: %s", j.ID, j.Status)
 	if j.WaveCount > 0 {
 		fmt.Fprintf(w, ", wave %d of %d", j.Wave, j.WaveCount)
@@ -293,6 +294,36 @@ func printRolloutJob(w io.Writer, j *events.RolloutJob) {
 	if j.Reason != "" {
 		fmt.Fprintf(w, "  why:      %s (%s)\n", j.Reason, j.By)
 	}
+	printRolloutSpec(w, j.Spec)
+	fmt.Fprintf(w, "  created:  %s", j.CreatedAt.UTC().Format(time.RFC3339))
+	if !j.StartedAt.IsZero() {
+		fmt.Fprintf(w, "; started %s", j.StartedAt.UTC().Format(time.RFC3339))
+	}
+	if !j.FinishedAt.IsZero() {
+		fmt.Fprintf(w, "; finished %s", j.FinishedAt.UTC().Format(time.RFC3339))
+	}
+	fmt.Fprintln(w)
+	if j.Attempts > 0 {
+		fmt.Fprintf(w, "  retries:  %d round(s) of retry-failed\n", j.Attempts)
+	}
+	if j.Status == events.RolloutAborted {
+		// What the abort took back: retained deltas of devices that had
+		// not finished (one already installing is not stopped).
+		fmt.Fprintf(w, "  retracted: %d delta(s) cleared from the broker", j.Retracted)
+		if j.RetractPending > 0 {
+			fmt.Fprintf(w, ", %d pending", j.RetractPending)
+		}
+		fmt.Fprintln(w)
+	}
+	if len(j.Waves) > 0 {
+		fmt.Fprintln(w)
+		printRolloutWaves(w, j)
+	}
+}
+
+// printRolloutSpec prints a job's settings: target, devices, plan,
+// failure policy and rate.
+func printRolloutSpec(w io.Writer, s events.RolloutSpec) {
 	fmt.Fprintf(w, "  target:   %s %s %s\n", s.Target.Version, s.Target.Checksum, s.Target.URL)
 	var sel []string
 	if s.DeviceType != "" {
@@ -317,30 +348,11 @@ func printRolloutJob(w io.Writer, j *events.RolloutJob) {
 		fmt.Fprintf(w, "; cel gate: %s", s.CELGate)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "  created:  %s", j.CreatedAt.UTC().Format(time.RFC3339))
-	if !j.StartedAt.IsZero() {
-		fmt.Fprintf(w, "; started %s", j.StartedAt.UTC().Format(time.RFC3339))
-	}
-	if !j.FinishedAt.IsZero() {
-		fmt.Fprintf(w, "; finished %s", j.FinishedAt.UTC().Format(time.RFC3339))
-	}
-	fmt.Fprintln(w)
-	if j.Attempts > 0 {
-		fmt.Fprintf(w, "  retries:  %d round(s) of retry-failed\n", j.Attempts)
-	}
-	if j.Status == events.RolloutAborted {
-		// What the abort took back: retained deltas of devices that had
-		// not finished (one already installing is not stopped).
-		fmt.Fprintf(w, "  retracted: %d delta(s) cleared from the broker", j.Retracted)
-		if j.RetractPending > 0 {
-			fmt.Fprintf(w, ", %d pending", j.RetractPending)
-		}
-		fmt.Fprintln(w)
-	}
-	if len(j.Waves) == 0 {
-		return
-	}
-	fmt.Fprintln(w)
+}
+
+// printRolloutWaves prints a job's waves as a table, each with its gate's
+// verdict, and their sum.
+func printRolloutWaves(w io.Writer, j *events.RolloutJob) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "WAVE\tSTATUS\tTARGETED\tQUEUED\tPENDING\tIN PROGRESS\tCOMPLETED\tFAILED\tTIMED OUT\tOFFLINE\tGATE")
 	row := func(name, status string, p events.WaveProgress, gate string) {
