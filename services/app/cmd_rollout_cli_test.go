@@ -196,19 +196,7 @@ func TestRolloutCommandLine(t *testing.T) {
 			}
 			environ := append([]string{"OTAWATCH_DATA_DIR=" + dir}, tt.environ...)
 			code := Main(context.Background(), args, &Env{Stdout: &out, Stderr: &errb, Environ: environ})
-			if code != tt.code {
-				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, tt.code, out.String(), errb.String())
-			}
-			for _, want := range tt.stdout {
-				if !strings.Contains(out.String(), want) {
-					t.Errorf("stdout lacks %q:\n%s", want, out.String())
-				}
-			}
-			for _, want := range tt.stderr {
-				if !strings.Contains(errb.String(), want) {
-					t.Errorf("stderr lacks %q:\n%s", want, errb.String())
-				}
-			}
+			checkRun(t, code, out.String(), errb.String(), tt.code, tt.stdout, tt.stderr)
 			if tt.cmd == "" {
 				if len(calls) > 0 {
 					t.Errorf("sent %+v, want no request", <-calls)
@@ -226,5 +214,24 @@ func TestRolloutCommandLine(t *testing.T) {
 				t.Errorf("request:\n got %+v spec %+v\nwant %+v spec %+v", got, got.req.Spec, want, want.req.Spec)
 			}
 		})
+	}
+}
+
+// checkRun fails t unless a command exited with code and its stdout and
+// stderr hold every one of wantOut and wantErr.
+func checkRun(t *testing.T, gotCode int, stdout, stderr string, code int, wantOut, wantErr []string) {
+	t.Helper()
+	if gotCode != code {
+		t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", gotCode, code, stdout, stderr)
+	}
+	for _, want := range wantOut {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, stdout)
+		}
+	}
+	for _, want := range wantErr {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
 	}
 }

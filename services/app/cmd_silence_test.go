@@ -72,17 +72,7 @@ func TestSilenceCommandLine(t *testing.T) {
 	for _, tt := range usage {
 		t.Run(tt.name, func(t *testing.T) {
 			code, stdout, stderr := run(tt.args...)
-			if code != tt.code {
-				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, tt.code, stdout, stderr)
-			}
-			if !strings.Contains(stdout, tt.stdout) {
-				t.Errorf("stdout lacks %q:\n%s", tt.stdout, stdout)
-			}
-			for _, want := range tt.stderr {
-				if !strings.Contains(stderr, want) {
-					t.Errorf("stderr lacks %q:\n%s", want, stderr)
-				}
-			}
+			checkRun(t, code, stdout, stderr, tt.code, []string{tt.stdout}, tt.stderr)
 		})
 	}
 	if list := listJSON("--all"); len(list) != 0 {
