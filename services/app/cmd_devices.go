@@ -63,35 +63,10 @@ func cmdDevices(_ context.Context, env *Env, args []string) error {
 		fmt.Fprintln(env.Stdout, devicesUsage)
 		return nil
 	}
-	fs := newFlagSet(env, "devices "+sub)
-	fs.Usage = func() { fmt.Fprintln(env.Stderr, devicesUsage) }
-	file := fs.String("c", os.Getenv("OTAWATCH_CONFIG"), "config `FILE`")
-	var (
-		passwordFile, secretFile, out string
-		generate, replace, asJSON     bool
-		cost                          int
-		nargs                         int
-	)
-	switch sub {
-	case "add":
-		nargs = 1
-		fs.StringVar(&passwordFile, "password-file", "", "read the password from `FILE`")
-		fs.BoolVar(&generate, "generate", false, "generate a random password and print it")
-		fs.BoolVar(&replace, "replace", false, "replace the password of a registered device")
-		fs.IntVar(&cost, "cost", identity.DefaultCost, "bcrypt cost, 4..14")
-	case "remove":
-		nargs = 1
-	case "list":
-		fs.BoolVar(&asJSON, "json", false, "print JSON")
-	case "import":
-		nargs = 1
-		fs.StringVar(&secretFile, "password-secret-file", "", "derive each password from the secret in `FILE`")
-		fs.IntVar(&cost, "cost", identity.DefaultCost, "bcrypt cost, 4..14")
-	case "mosquitto-passwd":
-		fs.StringVar(&out, "out", "", "write Mosquitto's password file to `FILE`")
-	default:
-		fmt.Fprintln(env.Stderr, devicesUsage)
-		return fmt.Errorf("%w: unknown devices command %q", ErrUsage, sub)
+	var f devicesFlags
+	fs, nargs, err := f.define(env, sub)
+	if err != nil {
+		return err
 	}
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -100,58 +75,105 @@ func cmdDevices(_ context.Context, env *Env, args []string) error {
 	if len(pos) != nargs {
 		return fmt.Errorf("%w: devices %s takes %d argument(s), got %q", ErrUsage, sub, nargs, pos)
 	}
-	cfg, err := LoadConfig(*file, env.Environ)
+	cfg, err := LoadConfig(f.file, env.Environ)
 	if err != nil {
 		return err
 	}
 	reg := cfg.Devices.RegistryFile
 	switch sub {
 	case "add":
-		if passwordFile != "" && generate {
-			return fmt.Errorf("%w: --password-file and --generate exclude each other", ErrUsage)
-		}
-		pw, err := devicePassword(env, passwordFile, generate)
-		if err != nil {
-			return err
-		}
-		put := identity.Add
-		if replace {
-			put = identity.Replace
-		}
-		if err := put(reg, pos[0], pw, cost); err != nil {
-			if errors.Is(err, identity.ErrExists) {
-				return fmt.Errorf("%w (--replace gives it a new password)", err)
-			}
-			return err
-		}
-		if generate {
-			fmt.Fprintln(env.Stdout, pw)
-			fmt.Fprintf(env.Stderr, "devices: added %s; its password is above, and is stored nowhere\n", pos[0])
-		} else {
-			fmt.Fprintf(env.Stdout, "devices: added %s\n", pos[0])
-		}
+		err = f.add(env, reg, pos[0])
 	case "remove":
-		if err := identity.Remove(reg, pos[0]); err != nil {
-			return err
+		if err = identity.Remove(reg, pos[0]); err == nil {
+			fmt.Fprintf(env.Stdout, "devices: removed %s\n", pos[0])
 		}
-		fmt.Fprintf(env.Stdout, "devices: removed %s\n", pos[0])
 	case "list":
-		return listDevices(env.Stdout, reg, asJSON)
+		return listDevices(env.Stdout, reg, f.asJSON)
 	case "import":
-		st, err := importDevices(env, reg, pos[0], secretFile, cost)
-		if err != nil {
-			return err
+		var st identity.ImportStats
+		if st, err = importDevices(env, reg, pos[0], f.secretFile, f.cost); err == nil {
+			fmt.Fprintf(env.Stdout, "devices: imported %d (%d added, %d with a new password) into %s\n",
+				st.Added+st.Replaced, st.Added, st.Replaced, reg)
 		}
-		fmt.Fprintf(env.Stdout, "devices: imported %d (%d added, %d with a new password) into %s\n",
-			st.Added+st.Replaced, st.Added, st.Replaced, reg)
 	case "mosquitto-passwd":
-		if out == "" {
+		if f.out == "" {
 			return fmt.Errorf("%w: mosquitto-passwd needs --out FILE", ErrUsage)
 		}
-		return writeMosquitto(env, cfg, out, false)
+		return writeMosquitto(env, cfg, f.out, false)
 	}
+	if err != nil {
+		return err
+	}
+	// A change to the registry rewrites Mosquitto's password file too,
+	// when the configuration names one.
 	if cfg.Devices.MosquittoPasswordFile != "" {
 		return writeMosquitto(env, cfg, cfg.Devices.MosquittoPasswordFile, true)
+	}
+	return nil
+}
+
+// devicesFlags are the flags of every devices subcommand.
+type devicesFlags struct {
+	file, passwordFile, secretFile, out string
+	generate, replace, asJSON           bool
+	cost                                int
+}
+
+// define declares sub's flags on a new flag set and says how many
+// arguments sub takes.
+func (f *devicesFlags) define(env *Env, sub string) (fs *flag.FlagSet, nargs int, err error) {
+	fs = newFlagSet(env, "devices "+sub)
+	fs.Usage = func() { fmt.Fprintln(env.Stderr, devicesUsage) }
+	fs.StringVar(&f.file, "c", os.Getenv("OTAWATCH_CONFIG"), "config `FILE`")
+	switch sub {
+	case "add":
+		nargs = 1
+		fs.StringVar(&f.passwordFile, "password-file", "", "read the password from `FILE`")
+		fs.BoolVar(&f.generate, "generate", false, "generate a random password and print it")
+		fs.BoolVar(&f.replace, "replace", false, "replace the password of a registered device")
+		fs.IntVar(&f.cost, "cost", identity.DefaultCost, "bcrypt cost, 4..14")
+	case "remove":
+		nargs = 1
+	case "list":
+		fs.BoolVar(&f.asJSON, "json", false, "print JSON")
+	case "import":
+		nargs = 1
+		fs.StringVar(&f.secretFile, "password-secret-file", "", "derive each password from the secret in `FILE`")
+		fs.IntVar(&f.cost, "cost", identity.DefaultCost, "bcrypt cost, 4..14")
+	case "mosquitto-passwd":
+		fs.StringVar(&f.out, "out", "", "write Mosquitto's password file to `FILE`")
+	default:
+		fmt.Fprintln(env.Stderr, devicesUsage)
+		return nil, 0, fmt.Errorf("%w: unknown devices command %q", ErrUsage, sub)
+	}
+	return fs, nargs, nil
+}
+
+// add registers device id in the registry reg, or with --replace gives it
+// a new password.
+func (f *devicesFlags) add(env *Env, reg, id string) error {
+	if f.passwordFile != "" && f.generate {
+		return fmt.Errorf("%w: --password-file and --generate exclude each other", ErrUsage)
+	}
+	pw, err := devicePassword(env, f.passwordFile, f.generate)
+	if err != nil {
+		return err
+	}
+	put := identity.Add
+	if f.replace {
+		put = identity.Replace
+	}
+	if err := put(reg, id, pw, f.cost); err != nil {
+		if errors.Is(err, identity.ErrExists) {
+			return fmt.Errorf("%w (--replace gives it a new password)", err)
+		}
+		return err
+	}
+	if f.generate {
+		fmt.Fprintln(env.Stdout, pw)
+		fmt.Fprintf(env.Stderr, "devices: added %s; its password is above, and is stored nowhere\n", id)
+	} else {
+		fmt.Fprintf(env.Stdout, "devices: added %s\n", id)
 	}
 	return nil
 }
