@@ -114,15 +114,7 @@ func (s *Service) Run(ctx context.Context) error {
 	streams, endStreams := context.WithCancel(context.Background())
 	defer endStreams()
 
-	srv := &http.Server{
-		Handler:           ops.AccessLog(s.log, s.handler(auth)),
-		ReadHeaderTimeout: min(s.cfg.ReadTimeout, 10*time.Second),
-		ReadTimeout:       s.cfg.ReadTimeout,
-		WriteTimeout:      s.cfg.WriteTimeout,
-		IdleTimeout:       2 * time.Minute,
-		BaseContext:       func(net.Listener) context.Context { return streams },
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
+	srv := s.newServer(auth, streams)
 	srv.RegisterOnShutdown(endStreams)
 	scheme := "http"
 	if tlsCfg != nil {
@@ -130,31 +122,7 @@ func (s *Service) Run(ctx context.Context) error {
 		// browsers open WebSockets over HTTP/1.1, which stays offered.
 		srv.TLSConfig, scheme = tlsCfg, "https"
 	}
-
-	var wg sync.WaitGroup
-	for _, f := range s.folds {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = f.Run(ctx) // nil when ctx ends; it logs its own failures
-		}()
-	}
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		s.trackReadiness(ctx)
-	}()
-	if s.snapshots != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.snapshots.run(ctx)
-		}()
-	}
-	go func() {
-		defer wg.Done()
-		s.dash.run(ctx, s.cfg.DashboardRefresh)
-	}()
+	wg := s.runBackground(ctx)
 
 	served := make(chan error, 1)
 	go func() {
@@ -183,6 +151,36 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("serve http: %w", serveErr)
 	}
 	return nil
+}
+
+// newServer is the HTTP server of the api; base is every request's
+// context (streaming handlers end with it).
+func (s *Service) newServer(auth *authenticator, base context.Context) *http.Server {
+	return &http.Server{
+		Handler:           ops.AccessLog(s.log, s.handler(auth)),
+		ReadHeaderTimeout: min(s.cfg.ReadTimeout, 10*time.Second),
+		ReadTimeout:       s.cfg.ReadTimeout,
+		WriteTimeout:      s.cfg.WriteTimeout,
+		IdleTimeout:       2 * time.Minute,
+		BaseContext:       func(net.Listener) context.Context { return base },
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+}
+
+// runBackground starts what the api does beside serving requests until
+// ctx ends: the read models' folds, the readiness tracker, the snapshot
+// writer and the dashboard's refresh. Wait on the group after ctx ends.
+func (s *Service) runBackground(ctx context.Context) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	for _, f := range s.folds {
+		wg.Go(func() { _ = f.Run(ctx) }) // nil when ctx ends; it logs its own failures
+	}
+	wg.Go(func() { s.trackReadiness(ctx) })
+	if s.snapshots != nil {
+		wg.Go(func() { s.snapshots.run(ctx) })
+	}
+	wg.Go(func() { s.dash.run(ctx, s.cfg.DashboardRefresh) })
+	return &wg
 }
 
 // caughtUp reports whether every fold has replayed its stream.
