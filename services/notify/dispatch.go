@@ -345,43 +345,8 @@ type decision struct {
 // receiver.
 func (d *dispatcher) decide(g *group, now time.Time) decision {
 	var dec decision
-	var firing, resolved []*alert
 	e := d.nflog[g.id]
-	mutedFiring := 0
-	mu := d.muter(now)
-	for _, al := range g.alerts {
-		if reason, cause, ok := mu.muted(al); ok {
-			if !al.resolved {
-				mutedFiring++
-				id := events.SuppressedEventID(g.route.receiver, al.id, reason, cause)
-				if !d.suppressed[id] {
-					d.suppressed[id] = true
-					sd := events.SuppressedData{Receiver: g.route.receiver, GroupKey: g.key, AlertID: al.id,
-						Key: al.data.Key, RuleID: al.data.RuleID, Severity: al.data.Severity, JobID: al.data.JobID,
-						DeviceID: al.data.DeviceID, Reason: reason}
-					if reason == events.SuppressedSilence {
-						sd.SilenceID = cause
-					} else {
-						sd.InhibitedBy = cause
-					}
-					dec.suppressed = append(dec.suppressed, sd)
-				}
-			} else {
-				dec.done = append(dec.done, al)
-			}
-			continue
-		}
-		if al.resolved {
-			dec.done = append(dec.done, al)
-			// A resolved alert is announced when the group's last
-			// notification reported it firing (or in a digest, always).
-			if g.route.digest || e != nil && e.firing[al.id] {
-				resolved = append(resolved, al)
-			}
-			continue
-		}
-		firing = append(firing, al)
-	}
+	firing, resolved, mutedFiring := d.sortAlerts(g, now, e, &dec)
 	firingIDs, resolvedIDs := ids(firing), ids(resolved)
 	switch {
 	case g.route.digest:
@@ -427,6 +392,70 @@ func (d *dispatcher) decide(g *group, now time.Time) decision {
 			dec.nd.DecidedAt = r.decidedAt
 		}
 	}
+	dec.alerts, dec.common = notificationAlerts(firing, resolved)
+	if g.route.digest {
+		dec.digest = true
+		if e != nil {
+			dec.since = e.at
+		}
+	}
+	return dec
+}
+
+// sortAlerts sorts g's alerts at now into those firing and those resolved
+// that the receiver is to hear about (e is what it last heard), and counts
+// the firing ones that are muted. It adds to dec the suppressions not yet
+// recorded and the resolved alerts the group may forget.
+func (d *dispatcher) sortAlerts(g *group, now time.Time, e *entry, dec *decision) (firing, resolved []*alert, mutedFiring int) {
+	mu := d.muter(now)
+	for _, al := range g.alerts {
+		if reason, cause, ok := mu.muted(al); ok {
+			if al.resolved {
+				dec.done = append(dec.done, al)
+				continue
+			}
+			mutedFiring++
+			if sd, ok := d.suppression(g, al, reason, cause); ok {
+				dec.suppressed = append(dec.suppressed, sd)
+			}
+			continue
+		}
+		if al.resolved {
+			dec.done = append(dec.done, al)
+			// A resolved alert is announced when the group's last
+			// notification reported it firing (or in a digest, always).
+			if g.route.digest || e != nil && e.firing[al.id] {
+				resolved = append(resolved, al)
+			}
+			continue
+		}
+		firing = append(firing, al)
+	}
+	return firing, resolved, mutedFiring
+}
+
+// suppression is the record of al muted in g (by a silence or an
+// inhibiting alert, cause), once: false when it was made before.
+func (d *dispatcher) suppression(g *group, al *alert, reason, cause string) (events.SuppressedData, bool) {
+	id := events.SuppressedEventID(g.route.receiver, al.id, reason, cause)
+	if d.suppressed[id] {
+		return events.SuppressedData{}, false
+	}
+	d.suppressed[id] = true
+	sd := events.SuppressedData{Receiver: g.route.receiver, GroupKey: g.key, AlertID: al.id,
+		Key: al.data.Key, RuleID: al.data.RuleID, Severity: al.data.Severity, JobID: al.data.JobID,
+		DeviceID: al.data.DeviceID, Reason: reason}
+	if reason == events.SuppressedSilence {
+		sd.SilenceID = cause
+	} else {
+		sd.InhibitedBy = cause
+	}
+	return sd, true
+}
+
+// notificationAlerts is what a notification lists: its alerts, firing and
+// resolved, by start time, and the labels they share.
+func notificationAlerts(firing, resolved []*alert) ([]events.AlertData, map[string]string) {
 	all := append(append([]*alert(nil), firing...), resolved...)
 	sort.Slice(all, func(i, j int) bool {
 		a, b := all[i].data, all[j].data
@@ -435,17 +464,11 @@ func (d *dispatcher) decide(g *group, now time.Time) decision {
 		}
 		return all[i].id < all[j].id
 	})
+	var out []events.AlertData
 	for _, al := range all {
-		dec.alerts = append(dec.alerts, al.data)
+		out = append(out, al.data)
 	}
-	dec.common = commonLabels(all)
-	if g.route.digest {
-		dec.digest = true
-		if e != nil {
-			dec.since = e.at
-		}
-	}
-	return dec
+	return out, commonLabels(all)
 }
 
 func ids(as []*alert) []string {
