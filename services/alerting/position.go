@@ -40,6 +40,10 @@ const (
 	headerShadowSeq  = "Otawatch-Shadow-Seq"
 	headerRolloutSeq = "Otawatch-Rollout-Seq"
 	headerCause      = "Otawatch-Alert-Cause"
+	// HeaderHolder names the alerting instance (its lease holder name)
+	// that published an event: with one active instance at a time, ALERTS
+	// holds one holder's run of events after another, never interleaved.
+	HeaderHolder = "Otawatch-Holder"
 )
 
 // What a turn that computed alerts was (headerCause).

@@ -22,6 +22,8 @@ type publisher struct {
 	alertsSeq uint64
 	// published counts acknowledged events by stream.
 	published map[string]uint64
+	// holder, when set, goes on every event as HeaderHolder.
+	holder string
 	// stored, when set, is told the subject of every event stored for
 	// the first time (not a duplicate of one already on the stream).
 	stored func(subject string)
@@ -55,6 +57,9 @@ func (p *publisher) add(subject string, ev events.Event, hdr nats.Header) error 
 		msg.Header[k] = v
 	}
 	msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
+	if p.holder != "" {
+		msg.Header.Set(HeaderHolder, p.holder)
+	}
 	fut, err := p.js.PublishMsgAsync(msg)
 	if err != nil {
 		// A full window (ErrTooManyStalledMsgs) or a closed connection:

@@ -27,6 +27,9 @@ type Service struct {
 	clock     svc.Clock
 	reloadReq chan struct{}
 	tickReq   chan tickReq
+	// holder is this instance's lease holder name, set when Run starts
+	// and put on every event it publishes (HeaderHolder).
+	holder string
 
 	// evalLogged rate-limits evaluation error logs per rule (loop-owned).
 	evalLogged map[string]*evalLog
@@ -188,8 +191,9 @@ func (s *Service) setStatus(fn func(*Status)) {
 // nothing, and becomes active (from the last snapshot) when the lease is
 // free: one instance publishes alerts and presence events at a time.
 func (s *Service) Run(ctx context.Context) error {
+	s.holder = lease.InstanceName()
 	l, err := lease.Open(ctx, s.deps.JS, lease.Config{
-		Bucket: s.cfg.LeaseBucket, Key: "alerting", Holder: lease.InstanceName(), What: "alerting",
+		Bucket: s.cfg.LeaseBucket, Key: "alerting", Holder: s.holder, What: "alerting",
 		TTL: s.cfg.LeaseTTL, Replicas: s.deps.Streams.Replicas, Log: s.log,
 	})
 	if err != nil {

@@ -177,7 +177,7 @@ func (s *Service) restore(ctx context.Context, set *rules.Set) (*run, error) {
 		return nil, err
 	}
 	r := &run{kv: kv, pub: newPublisher(s.deps.JS), published: map[string]bool{}}
-	r.pub.stored, r.pub.lose = s.countAlert, s.loseAlert
+	r.pub.stored, r.pub.lose, r.pub.holder = s.countAlert, s.loseAlert, s.holder
 	r.eng = s.newEngine(set)
 	m, state, err := loadSnapshot(ctx, kv)
 	if err != nil {

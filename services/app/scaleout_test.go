@@ -193,6 +193,40 @@ func TestScaleOutProjectorAlerting(t *testing.T) {
 		}
 	}
 	t.Logf("ALERTS: %d events, as one instance", len(got))
+
+	// One active instance at a time: ALERTS holds one publisher's run of
+	// events, then the other's, never the two interleaved (the same
+	// events from two active instances would be stored whichever came
+	// first, ids being deterministic).
+	runs := holderRuns(t, &testutil.JetStream{JS: js})
+	if len(runs) > 2 {
+		t.Errorf("ALERTS interleaves the alerting instances' events: %s", strings.Join(runs, ", "))
+	}
+	t.Logf("ALERTS by publisher: %s", strings.Join(runs, ", "))
+}
+
+// holderRuns is ALERTS's events by the instance that published them
+// (alerting.HeaderHolder), as runs: "HOLDER xN" for N events in a row.
+func holderRuns(t *testing.T, js *testutil.JetStream) []string {
+	t.Helper()
+	var runs []string
+	last, n := "", 0
+	for _, m := range js.Events(t, events.StreamAlerts) {
+		h := m.Header.Get(alerting.HeaderHolder)
+		if h == "" {
+			t.Errorf("ALERTS %d has no %s header", m.Sequence, alerting.HeaderHolder)
+		}
+		if h != last && n > 0 {
+			runs = append(runs, fmt.Sprintf("%s x%d", last, n))
+			n = 0
+		}
+		last = h
+		n++
+	}
+	if n > 0 {
+		runs = append(runs, fmt.Sprintf("%s x%d", last, n))
+	}
+	return runs
 }
 
 // scaleT0 is the synthetic fleet's first event time.
